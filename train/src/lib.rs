@@ -1,0 +1,9 @@
+//! Contextrast training engine: a `Backend` trait with a CPU reference implementation,
+//! ContextrastNet, cross-entropy and (later) the Contextrast loss, synthetic line data,
+//! checkpoints, evaluation and ONNX export.
+pub mod backend;
+pub mod error;
+pub mod model;
+pub mod nn;
+
+pub use error::{Error, Result};

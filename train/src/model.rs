@@ -1,0 +1,141 @@
+//! ContextrastNet: a small encoder with features at strides 4/8/16/32, an FPN-style decoder that
+//! fuses all four scales for the segmentation head, and four projection heads for the
+//! contrastive loss (training only, dropped at export: no inference cost).
+use crate::backend::Shape;
+use crate::nn::graph::{Graph, GraphBuilder, NodeId, Op};
+use serde::{Deserialize, Serialize};
+
+/// Size of the network. The default (`width` 16, `decoder` 32) is about 0.5 M parameters and
+/// ~1.3 GFLOPs per 512×512 frame: it runs at line rate on a Jetson Orin Nano.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Channels at stride 4; doubled at each deeper stage.
+    pub width: usize,
+    /// Channels of the FPN decoder.
+    pub decoder: usize,
+    /// Projection dimension D of the contrastive heads.
+    pub proj_dim: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { width: 16, decoder: 32, proj_dim: 64 }
+    }
+}
+
+/// Builds the graph for `num_classes` classes.
+pub fn contextrast_net(cfg: &ModelConfig, num_classes: usize) -> Graph {
+    let w = cfg.width;
+    let d = cfg.decoder;
+    let mut g = GraphBuilder::default();
+    let x = g.input();
+
+    // Encoder. Each stage: a strided conv, then a residual conv block.
+    let s = g.conv_bn_relu("enc.stem1", x, 3, w, 3, 2);
+    let s = g.conv_bn_relu("enc.stem2", s, w, w, 3, 2);
+    let chans = [w, 2 * w, 4 * w, 8 * w];
+    let mut feats: [NodeId; 4] = [0; 4];
+    let mut prev = s;
+    let mut c_prev = w;
+    for (i, &c) in chans.iter().enumerate() {
+        let a = if i == 0 { prev } else { g.conv_bn_relu(&format!("enc.s{}a", i + 1), prev, c_prev, c, 3, 2) };
+        let b = g.conv_bn_relu(&format!("enc.s{}b", i + 1), a, c, c, 3, 1);
+        let f = g.add(format!("enc.s{}.res", i + 1), Op::Add, &[a, b]);
+        feats[i] = f;
+        prev = f;
+        c_prev = c;
+    }
+
+    // FPN decoder: 1×1 laterals, top-down sums.
+    let lat: Vec<NodeId> =
+        (0..4).map(|i| g.conv(&format!("dec.lat{}", i + 1), feats[i], chans[i], d, 1)).collect();
+    let mut p = [0; 4];
+    p[3] = lat[3];
+    for i in (0..3).rev() {
+        let up = g.add(format!("dec.up{}", i + 2), Op::Upsample { factor: 2 }, &[p[i + 1]]);
+        p[i] = g.add(format!("dec.p{}", i + 1), Op::Add, &[lat[i], up]);
+    }
+    // Head: every scale brought to stride 4 and concatenated, so thin defects see context.
+    let mut parts = vec![p[0]];
+    for (i, &pi) in p.iter().enumerate().skip(1) {
+        parts.push(g.add(format!("head.up{}", i + 1), Op::Upsample { factor: 1 << i }, &[pi]));
+    }
+    let cat = g.add("head.cat", Op::Concat, &parts);
+    let h = g.conv_bn_relu("head.fuse", cat, 4 * d, d, 1, 1);
+    let h = g.conv_bn_relu("head.conv", h, d, d, 3, 1);
+    let cls = g.conv("head.cls", h, d, num_classes, 1);
+    let logits = g.add("logits", Op::Upsample { factor: 4 }, &[cls]);
+
+    // Projection heads (paper §3.1): Conv1×1 → BN → ReLU → Conv1×1 → L2 norm.
+    g.training_only = true;
+    let mut proj = [0; 4];
+    for i in 0..4 {
+        let n = format!("proj{}", i + 1);
+        let a = g.conv_bn_relu(&format!("{n}.a"), feats[i], chans[i], chans[i], 1, 1);
+        let b = g.conv(&format!("{n}.b"), a, chans[i], cfg.proj_dim, 1);
+        proj[i] = g.add(format!("{n}.norm"), Op::L2Normalize, &[b]);
+    }
+    g.training_only = false;
+
+    Graph { nodes: g.nodes, logits, features: feats, projections: proj, num_classes, size_multiple: 32 }
+}
+
+/// Output shape of every node for an input of shape `input`, or an error naming the node.
+pub fn infer_shapes(graph: &Graph, input: Shape) -> crate::Result<Vec<Shape>> {
+    let mut shapes: Vec<Shape> = Vec::with_capacity(graph.nodes.len());
+    for node in &graph.nodes {
+        let ins: Vec<Shape> = node.inputs.iter().map(|&i| shapes[i]).collect();
+        let err = |m: String| crate::Error::Shape(format!("node {}: {m}", node.name));
+        let s = match &node.op {
+            Op::Input => input,
+            Op::Conv { spec, .. } => {
+                if ins[0].c != spec.c_in {
+                    return Err(err(format!("expects {} channels, got {}", spec.c_in, ins[0].c)));
+                }
+                if ins[0].h + 2 * spec.pad < spec.k || ins[0].w + 2 * spec.pad < spec.k {
+                    return Err(err(format!("input {} smaller than the kernel", ins[0])));
+                }
+                spec.out_shape(ins[0])
+            }
+            Op::BatchNorm { channels, .. } => {
+                if ins[0].c != *channels {
+                    return Err(err(format!("expects {channels} channels, got {}", ins[0].c)));
+                }
+                ins[0]
+            }
+            Op::Relu | Op::L2Normalize => ins[0],
+            Op::Upsample { factor } => ins[0].with_hw(ins[0].h * factor, ins[0].w * factor),
+            Op::Add => {
+                if ins[0] != ins[1] {
+                    return Err(err(format!("adds {} and {}", ins[0], ins[1])));
+                }
+                ins[0]
+            }
+            Op::Concat => {
+                let c = ins.iter().map(|s| s.c).sum();
+                if ins.iter().any(|s| s.n != ins[0].n || s.h != ins[0].h || s.w != ins[0].w) {
+                    return Err(err("concatenates different spatial sizes".into()));
+                }
+                ins[0].with_c(c)
+            }
+        };
+        shapes.push(s);
+    }
+    Ok(shapes)
+}
+
+/// Inference cost in FLOPs (2 per multiply-add; convolutions only, the rest is noise) for one
+/// image of `h`×`w`, excluding training-only nodes.
+pub fn inference_flops(graph: &Graph, h: usize, w: usize) -> crate::Result<u64> {
+    let shapes = infer_shapes(graph, Shape::new(1, 3, h, w))?;
+    Ok(graph
+        .nodes
+        .iter()
+        .filter(|n| !n.training_only)
+        .map(|n| match &n.op {
+            Op::Conv { spec, .. } => spec.flops(shapes[n.inputs[0]]),
+            _ => 0,
+        })
+        .sum())
+}

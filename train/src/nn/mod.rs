@@ -1,0 +1,2 @@
+//! Network description and execution.
+pub mod graph;
