@@ -4,10 +4,12 @@
 pub mod atomic;
 pub mod backend;
 pub mod error;
+pub mod export;
 pub mod meta;
 pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod npy;
+pub mod onnx_model;
 
 pub use error::{Error, Result};

@@ -52,7 +52,11 @@ impl ModelMeta {
             ));
         }
         // The plain `classes` key is a comma list: a comma (or an empty name) would corrupt it.
-        if let Some(bad) = self.class_names.iter().find(|n| n.is_empty() || n.contains(',')) {
+        if let Some(bad) = self
+            .class_names
+            .iter()
+            .find(|n| n.is_empty() || n.contains(','))
+        {
             return Err(format!("class name `{bad}` is empty or contains a comma"));
         }
         if self.size_multiple == 0 {
@@ -60,16 +64,24 @@ impl ModelMeta {
         }
         if self.input_h == 0
             || self.input_w == 0
-            || self.input_h % self.size_multiple != 0
-            || self.input_w % self.size_multiple != 0
+            || !self.input_h.is_multiple_of(self.size_multiple)
+            || !self.input_w.is_multiple_of(self.size_multiple)
         {
             return Err(format!(
                 "input size {}x{} is not a positive multiple of size_multiple {}",
                 self.input_h, self.input_w, self.size_multiple
             ));
         }
-        if self.mean.iter().any(|v| !v.is_finite()) || self.std.iter().any(|v| !(*v > 0.0) || !v.is_finite()) {
-            return Err(format!("mean {:?} / std {:?} must be finite with std > 0", self.mean, self.std));
+        if self.mean.iter().any(|v| !v.is_finite())
+            || self
+                .std
+                .iter()
+                .any(|v| v.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) || !v.is_finite())
+        {
+            return Err(format!(
+                "mean {:?} / std {:?} must be finite with std > 0",
+                self.mean, self.std
+            ));
         }
         // JSON has no NaN: a non-finite metric would not survive the round trip.
         if let Some((k, v)) = self.metrics.iter().find(|(_, v)| !v.is_finite()) {
@@ -84,8 +96,14 @@ impl ModelMeta {
     /// (`HxW`).
     pub fn to_props(&self) -> Result<Vec<(String, String)>, String> {
         self.validate()?;
-        let json = serde_json::to_string(self).map_err(|e| format!("cannot serialise metadata: {e}"))?;
-        let list = |v: &[f32; 3]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",");
+        let json =
+            serde_json::to_string(self).map_err(|e| format!("cannot serialise metadata: {e}"))?;
+        let list = |v: &[f32; 3]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         let defects: Vec<&str> = self
             .class_names
             .iter()
@@ -99,7 +117,10 @@ impl ModelMeta {
             ("defect_classes".into(), defects.join(",")),
             ("mean".into(), list(&self.mean)),
             ("std".into(), list(&self.std)),
-            ("input_size".into(), format!("{}x{}", self.input_h, self.input_w)),
+            (
+                "input_size".into(),
+                format!("{}x{}", self.input_h, self.input_w),
+            ),
         ])
     }
 
@@ -113,7 +134,8 @@ impl ModelMeta {
         };
         let meta: ModelMeta =
             serde_json::from_str(json).map_err(|e| format!("metadata `{META_KEY}`: {e}"))?;
-        meta.validate().map_err(|e| format!("metadata `{META_KEY}`: {e}"))?;
+        meta.validate()
+            .map_err(|e| format!("metadata `{META_KEY}`: {e}"))?;
         Ok(Some(meta))
     }
 }
@@ -125,7 +147,12 @@ pub(crate) mod tests {
     /// A realistic metadata record, shared with the export tests.
     pub(crate) fn sample() -> ModelMeta {
         ModelMeta {
-            class_names: vec!["background".into(), "scratch".into(), "dent".into(), "stain".into()],
+            class_names: vec![
+                "background".into(),
+                "scratch".into(),
+                "dent".into(),
+                "stain".into(),
+            ],
             colors: vec![[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]],
             defect: vec![false, true, true, false],
             input_h: 512,

@@ -13,7 +13,10 @@ pub struct ConfusionMatrix {
 
 impl ConfusionMatrix {
     pub fn new(classes: usize) -> Self {
-        ConfusionMatrix { classes, counts: vec![0; classes * classes] }
+        ConfusionMatrix {
+            classes,
+            counts: vec![0; classes * classes],
+        }
     }
 
     pub fn classes(&self) -> usize {
@@ -30,7 +33,11 @@ impl ConfusionMatrix {
     /// disagree on classes: silently skipping it would inflate the scores).
     pub fn add(&mut self, pred: &[u8], label: &[u8]) -> Result<()> {
         if pred.len() != label.len() {
-            return Err(Error::Shape(format!("prediction has {} pixels, label {}", pred.len(), label.len())));
+            return Err(Error::Shape(format!(
+                "prediction has {} pixels, label {}",
+                pred.len(),
+                label.len()
+            )));
         }
         let c = self.classes;
         for (&p, &l) in pred.iter().zip(label) {
@@ -39,19 +46,49 @@ impl ConfusionMatrix {
             }
             let (p, l) = (p as usize, l as usize);
             if p >= c || l >= c {
-                return Err(Error::Shape(format!("class id {} out of range for {c} classes", p.max(l))));
+                return Err(Error::Shape(format!(
+                    "class id {} out of range for {c} classes",
+                    p.max(l)
+                )));
             }
             self.counts[l * c + p] += 1;
         }
         Ok(())
     }
 
+    /// Rebuilds a matrix from `counts[gt][pred]` (as [`ConfusionMatrix::counts`] returns and
+    /// reports store it). The class count is the number of rows; missing entries count as 0.
+    pub fn from_counts(rows: Vec<Vec<u64>>) -> Self {
+        let c = rows.len();
+        let mut m = ConfusionMatrix::new(c);
+        for (g, row) in rows.iter().enumerate() {
+            for (p, &v) in row.iter().take(c).enumerate() {
+                m.counts[g * c + p] = v;
+            }
+        }
+        m
+    }
+
+    /// The counts as rows `[gt][pred]`, for reports (JSON) and [`ConfusionMatrix::from_counts`].
+    pub fn counts(&self) -> Vec<Vec<u64>> {
+        self.counts
+            .chunks(self.classes.max(1))
+            .map(<[u64]>::to_vec)
+            .collect()
+    }
+
     /// Adds another matrix (e.g. from a parallel worker).
     pub fn merge(&mut self, other: &ConfusionMatrix) -> Result<()> {
         if other.classes != self.classes {
-            return Err(Error::Shape(format!("merging {} classes into {}", other.classes, self.classes)));
+            return Err(Error::Shape(format!(
+                "merging {} classes into {}",
+                other.classes, self.classes
+            )));
         }
-        self.counts.iter_mut().zip(&other.counts).for_each(|(a, b)| *a += b);
+        self.counts
+            .iter_mut()
+            .zip(&other.counts)
+            .for_each(|(a, b)| *a += b);
         Ok(())
     }
 
@@ -77,26 +114,42 @@ impl ConfusionMatrix {
             .collect()
     }
 
-    /// Mean IoU over the classes that occur; `None` when no pixel was labelled.
-    pub fn miou(&self) -> Option<f64> {
+    /// Mean IoU over the classes that occur (0 when nothing was labelled or predicted).
+    pub fn miou(&self) -> f64 {
         mean_present(&self.iou())
     }
 
-    /// Fraction of labelled pixels predicted correctly; `None` when none was labelled.
-    pub fn pixel_accuracy(&self) -> Option<f64> {
+    /// Fraction of labelled pixels predicted correctly (0 when none was labelled).
+    pub fn pixel_accuracy(&self) -> f64 {
         let total: u64 = self.counts.iter().sum();
         let correct: u64 = (0..self.classes).map(|k| self.count(k, k)).sum();
-        (total > 0).then(|| correct as f64 / total as f64)
+        if total == 0 {
+            0.0
+        } else {
+            correct as f64 / total as f64
+        }
     }
 
     /// An aligned text table: per class IoU, recall, ground-truth and predicted pixels, then
     /// mIoU and pixel accuracy. Classes without a name in `class_names` are shown as `class<i>`.
     pub fn table(&self, class_names: &[String]) -> String {
         let names: Vec<String> = (0..self.classes)
-            .map(|k| class_names.get(k).cloned().unwrap_or_else(|| format!("class{k}")))
+            .map(|k| {
+                class_names
+                    .get(k)
+                    .cloned()
+                    .unwrap_or_else(|| format!("class{k}"))
+            })
             .collect();
-        let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).max(5);
-        let pct = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{:.2}", 100.0 * v));
+        let width = names
+            .iter()
+            .map(|n| n.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(5);
+        let pct =
+            |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{:.2}", 100.0 * v));
+        let total: u64 = self.counts.iter().sum();
         let mut out = format!(
             "{:<width$}  {:>7}  {:>7}  {:>12}  {:>12}\n",
             "class", "IoU %", "recall%", "gt px", "pred px"
@@ -112,15 +165,26 @@ impl ConfusionMatrix {
                 self.pred_total(k)
             );
         }
-        out += &format!("{:<width$}  {:>7}\n", "mIoU", pct(self.miou()));
-        out += &format!("{:<width$}  {:>7}\n", "pixacc", pct(self.pixel_accuracy()));
+        let overall = |v: f64| pct((total > 0).then_some(v));
+        out += &format!("{:<width$}  {:>7}\n", "mIoU", overall(self.miou()));
+        out += &format!(
+            "{:<width$}  {:>7}\n",
+            "pixacc",
+            overall(self.pixel_accuracy())
+        );
         out
     }
 }
 
-fn mean_present(v: &[Option<f64>]) -> Option<f64> {
+/// Mean of the present values; 0 when none is (an empty evaluation scores nothing, and a plain
+/// `f64` keeps reports and JSON simple; callers refuse empty evaluations upstream).
+fn mean_present(v: &[Option<f64>]) -> f64 {
     let present: Vec<f64> = v.iter().flatten().copied().collect();
-    (!present.is_empty()).then(|| present.iter().sum::<f64>() / present.len() as f64)
+    if present.is_empty() {
+        0.0
+    } else {
+        present.iter().sum::<f64>() / present.len() as f64
+    }
 }
 
 /// Band width `d` for an `h`×`w` image: `max(1, round(0.02 · diagonal))`, rounding half to
@@ -190,7 +254,10 @@ pub struct BoundaryIou {
 
 impl BoundaryIou {
     pub fn new(classes: usize) -> Self {
-        BoundaryIou { intersection: vec![0; classes], union: vec![0; classes] }
+        BoundaryIou {
+            intersection: vec![0; classes],
+            union: vec![0; classes],
+        }
     }
 
     /// Adds one `h`×`w` image. Errors on lengths that do not match `h·w` or out-of-range ids.
@@ -203,8 +270,14 @@ impl BoundaryIou {
                 label.len()
             )));
         }
-        if let Some(&bad) = pred.iter().chain(label).find(|&&v| v as usize >= c && v != IGNORE) {
-            return Err(Error::Shape(format!("class id {bad} out of range for {c} classes")));
+        if let Some(&bad) = pred
+            .iter()
+            .chain(label)
+            .find(|&&v| v as usize >= c && v != IGNORE)
+        {
+            return Err(Error::Shape(format!(
+                "class id {bad} out of range for {c} classes"
+            )));
         }
         let d = boundary_width(h, w);
         for k in 0..c {
@@ -236,8 +309,8 @@ impl BoundaryIou {
             .collect()
     }
 
-    /// Mean over the classes that appeared.
-    pub fn mean(&self) -> Option<f64> {
+    /// Mean over the classes that appeared (0 when none did).
+    pub fn mean(&self) -> f64 {
         mean_present(&self.per_class())
     }
 }
@@ -247,7 +320,14 @@ mod tests {
     use super::*;
 
     /// An `h`×`w` map of `bg` with the rectangle rows `y0..y1`, cols `x0..x1` set to `fg`.
-    fn rect(h: usize, w: usize, bg: u8, fg: u8, (y0, y1): (usize, usize), (x0, x1): (usize, usize)) -> Vec<u8> {
+    fn rect(
+        h: usize,
+        w: usize,
+        bg: u8,
+        fg: u8,
+        (y0, y1): (usize, usize),
+        (x0, x1): (usize, usize),
+    ) -> Vec<u8> {
         let mut m = vec![bg; h * w];
         for y in y0..y1 {
             for x in x0..x1 {
@@ -269,8 +349,8 @@ mod tests {
         // class 0: tp 1, fp 1 (the 2 predicted as 0), fn 1 → 1/3; class 1: tp 2, fp 1 → 2/3;
         // class 2: tp 0, fn 1 → 0.
         assert_eq!(iou, vec![Some(1.0 / 3.0), Some(2.0 / 3.0), Some(0.0)]);
-        assert!((cm.miou().unwrap() - 1.0 / 3.0).abs() < 1e-12);
-        assert_eq!(cm.pixel_accuracy(), Some(3.0 / 5.0));
+        assert!((cm.miou() - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(cm.pixel_accuracy(), 3.0 / 5.0);
     }
 
     #[test]
@@ -278,17 +358,30 @@ mod tests {
         let mut cm = ConfusionMatrix::new(3);
         cm.add(&[0, 0, 1], &[0, 0, 1]).unwrap();
         assert_eq!(cm.iou(), vec![Some(1.0), Some(1.0), None]);
-        assert_eq!(cm.miou(), Some(1.0));
-        assert_eq!(ConfusionMatrix::new(2).miou(), None);
-        assert_eq!(ConfusionMatrix::new(2).pixel_accuracy(), None);
+        assert_eq!(cm.miou(), 1.0);
+        assert_eq!(ConfusionMatrix::new(2).miou(), 0.0);
+        assert_eq!(ConfusionMatrix::new(2).pixel_accuracy(), 0.0);
     }
 
     #[test]
     fn confusion_matrix_rejects_bad_input() {
         let mut cm = ConfusionMatrix::new(2);
-        assert!(cm.add(&[0, 1], &[0]).unwrap_err().to_string().contains("2 pixels"));
-        assert!(cm.add(&[0], &[5]).unwrap_err().to_string().contains("class id 5"));
-        assert!(cm.add(&[7], &[255]).is_ok(), "ignored pixels are not inspected");
+        assert!(
+            cm.add(&[0, 1], &[0])
+                .unwrap_err()
+                .to_string()
+                .contains("2 pixels")
+        );
+        assert!(
+            cm.add(&[0], &[5])
+                .unwrap_err()
+                .to_string()
+                .contains("class id 5")
+        );
+        assert!(
+            cm.add(&[7], &[255]).is_ok(),
+            "ignored pixels are not inspected"
+        );
     }
 
     #[test]
@@ -300,6 +393,11 @@ mod tests {
         a.merge(&b).unwrap();
         assert_eq!((a.count(0, 0), a.count(0, 1), a.count(1, 1)), (1, 1, 1));
         assert!(a.merge(&ConfusionMatrix::new(3)).is_err());
+        assert_eq!(a.counts(), vec![vec![1, 1], vec![0, 1]]);
+        assert_eq!(ConfusionMatrix::from_counts(a.counts()), a);
+        // Ragged rows: missing entries are 0, extra ones dropped.
+        let r = ConfusionMatrix::from_counts(vec![vec![5], vec![1, 2, 9]]);
+        assert_eq!(r.counts(), vec![vec![5, 0], vec![1, 2]]);
     }
 
     #[test]
@@ -309,12 +407,24 @@ mod tests {
         let t = cm.table(&["background".into(), "scratch".into()]);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 1 + 3 + 2);
-        assert!(lines[1].starts_with("background") && lines[1].contains("50.00"), "{t}");
-        assert!(lines[2].starts_with("scratch   ") && lines[2].contains("66.67"), "{t}");
-        assert!(lines[3].starts_with("class2") && lines[3].contains(" -"), "{t}");
+        assert!(
+            lines[1].starts_with("background") && lines[1].contains("50.00"),
+            "{t}"
+        );
+        assert!(
+            lines[2].starts_with("scratch   ") && lines[2].contains("66.67"),
+            "{t}"
+        );
+        assert!(
+            lines[3].starts_with("class2") && lines[3].contains(" -"),
+            "{t}"
+        );
         // Header and class rows have the same width, so the columns line up.
         assert!(lines[..4].iter().all(|l| l.len() == lines[0].len()), "{t}");
-        assert!(lines[4].starts_with("mIoU") && lines[4].contains("58.33"), "{t}");
+        assert!(
+            lines[4].starts_with("mIoU") && lines[4].contains("58.33"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -328,12 +438,18 @@ mod tests {
     #[test]
     fn band_is_inner_ring_and_border_counts_as_background() {
         // A 6×6 square inside 10×10, d = 1: the band is its outer ring, 36 − 16 = 20 pixels.
-        let m: Vec<bool> = rect(10, 10, 0, 1, (2, 8), (2, 8)).iter().map(|&v| v == 1).collect();
+        let m: Vec<bool> = rect(10, 10, 0, 1, (2, 8), (2, 8))
+            .iter()
+            .map(|&v| v == 1)
+            .collect();
         let band = boundary_band(&m, 10, 10, 1);
         assert_eq!(band.iter().filter(|&&b| b).count(), 20);
         assert!(band[2 * 10 + 2] && !band[3 * 10 + 3]);
         // d = 2 takes two rings: 36 − 4.
-        assert_eq!(boundary_band(&m, 10, 10, 2).iter().filter(|&&b| b).count(), 32);
+        assert_eq!(
+            boundary_band(&m, 10, 10, 2).iter().filter(|&&b| b).count(),
+            32
+        );
         // A full 5×5 mask has a band along the image border (padding is background): 25 − 9.
         let full = vec![true; 25];
         let band = boundary_band(&full, 5, 5, 1);
@@ -350,7 +466,10 @@ mod tests {
         m[10 * 21 + 10] = false;
         let band = boundary_band(&m, 21, 21, 2);
         assert_eq!(band.iter().filter(|&&b| b).count(), 24 + (441 - 289));
-        assert!(band[12 * 21 + 12], "diagonal offset (2, 2) is within the square");
+        assert!(
+            band[12 * 21 + 12],
+            "diagonal offset (2, 2) is within the square"
+        );
         assert!(!band[13 * 21 + 10], "offset (3, 0) is outside");
     }
 
@@ -360,7 +479,8 @@ mod tests {
         let mut b = BoundaryIou::new(2);
         b.add(&m, &m, 20, 20).unwrap();
         assert_eq!(b.per_class(), vec![Some(1.0), Some(1.0)]);
-        assert_eq!(b.mean(), Some(1.0));
+        assert_eq!(b.mean(), 1.0);
+        assert_eq!(BoundaryIou::new(2).mean(), 0.0);
     }
 
     #[test]
@@ -394,6 +514,11 @@ mod tests {
         let fg = b.per_class()[1].unwrap();
         assert!((fg - 7.0 / 9.0).abs() < 1e-12, "{fg}");
         assert!(b.add(&gt, &gt[1..], 20, 20).is_err());
-        assert!(b.add(&vec![3; 400], &gt, 20, 20).unwrap_err().to_string().contains("class id 3"));
+        assert!(
+            b.add(&vec![3; 400], &gt, 20, 20)
+                .unwrap_err()
+                .to_string()
+                .contains("class id 3")
+        );
     }
 }

@@ -11,7 +11,10 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 pub fn write_npy(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
     let numel: usize = shape.iter().product();
     if numel != data.len() {
-        return Err(Error::data(path, format!("shape {shape:?} holds {numel} values, got {}", data.len())));
+        return Err(Error::data(
+            path,
+            format!("shape {shape:?} holds {numel} values, got {}", data.len()),
+        ));
     }
     write_atomic(path, &encode(data, shape))
 }
@@ -19,7 +22,10 @@ pub fn write_npy(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
 /// Reads a float32 C-order `.npy`; returns the values and the shape.
 pub fn read_npy(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decode(&bytes).map_err(|msg| Error::Parse { path: path.to_path_buf(), msg })
+    decode(&bytes).map_err(|msg| Error::Parse {
+        path: path.to_path_buf(),
+        msg,
+    })
 }
 
 /// The bytes of a version 1.0 file. The header is padded so the data starts at a multiple of
@@ -27,7 +33,14 @@ pub fn read_npy(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
 pub fn encode(data: &[f32], shape: &[usize]) -> Vec<u8> {
     let dims = match shape {
         [d] => format!("({d},)"),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
     let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
@@ -52,9 +65,10 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<(Vec<f32>, Vec<usize>), Strin
     }
     let (header_len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => {
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
-        }
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         v => return Err(format!("unsupported .npy version {v}")),
     };
     let header = bytes
@@ -63,27 +77,48 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<(Vec<f32>, Vec<usize>), Strin
     let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
     let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
     if !matches!(descr.trim_matches(|c| c == '\'' || c == '"'), "<f4" | "=f4") {
-        return Err(format!("dtype {descr} is not little-endian float32 ('<f4')"));
+        return Err(format!(
+            "dtype {descr} is not little-endian float32 ('<f4')"
+        ));
     }
     let fortran = dict_value(header, "fortran_order").ok_or("header has no 'fortran_order'")?;
     if fortran != "False" {
         return Err("Fortran-order arrays are not supported".into());
     }
     let shape = parse_shape(dict_value(header, "shape").ok_or("header has no 'shape'")?)?;
-    let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("shape overflows")?;
+    let numel = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or("shape overflows")?;
     let body = &bytes[start + header_len..];
     if body.len() != 4 * numel {
-        return Err(format!("shape {shape:?} needs {} data bytes, file has {}", 4 * numel, body.len()));
+        return Err(format!(
+            "shape {shape:?} needs {} data bytes, file has {}",
+            4 * numel,
+            body.len()
+        ));
     }
-    let data = body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let data = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     Ok((data, shape))
 }
 
 /// The raw text of `'key': value` in NumPy's header dict; a tuple value keeps its parentheses.
 fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    let at = header.find(&format!("'{key}'")).or_else(|| header.find(&format!("\"{key}\"")))?;
-    let rest = header[at + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
-    let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find([',', '}'])? };
+    let at = header
+        .find(&format!("'{key}'"))
+        .or_else(|| header.find(&format!("\"{key}\"")))?;
+    let rest = header[at + key.len() + 2..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let end = if rest.starts_with('(') {
+        rest.find(')')? + 1
+    } else {
+        rest.find([',', '}'])?
+    };
     Some(rest[..end].trim())
 }
 
@@ -96,7 +131,10 @@ fn parse_shape(s: &str) -> std::result::Result<Vec<usize>, String> {
         .split(',')
         .map(str::trim)
         .filter(|d| !d.is_empty())
-        .map(|d| d.parse::<usize>().map_err(|_| format!("bad dimension `{d}` in shape {s}")))
+        .map(|d| {
+            d.parse::<usize>()
+                .map_err(|_| format!("bad dimension `{d}` in shape {s}"))
+        })
         .collect()
 }
 
@@ -148,13 +186,24 @@ mod tests {
         let ok = encode(&[1.0, 2.0], &[2]);
         let swap = |from: &str, to: &str| {
             let mut b = ok.clone();
-            let at = b.windows(from.len()).position(|w| w == from.as_bytes()).unwrap();
+            let at = b
+                .windows(from.len())
+                .position(|w| w == from.as_bytes())
+                .unwrap();
             b.splice(at..at + from.len(), to.bytes());
             b
         };
         assert!(decode(&swap("<f4", "<f8")).unwrap_err().contains("float32"));
-        assert!(decode(&swap("False", "True ")).unwrap_err().contains("Fortran"));
-        assert!(decode(&swap("(2,)", "(3,)")).unwrap_err().contains("data bytes"));
+        assert!(
+            decode(&swap("False", "True "))
+                .unwrap_err()
+                .contains("Fortran")
+        );
+        assert!(
+            decode(&swap("(2,)", "(3,)"))
+                .unwrap_err()
+                .contains("data bytes")
+        );
         assert!(decode(b"PK\x03\x04 not npy").unwrap_err().contains("magic"));
     }
 
