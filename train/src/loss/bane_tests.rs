@@ -143,7 +143,7 @@ fn random_batch(rng: &mut Rng, b: usize, h: usize, w: usize) -> (Vec<u8>, Vec<u8
         .iter()
         .enumerate()
         .map(|(p, &l)| {
-            let blob = (p % w) / 8 % 2 == 0 && (p / w) / 8 % 2 == 0;
+            let blob = ((p % w) / 8).is_multiple_of(2) && (p / w / 8).is_multiple_of(2);
             if blob {
                 M
             } else if rng.chance(0.6) && l != 255 {

@@ -78,7 +78,7 @@ fn cases() -> Vec<Case> {
             |y, x| y != x,
         ));
         v.push(case(format!("checkerboard {h}×{w}"), h, w, |y, x| {
-            (y + x) % 2 == 0
+            (y + x).is_multiple_of(2)
         }));
     }
     v
