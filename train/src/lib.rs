@@ -5,5 +5,6 @@ pub mod backend;
 pub mod error;
 pub mod model;
 pub mod nn;
+pub mod rng;
 
 pub use error::{Error, Result};
