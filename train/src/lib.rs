@@ -8,3 +8,8 @@ pub mod nn;
 pub mod rng;
 
 pub use error::{Error, Result};
+pub mod atomic;
+pub mod checkpoint;
+pub mod config;
+pub mod evaluate;
+pub mod trainer;
