@@ -3,6 +3,7 @@
 //! checkpoints, evaluation and ONNX export.
 pub mod backend;
 pub mod error;
+pub mod loss;
 pub mod model;
 pub mod nn;
 pub mod rng;
