@@ -5,5 +5,11 @@ pub mod backend;
 pub mod error;
 pub mod model;
 pub mod nn;
+pub mod rng;
 
 pub use error::{Error, Result};
+pub mod atomic;
+pub mod checkpoint;
+pub mod config;
+pub mod evaluate;
+pub mod trainer;
