@@ -62,7 +62,8 @@ impl Geometry {
         (0..self.xs.n).step_by(step).map(move |s| (s, step.min(self.xs.n - s)))
     }
 
-    fn im2col_args(&self, spec: &ConvSpec, nb: usize) -> Result<[i32; 10]> {
+    /// `(nb, c_in, h, w, k, stride, pad, oh, ow)`: the im2col/col2im kernel arguments.
+    fn im2col_args(&self, spec: &ConvSpec, nb: usize) -> Result<[i32; 9]> {
         let (s, g) = (spec, self);
         Ok([
             dim("images", nb)?,
@@ -74,7 +75,6 @@ impl Geometry {
             dim("pad", s.pad)?,
             dim("oh", g.ys.h)?,
             dim("ow", g.ys.w)?,
-            0,
         ])
     }
 }
@@ -89,7 +89,7 @@ impl Cuda {
     /// Writes the column matrices of images `[start, start+nb)` of `x` into `col`.
     fn im2col(&self, x: &Buf, g: &Geometry, spec: &ConvSpec, start: usize, nb: usize, col: &mut Buf) -> Result<()> {
         let xv = images(x, start, nb, g.xs.c * g.xs.hw())?;
-        let [n, c, h, w, k, s, p, oh, ow, _] = g.im2col_args(spec, nb)?;
+        let [n, c, h, w, k, s, p, oh, ow] = g.im2col_args(spec, nb)?;
         let cfg = elems_cfg(nb * g.kk * g.ohw);
         launch!(self, "im2col", cfg; &xv, col, &n, &c, &h, &w, &k, &s, &p, &oh, &ow)
     }
@@ -202,7 +202,7 @@ impl Cuda {
                     let mut dxv = dx
                         .try_slice_mut(start * per_x..(start + nb) * per_x)
                         .ok_or_else(|| backend_err("conv2d", "input range outside the buffer"))?;
-                    let [n, c, h, wd, k, s, p, oh, ow, _] = g.im2col_args(spec, nb)?;
+                    let [n, c, h, wd, k, s, p, oh, ow] = g.im2col_args(spec, nb)?;
                     let cfg = elems_cfg(nb * per_x);
                     launch!(self, "col2im", cfg; &*dcol, &mut dxv, &n, &c, &h, &wd, &k, &s, &p, &oh, &ow)?;
                 }
