@@ -6,5 +6,11 @@ pub mod error;
 pub mod loss;
 pub mod model;
 pub mod nn;
+pub mod rng;
 
 pub use error::{Error, Result};
+pub mod atomic;
+pub mod checkpoint;
+pub mod config;
+pub mod evaluate;
+pub mod trainer;
