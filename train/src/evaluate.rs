@@ -98,6 +98,15 @@ impl<B: Backend> Predictor for EnginePredictor<'_, B> {
     }
 }
 
+impl Predictor for crate::onnx_model::OnnxModel {
+    fn num_classes(&self) -> usize {
+        crate::onnx_model::OnnxModel::num_classes(self)
+    }
+    fn logits(&mut self, chw: &[f32], h: usize, w: usize) -> Result<Vec<f32>> {
+        self.logits_chw(chw, h, w)
+    }
+}
+
 /// Runs `model` over `indices` of `ds` and accumulates the metrics.
 pub fn evaluate(
     model: &mut dyn Predictor,
@@ -124,8 +133,8 @@ pub fn evaluate(
         let chw = crate::data::preprocess(&img, mean, std);
         let logits = model.logits(&chw, h, w)?;
         let pred = argmax_chw(&logits, c, h * w);
-        cm.add(&pred, &mask);
-        biou.add(&pred, &mask, h, w);
+        cm.add(&pred, &mask)?;
+        biou.add(&pred, &mask, h, w)?;
     }
     let names = ds.classes.names();
     let per_class = names
