@@ -18,16 +18,21 @@ fn affine(x: &[f32], xs: Shape, scale: &[f32], shift: &[f32]) -> Vec<f32> {
     if y.is_empty() {
         return y;
     }
-    y.par_chunks_mut(xs.hw()).zip(x.par_chunks(xs.hw())).enumerate().for_each(|(i, (y, x))| {
-        let (a, b) = (scale[i % xs.c], shift[i % xs.c]);
-        y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * a + b);
-    });
+    y.par_chunks_mut(xs.hw())
+        .zip(x.par_chunks(xs.hw()))
+        .enumerate()
+        .for_each(|(i, (y, x))| {
+            let (a, b) = (scale[i % xs.c], shift[i % xs.c]);
+            y.iter_mut().zip(x).for_each(|(y, &x)| *y = x * a + b);
+        });
     y
 }
 
 /// Checks the per-channel parameter buffers.
 fn check_params(op: &str, xs: Shape, params: &[(&str, usize)]) -> Result<()> {
-    params.iter().try_for_each(|&(what, len)| check_len(op, what, len, xs.c))
+    params
+        .iter()
+        .try_for_each(|&(what, len)| check_len(op, what, len, xs.c))
 }
 
 /// Training-mode forward: batch statistics, running-stat update with the unbiased variance
@@ -63,12 +68,18 @@ pub(super) fn forward_train(
         .map(|ch| {
             let sum: f64 = planes(x, xs, ch).flatten().map(|&v| f64::from(v)).sum();
             let mean = sum / m as f64;
-            let sq: f64 = planes(x, xs, ch).flatten().map(|&v| (f64::from(v) - mean).powi(2)).sum();
+            let sq: f64 = planes(x, xs, ch)
+                .flatten()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum();
             (mean, sq / m as f64)
         })
         .collect();
     let mean: Vec<f32> = stats.iter().map(|&(mu, _)| mu as f32).collect();
-    let invstd: Vec<f32> = stats.iter().map(|&(_, var)| (1.0 / (var + f64::from(eps)).sqrt()) as f32).collect();
+    let invstd: Vec<f32> = stats
+        .iter()
+        .map(|&(_, var)| (1.0 / (var + f64::from(eps)).sqrt()) as f32)
+        .collect();
     let unbias = m as f64 / (m - 1) as f64;
     for (ch, &(mu, var)) in stats.iter().enumerate() {
         let mom = f64::from(momentum);
@@ -76,7 +87,9 @@ pub(super) fn forward_train(
         running_var[ch] = ((1.0 - mom) * f64::from(running_var[ch]) + mom * var * unbias) as f32;
     }
     let scale: Vec<f32> = gamma.iter().zip(&invstd).map(|(g, s)| g * s).collect();
-    let shift: Vec<f32> = (0..xs.c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
+    let shift: Vec<f32> = (0..xs.c)
+        .map(|ch| beta[ch] - mean[ch] * scale[ch])
+        .collect();
     Ok((affine(x, xs, &scale, &shift), mean, invstd))
 }
 
@@ -99,8 +112,12 @@ pub(super) fn forward_eval(
         ("running_var", running_var.len()),
     ];
     check_params(OP, xs, &lens)?;
-    let scale: Vec<f32> = (0..xs.c).map(|ch| gamma[ch] / (running_var[ch] + eps).sqrt()).collect();
-    let shift: Vec<f32> = (0..xs.c).map(|ch| beta[ch] - running_mean[ch] * scale[ch]).collect();
+    let scale: Vec<f32> = (0..xs.c)
+        .map(|ch| gamma[ch] / (running_var[ch] + eps).sqrt())
+        .collect();
+    let shift: Vec<f32> = (0..xs.c)
+        .map(|ch| beta[ch] - running_mean[ch] * scale[ch])
+        .collect();
     Ok(affine(x, xs, &scale, &shift))
 }
 
@@ -136,11 +153,16 @@ pub(super) fn backward(
         .into_par_iter()
         .map(|ch| {
             let (mu, is) = (mean[ch], invstd[ch]);
-            planes(dy, xs, ch).zip(planes(x, xs, ch)).fold((0.0, 0.0), |acc, (dy, x)| {
-                dy.iter().zip(x).fold(acc, |(s, sx), (&g, &v)| {
-                    (s + f64::from(g), sx + f64::from(g) * f64::from((v - mu) * is))
+            planes(dy, xs, ch)
+                .zip(planes(x, xs, ch))
+                .fold((0.0, 0.0), |acc, (dy, x)| {
+                    dy.iter().zip(x).fold(acc, |(s, sx), (&g, &v)| {
+                        (
+                            s + f64::from(g),
+                            sx + f64::from(g) * f64::from((v - mu) * is),
+                        )
+                    })
                 })
-            })
         })
         .collect();
     for (ch, &(s, sx)) in sums.iter().enumerate() {
@@ -149,8 +171,10 @@ pub(super) fn backward(
     }
     let mut dx = vec![0.0; x.len()];
     let hw = xs.hw();
-    dx.par_chunks_mut(hw).zip(dy.par_chunks(hw).zip(x.par_chunks(hw))).enumerate().for_each(
-        |(i, (dx, (dy, x)))| {
+    dx.par_chunks_mut(hw)
+        .zip(dy.par_chunks(hw).zip(x.par_chunks(hw)))
+        .enumerate()
+        .for_each(|(i, (dx, (dy, x)))| {
             let ch = i % xs.c;
             let (mu, is) = (mean[ch], invstd[ch]);
             let k = gamma[ch] * is;
@@ -158,7 +182,6 @@ pub(super) fn backward(
             for ((d, &g), &v) in dx.iter_mut().zip(dy).zip(x) {
                 *d = k * (g - mean_dy - (v - mu) * is * mean_dyx);
             }
-        },
-    );
+        });
     Ok(dx)
 }

@@ -19,12 +19,19 @@ const MIN_TILE: usize = 256;
 
 /// Checks the spec against the input shape and returns the per-image geometry.
 fn geometry(op: &str, xs: Shape, spec: &ConvSpec) -> Result<Geom> {
-    let bad = |msg: String| Err(Error::Shape(format!("{op}: {msg} (input {xs}, spec {spec:?})")));
+    let bad = |msg: String| {
+        Err(Error::Shape(format!(
+            "{op}: {msg} (input {xs}, spec {spec:?})"
+        )))
+    };
     if spec.k == 0 || spec.stride == 0 || spec.c_in == 0 || spec.c_out == 0 {
         return bad("kernel, stride and channel counts must be at least 1".into());
     }
     if xs.c != spec.c_in {
-        return bad(format!("input has {} channels, conv expects {}", xs.c, spec.c_in));
+        return bad(format!(
+            "input has {} channels, conv expects {}",
+            xs.c, spec.c_in
+        ));
     }
     if xs.h == 0 || xs.w == 0 || xs.h + 2 * spec.pad < spec.k || xs.w + 2 * spec.pad < spec.k {
         return bad("padded input is smaller than the kernel".into());
@@ -35,13 +42,21 @@ fn geometry(op: &str, xs: Shape, spec: &ConvSpec) -> Result<Geom> {
 /// How many pieces to cut one image's work into: enough for every thread to have a unit, and
 /// enough to keep each piece's scratch under `COL_BUDGET`, but no piece narrower than
 /// `min_width` of the `width` being cut. `forced` (tests) overrides the choice.
-fn pieces(n: usize, col_elems: usize, width: usize, min_width: usize, forced: Option<usize>) -> usize {
+fn pieces(
+    n: usize,
+    col_elems: usize,
+    width: usize,
+    min_width: usize,
+    forced: Option<usize>,
+) -> usize {
     if let Some(f) = forced {
         return f.clamp(1, width.max(1));
     }
     let for_threads = rayon::current_num_threads().div_ceil(n.max(1));
     let for_memory = col_elems.div_ceil(COL_BUDGET);
-    for_threads.max(for_memory).min((width / min_width.max(1)).max(1))
+    for_threads
+        .max(for_memory)
+        .min((width / min_width.max(1)).max(1))
 }
 
 /// Forward pass of columns `p0..p0 + t` of one image into `out` (`c_out × t`, row-major).
@@ -57,7 +72,13 @@ fn forward_tile(
     let lhs = MatRef::rows(w, c_out, g.rows());
     let dst = MatMut::rows(out, c_out, t);
     if g.is_pointwise() {
-        let rhs = MatRef { data: &x_n[p0..], rows: g.c_in, cols: t, rs: g.p(), cs: 1 };
+        let rhs = MatRef {
+            data: &x_n[p0..],
+            rows: g.c_in,
+            cols: t,
+            rs: g.p(),
+            cs: 1,
+        };
         return gemm(dst, lhs, rhs, false);
     }
     col.resize(g.rows() * t, 0.0);
@@ -88,9 +109,9 @@ pub(super) fn forward(
     }
     let per_image = pieces(xs.n, g.rows() * p, p, MIN_TILE, tiles);
     let tile = p.div_ceil(per_image);
-    y.par_chunks_mut(c_out * p).zip(x.par_chunks(xs.c * xs.h * xs.w)).try_for_each_init(
-        Vec::new,
-        |col, (y_n, x_n)| -> Result<()> {
+    y.par_chunks_mut(c_out * p)
+        .zip(x.par_chunks(xs.c * xs.h * xs.w))
+        .try_for_each_init(Vec::new, |col, (y_n, x_n)| -> Result<()> {
             if tile >= p {
                 forward_tile(x_n, w, &g, 0..p, col, y_n)?;
             } else {
@@ -116,8 +137,7 @@ pub(super) fn forward(
                 }
             }
             Ok(())
-        },
-    )?;
+        })?;
     Ok(y)
 }
 
@@ -141,24 +161,32 @@ pub(super) fn backward_input(
     }
     let per_image = pieces(xs.n, g.rows() * p, xs.c, 1, groups);
     let cg = xs.c.div_ceil(per_image);
-    dx.par_chunks_mut(xs.c * hw).zip(dy.par_chunks(c_out * p)).try_for_each(|(dx_n, dy_n)| {
-        dx_n.par_chunks_mut(cg * hw).enumerate().try_for_each_init(
-            Vec::new,
-            |col, (gi, dx_g)| -> Result<()> {
-                let cn = dx_g.len() / hw;
-                // Rows c0·k·k .. of Wᵀ: element (r, co) is w[co·K + c0·k·k + r].
-                let lhs = MatRef { data: &w[gi * cg * kk..], rows: cn * kk, cols: c_out, rs: 1, cs: g.rows() };
-                let rhs = MatRef::rows(dy_n, c_out, p);
-                if g.is_pointwise() {
-                    return gemm(MatMut::rows(dx_g, cn, p), lhs, rhs, false);
-                }
-                col.resize(cn * kk * p, 0.0);
-                gemm(MatMut::rows(col, cn * kk, p), lhs, rhs, false)?;
-                col2im_add(col, &g, cn, dx_g);
-                Ok(())
-            },
-        )
-    })?;
+    dx.par_chunks_mut(xs.c * hw)
+        .zip(dy.par_chunks(c_out * p))
+        .try_for_each(|(dx_n, dy_n)| {
+            dx_n.par_chunks_mut(cg * hw).enumerate().try_for_each_init(
+                Vec::new,
+                |col, (gi, dx_g)| -> Result<()> {
+                    let cn = dx_g.len() / hw;
+                    // Rows c0·k·k .. of Wᵀ: element (r, co) is w[co·K + c0·k·k + r].
+                    let lhs = MatRef {
+                        data: &w[gi * cg * kk..],
+                        rows: cn * kk,
+                        cols: c_out,
+                        rs: 1,
+                        cs: g.rows(),
+                    };
+                    let rhs = MatRef::rows(dy_n, c_out, p);
+                    if g.is_pointwise() {
+                        return gemm(MatMut::rows(dx_g, cn, p), lhs, rhs, false);
+                    }
+                    col.resize(cn * kk * p, 0.0);
+                    gemm(MatMut::rows(col, cn * kk, p), lhs, rhs, false)?;
+                    col2im_add(col, &g, cn, dx_g);
+                    Ok(())
+                },
+            )
+        })?;
     Ok(dx)
 }
 
@@ -201,11 +229,26 @@ pub(super) fn backward_weight(
             for u in run * units / runs..(run + 1) * units / runs {
                 let (img, p0) = (u / per, (u % per) * tile);
                 let t = tile.min(p - p0);
-                let (x_n, dy_n) = (&x[img * chw..(img + 1) * chw], &dy[img * c_out * p..(img + 1) * c_out * p]);
-                let lhs = MatRef { data: &dy_n[p0..], rows: c_out, cols: t, rs: p, cs: 1 };
+                let (x_n, dy_n) = (
+                    &x[img * chw..(img + 1) * chw],
+                    &dy[img * c_out * p..(img + 1) * c_out * p],
+                );
+                let lhs = MatRef {
+                    data: &dy_n[p0..],
+                    rows: c_out,
+                    cols: t,
+                    rs: p,
+                    cs: 1,
+                };
                 // colᵀ (t × K): element (q, r) is col[r·t + q], or x[r·P + p0 + q] for 1×1.
                 let rhs = if g.is_pointwise() {
-                    MatRef { data: &x_n[p0..], rows: t, cols: rows, rs: 1, cs: p }
+                    MatRef {
+                        data: &x_n[p0..],
+                        rows: t,
+                        cols: rows,
+                        rs: 1,
+                        cs: p,
+                    }
                 } else {
                     col.resize(rows * t, 0.0);
                     im2col(x_n, &g, p0, t, &mut col);
@@ -213,7 +256,10 @@ pub(super) fn backward_weight(
                 };
                 gemm(MatMut::rows(&mut dw_p, c_out, rows), lhs, rhs, true)?;
                 for (co, acc) in db_p.iter_mut().enumerate() {
-                    *acc += dy_n[co * p + p0..co * p + p0 + t].iter().map(|&v| f64::from(v)).sum::<f64>();
+                    *acc += dy_n[co * p + p0..co * p + p0 + t]
+                        .iter()
+                        .map(|&v| f64::from(v))
+                        .sum::<f64>();
                 }
             }
             Ok((dw_p, db_p))

@@ -9,7 +9,8 @@ fn map_in_place(buf: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
     if buf.len() < PAR_MIN {
         buf.iter_mut().for_each(|v| *v = f(*v));
     } else {
-        buf.par_chunks_mut(PAR_MIN).for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
+        buf.par_chunks_mut(PAR_MIN)
+            .for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
     }
 }
 

@@ -20,7 +20,16 @@ pub(super) struct Geom {
 impl Geom {
     pub fn new(spec: &ConvSpec, h: usize, w: usize) -> Self {
         let (oh, ow) = spec.out_hw(h, w);
-        Geom { c_in: spec.c_in, h, w, k: spec.k, stride: spec.stride, pad: spec.pad, oh, ow }
+        Geom {
+            c_in: spec.c_in,
+            h,
+            w,
+            k: spec.k,
+            stride: spec.stride,
+            pad: spec.pad,
+            oh,
+            ow,
+        }
     }
     /// Output positions per image: the GEMM's N.
     pub fn p(&self) -> usize {
@@ -39,8 +48,16 @@ impl Geom {
 /// Output indices `[lo, hi)` along one axis whose input index `o·stride + off − pad` lies in
 /// `0..len`.
 fn valid(off: usize, pad: usize, stride: usize, len: usize, out: usize) -> (usize, usize) {
-    let lo = if off >= pad { 0 } else { (pad - off).div_ceil(stride) };
-    let hi = if len + pad <= off { 0 } else { ((len - 1 + pad - off) / stride + 1).min(out) };
+    let lo = if off >= pad {
+        0
+    } else {
+        (pad - off).div_ceil(stride)
+    };
+    let hi = if len + pad <= off {
+        0
+    } else {
+        ((len - 1 + pad - off) / stride + 1).min(out)
+    };
     (lo.min(hi), hi)
 }
 
@@ -65,12 +82,12 @@ pub(super) fn im2col(x: &[f32], g: &Geom, p0: usize, t: usize, col: &mut [f32]) 
                     let (oy, ox0) = (p / g.ow, p % g.ow);
                     let ox1 = g.ow.min(ox0 + (p0 + t - p));
                     let dst = &mut row[p - p0..p - p0 + (ox1 - ox0)];
+                    // Valid columns of this segment; empty when it lies wholly in the padding.
+                    let lo = xlo.clamp(ox0, ox1);
+                    let hi = xhi.clamp(lo, ox1);
                     match src_index(oy, ki, g, g.h) {
-                        None => dst.fill(0.0),
-                        Some(iy) => {
+                        Some(iy) if lo < hi => {
                             let src = &plane[iy * g.w..(iy + 1) * g.w];
-                            let lo = xlo.clamp(ox0, ox1);
-                            let hi = xhi.clamp(lo, ox1);
                             dst[..lo - ox0].fill(0.0);
                             dst[hi - ox0..].fill(0.0);
                             let first = lo * s + kj - g.pad;
@@ -83,6 +100,7 @@ pub(super) fn im2col(x: &[f32], g: &Geom, p0: usize, t: usize, col: &mut [f32]) 
                                 }
                             }
                         }
+                        _ => dst.fill(0.0),
                     }
                     p += ox1 - ox0;
                 }
@@ -106,12 +124,17 @@ pub(super) fn col2im_add(col: &[f32], g: &Geom, cn: usize, dx: &mut [f32]) {
                     continue;
                 }
                 for oy in 0..g.oh {
-                    let Some(iy) = src_index(oy, ki, g, g.h) else { continue };
+                    let Some(iy) = src_index(oy, ki, g, g.h) else {
+                        continue;
+                    };
                     let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
                     let src = &row[oy * g.ow + lo..oy * g.ow + hi];
                     let first = lo * s + kj - g.pad;
                     if s == 1 {
-                        dst[first..first + (hi - lo)].iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                        dst[first..first + (hi - lo)]
+                            .iter_mut()
+                            .zip(src)
+                            .for_each(|(d, v)| *d += v);
                     } else {
                         for (d, v) in dst[first..].iter_mut().step_by(s).zip(src) {
                             *d += v;

@@ -12,7 +12,9 @@ fn joint(op: &str, shapes: &[Shape]) -> Result<Shape> {
     };
     for (i, s) in shapes.iter().enumerate() {
         if (s.n, s.h, s.w) != (first.n, first.h, first.w) {
-            return Err(Error::Shape(format!("{op}: part {i} has shape {s}, part 0 has {first}")));
+            return Err(Error::Shape(format!(
+                "{op}: part {i} has shape {s}, part 0 has {first}"
+            )));
         }
     }
     Ok(first.with_c(shapes.iter().map(|s| s.c).sum()))
@@ -30,14 +32,16 @@ pub(super) fn concat_channels(parts: &[(&[f32], Shape)]) -> Result<Vec<f32>> {
         return Ok(out);
     }
     let hw = out_shape.hw();
-    out.par_chunks_mut(out_shape.c * hw).enumerate().for_each(|(img, out)| {
-        let mut at = 0;
-        for (buf, s) in parts {
-            let len = s.c * hw;
-            out[at..at + len].copy_from_slice(&buf[img * len..(img + 1) * len]);
-            at += len;
-        }
-    });
+    out.par_chunks_mut(out_shape.c * hw)
+        .enumerate()
+        .for_each(|(img, out)| {
+            let mut at = 0;
+            for (buf, s) in parts {
+                let len = s.c * hw;
+                out[at..at + len].copy_from_slice(&buf[img * len..(img + 1) * len]);
+                at += len;
+            }
+        });
     Ok(out)
 }
 

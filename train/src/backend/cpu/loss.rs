@@ -34,14 +34,22 @@ pub(super) fn softmax_cross_entropy(
     if let Some(w) = class_weights {
         check_len(OP, "class_weights", w.len(), shape.c)?;
     }
-    if let Some((i, &l)) = labels.iter().enumerate().find(|&(_, &l)| l != IGNORE && usize::from(l) >= shape.c) {
+    if let Some((i, &l)) = labels
+        .iter()
+        .enumerate()
+        .find(|&(_, &l)| l != IGNORE && usize::from(l) >= shape.c)
+    {
         return Err(Error::Shape(format!(
             "{OP}: label {l} at pixel {i} is out of range for {} classes",
             shape.c
         )));
     }
     let weight = |l: u8| class_weights.map_or(1.0, |w| f64::from(w[usize::from(l)]));
-    let total: f64 = labels.iter().filter(|&&l| l != IGNORE).map(|&l| weight(l)).sum();
+    let total: f64 = labels
+        .iter()
+        .filter(|&&l| l != IGNORE)
+        .map(|&l| weight(l))
+        .sum();
     let mut grad = vec![0.0f32; logits.len()];
     if total == 0.0 {
         return Ok((0.0, grad));
@@ -93,16 +101,18 @@ pub(super) fn argmax_channels(logits: &[f32], shape: Shape) -> Result<Vec<u8>> {
     if out.is_empty() {
         return Ok(out);
     }
-    out.par_chunks_mut(hw).zip(logits.par_chunks(chw)).for_each(|(out, x)| {
-        let mut best = x[..hw].to_vec();
-        for (c, plane) in x.chunks(hw).enumerate().skip(1) {
-            for ((b, o), &v) in best.iter_mut().zip(out.iter_mut()).zip(plane) {
-                if v > *b {
-                    *b = v;
-                    *o = c as u8;
+    out.par_chunks_mut(hw)
+        .zip(logits.par_chunks(chw))
+        .for_each(|(out, x)| {
+            let mut best = x[..hw].to_vec();
+            for (c, plane) in x.chunks(hw).enumerate().skip(1) {
+                for ((b, o), &v) in best.iter_mut().zip(out.iter_mut()).zip(plane) {
+                    if v > *b {
+                        *b = v;
+                        *o = c as u8;
+                    }
                 }
             }
-        }
-    });
+        });
     Ok(out)
 }

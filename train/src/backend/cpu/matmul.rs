@@ -26,24 +26,46 @@ pub(super) struct MatMut<'a> {
 impl<'a> MatRef<'a> {
     /// A dense row-major `rows × cols` matrix.
     pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        MatRef { data, rows, cols, rs: cols, cs: 1 }
+        MatRef {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
     }
     /// The transpose of a dense row-major `rows × cols` matrix (a `cols × rows` view).
     pub fn rows_t(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        MatRef { data, rows: cols, cols: rows, rs: 1, cs: cols }
+        MatRef {
+            data,
+            rows: cols,
+            cols: rows,
+            rs: 1,
+            cs: cols,
+        }
     }
 }
 
 impl<'a> MatMut<'a> {
     /// A dense row-major `rows × cols` matrix.
     pub fn rows(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        MatMut { data, rows, cols, rs: cols, cs: 1 }
+        MatMut {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
     }
 }
 
 /// Number of elements a view reaches, i.e. one past its largest index.
 fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    if rows == 0 || cols == 0 { 0 } else { (rows - 1) * rs + (cols - 1) * cs + 1 }
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * rs + (cols - 1) * cs + 1
+    }
 }
 
 /// Whether distinct `(i, j)` of a view map to distinct indices (row- or column-major-like
@@ -63,7 +85,12 @@ fn to_isize(v: usize) -> Result<isize> {
 
 /// `dst = lhs·rhs` (or `dst += lhs·rhs` when `accumulate`), single-threaded: callers parallelise
 /// over images or tiles, which beats splitting one small GEMM across threads.
-pub(super) fn gemm(dst: MatMut<'_>, lhs: MatRef<'_>, rhs: MatRef<'_>, accumulate: bool) -> Result<()> {
+pub(super) fn gemm(
+    dst: MatMut<'_>,
+    lhs: MatRef<'_>,
+    rhs: MatRef<'_>,
+    accumulate: bool,
+) -> Result<()> {
     gemm_with(dst, lhs, rhs, accumulate, Parallelism::None)
 }
 
@@ -90,11 +117,16 @@ pub(super) fn gemm_with(
     ];
     for (name, need, have) in checks {
         if need > have {
-            return Err(Error::Shape(format!("gemm: {name} view needs {need} elements, buffer has {have}")));
+            return Err(Error::Shape(format!(
+                "gemm: {name} view needs {need} elements, buffer has {have}"
+            )));
         }
     }
     if !distinct(m, n, dst.rs, dst.cs) {
-        return Err(Error::Shape(format!("gemm: dst strides ({}, {}) overlap", dst.rs, dst.cs)));
+        return Err(Error::Shape(format!(
+            "gemm: dst strides ({}, {}) overlap",
+            dst.rs, dst.cs
+        )));
     }
     if m == 0 || n == 0 {
         return Ok(());

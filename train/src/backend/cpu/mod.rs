@@ -32,7 +32,9 @@ pub(super) fn check_len(op: &str, what: &str, have: usize, want: usize) -> Resul
     if have == want {
         Ok(())
     } else {
-        Err(Error::Shape(format!("{op}: `{what}` has {have} elements, expected {want}")))
+        Err(Error::Shape(format!(
+            "{op}: `{what}` has {have} elements, expected {want}"
+        )))
     }
 }
 
@@ -212,8 +214,12 @@ impl Backend for Cpu {
         labels: &Vec<u8>,
         class_weights: Option<&Vec<f32>>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let (loss, grad) =
-            loss::softmax_cross_entropy(logits, shape, labels, class_weights.map(|w| w.as_slice()))?;
+        let (loss, grad) = loss::softmax_cross_entropy(
+            logits,
+            shape,
+            labels,
+            class_weights.map(|w| w.as_slice()),
+        )?;
         Ok((vec![loss], grad))
     }
     fn argmax_channels(&self, logits: &Vec<f32>, shape: Shape) -> Result<Vec<u8>> {

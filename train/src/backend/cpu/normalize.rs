@@ -26,12 +26,17 @@ pub(super) fn l2_forward(x: &[f32], xs: Shape) -> Result<Vec<f32>> {
     if z.is_empty() {
         return Ok(z);
     }
-    z.par_chunks_mut(chw).zip(x.par_chunks(chw)).for_each(|(z, x)| {
-        let d = norms(x, hw);
-        for (zp, xp) in z.chunks_mut(hw).zip(x.chunks(hw)) {
-            zp.iter_mut().zip(xp).zip(&d).for_each(|((z, &v), &d)| *z = v / d);
-        }
-    });
+    z.par_chunks_mut(chw)
+        .zip(x.par_chunks(chw))
+        .for_each(|(z, x)| {
+            let d = norms(x, hw);
+            for (zp, xp) in z.chunks_mut(hw).zip(x.chunks(hw)) {
+                zp.iter_mut()
+                    .zip(xp)
+                    .zip(&d)
+                    .for_each(|((z, &v), &d)| *z = v / d);
+            }
+        });
     Ok(z)
 }
 
@@ -46,22 +51,28 @@ pub(super) fn l2_backward(dy: &[f32], x: &[f32], xs: Shape) -> Result<Vec<f32>> 
     if dx.is_empty() {
         return Ok(dx);
     }
-    dx.par_chunks_mut(chw).zip(x.par_chunks(chw).zip(dy.par_chunks(chw))).for_each(|(dx, (x, dy))| {
-        let d = norms(x, hw);
-        // dot[p] = z·dy, left at 0 where the norm is clamped.
-        let mut dot = vec![0.0f32; hw];
-        for (xp, gp) in x.chunks(hw).zip(dy.chunks(hw)) {
-            dot.iter_mut().zip(xp).zip(gp).for_each(|((a, &v), &g)| *a += v * g);
-        }
-        for (a, &d) in dot.iter_mut().zip(&d) {
-            *a = if d > MIN_NORM { *a / d } else { 0.0 };
-        }
-        for ((dxp, xp), gp) in dx.chunks_mut(hw).zip(x.chunks(hw)).zip(dy.chunks(hw)) {
-            for (((o, &v), &g), (&d, &t)) in dxp.iter_mut().zip(xp).zip(gp).zip(d.iter().zip(&dot)) {
-                *o = (g - v / d * t) / d;
+    dx.par_chunks_mut(chw)
+        .zip(x.par_chunks(chw).zip(dy.par_chunks(chw)))
+        .for_each(|(dx, (x, dy))| {
+            let d = norms(x, hw);
+            // dot[p] = z·dy, left at 0 where the norm is clamped.
+            let mut dot = vec![0.0f32; hw];
+            for (xp, gp) in x.chunks(hw).zip(dy.chunks(hw)) {
+                dot.iter_mut()
+                    .zip(xp)
+                    .zip(gp)
+                    .for_each(|((a, &v), &g)| *a += v * g);
             }
-        }
-    });
+            for (a, &d) in dot.iter_mut().zip(&d) {
+                *a = if d > MIN_NORM { *a / d } else { 0.0 };
+            }
+            for ((dxp, xp), gp) in dx.chunks_mut(hw).zip(x.chunks(hw)).zip(dy.chunks(hw)) {
+                for (((o, &v), &g), (&d, &t)) in
+                    dxp.iter_mut().zip(xp).zip(gp).zip(d.iter().zip(&dot))
+                {
+                    *o = (g - v / d * t) / d;
+                }
+            }
+        });
     Ok(dx)
 }
-

@@ -36,7 +36,10 @@ impl Rng {
 /// `Σ r·y` in f64: the scalar whose gradient with respect to `y` is `r`.
 pub(super) fn dot(r: &[f32], y: &[f32]) -> f64 {
     assert_eq!(r.len(), y.len(), "dot: lengths differ");
-    r.iter().zip(y).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum()
+    r.iter()
+        .zip(y)
+        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+        .sum()
 }
 
 /// Central finite differences of `f` at `x`, dividing by the step actually taken in f32.
@@ -60,7 +63,10 @@ pub(super) fn assert_close(what: &str, analytic: &[f32], numeric: &[f64], atol: 
     assert_eq!(analytic.len(), numeric.len(), "{what}: lengths differ");
     for (i, (&a, &n)) in analytic.iter().zip(numeric).enumerate() {
         let err = (f64::from(a) - n).abs();
-        assert!(err <= atol + rtol * n.abs(), "{what}[{i}]: analytic {a} vs expected {n} (error {err:e})");
+        assert!(
+            err <= atol + rtol * n.abs(),
+            "{what}[{i}]: analytic {a} vs expected {n} (error {err:e})"
+        );
     }
 }
 
