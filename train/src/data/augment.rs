@@ -59,11 +59,17 @@ impl AugmentConfig {
         if !(self.scale_max >= self.scale_min && self.scale_max.is_finite()) {
             return Err(bad(
                 "scale_max",
-                format!("{} must be ≥ scale_min ({})", self.scale_max, self.scale_min),
+                format!(
+                    "{} must be ≥ scale_min ({})",
+                    self.scale_max, self.scale_min
+                ),
             ));
         }
         if self.crop.0 == 0 || self.crop.1 == 0 {
-            return Err(bad("crop", format!("{:?} must be positive (height, width)", self.crop)));
+            return Err(bad(
+                "crop",
+                format!("{:?} must be positive (height, width)", self.crop),
+            ));
         }
         for (key, v) in [
             ("brightness", self.brightness),
@@ -139,7 +145,13 @@ fn offset(rng: &mut SplitMix64, scaled: usize, crop: usize) -> i64 {
 
 /// Augments one image/mask pair. `pad` is the RGB value (0..255) for padding: the loader passes
 /// the mean, so padding normalises to 0. The same `rng` state gives the same result.
-pub fn augment(img: &RgbImage, mask: &[u8], cfg: &AugmentConfig, pad: [f32; 3], rng: &mut SplitMix64) -> Sample {
+pub fn augment(
+    img: &RgbImage,
+    mask: &[u8],
+    cfg: &AugmentConfig,
+    pad: [f32; 3],
+    rng: &mut SplitMix64,
+) -> Sample {
     let (sw, sh) = (img.width() as usize, img.height() as usize);
     let (ch, cw) = (cfg.crop.0 as usize, cfg.crop.1 as usize);
     let s = if cfg.scale_max > cfg.scale_min {
@@ -192,7 +204,11 @@ pub fn augment(img: &RgbImage, mask: &[u8], cfg: &AugmentConfig, pad: [f32; 3], 
     }
     if count > 0 && (c != 1.0 || sat != 1.0) {
         let mean = (sum / count as f64) as f32;
-        for (px, _) in rgb.chunks_exact_mut(3).zip(&on_image).filter(|(_, on)| **on) {
+        for (px, _) in rgb
+            .chunks_exact_mut(3)
+            .zip(&on_image)
+            .filter(|(_, on)| **on)
+        {
             let gray = 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2];
             for v in px.iter_mut() {
                 let v2 = gray + (*v - gray) * sat;

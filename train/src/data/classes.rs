@@ -117,7 +117,10 @@ impl Classes {
         if self.classes.len() > usize::from(IGNORE) {
             return Err(cfg(
                 "class".into(),
-                format!("{} classes, at most 255 (id 255 means ignore)", self.classes.len()),
+                format!(
+                    "{} classes, at most 255 (id 255 means ignore)",
+                    self.classes.len()
+                ),
             ));
         }
         let mut seen = HashSet::new();
@@ -126,7 +129,10 @@ impl Classes {
                 return Err(cfg(format!("class[{i}].name"), "empty name".into()));
             }
             if !seen.insert(c.name.as_str()) {
-                return Err(cfg(format!("class[{i}].name"), format!("duplicate name {:?}", c.name)));
+                return Err(cfg(
+                    format!("class[{i}].name"),
+                    format!("duplicate name {:?}", c.name),
+                ));
             }
         }
         Ok(())
@@ -182,13 +188,19 @@ mod tests {
         let path = dir.path().join("my-classes.toml");
         let cases = [
             ("[[class]]\nname = \"a\"\ncolor = [0,0]\n", "cannot parse"),
-            ("[[class]]\nname = \"a\"\ncolor = [0,0,0]\n[[class]]\nname = \"a\"\ncolor = [1,1,1]\n", "duplicate"),
+            (
+                "[[class]]\nname = \"a\"\ncolor = [0,0,0]\n[[class]]\nname = \"a\"\ncolor = [1,1,1]\n",
+                "duplicate",
+            ),
             ("", "no [[class]]"),
         ];
         for (text, want) in cases {
             std::fs::write(&path, text).unwrap();
             let msg = Classes::load(&path).unwrap_err().to_string();
-            assert!(msg.contains("my-classes.toml") && msg.contains(want), "{msg}");
+            assert!(
+                msg.contains("my-classes.toml") && msg.contains(want),
+                "{msg}"
+            );
         }
         let missing = dir.path().join("absent.toml");
         let msg = Classes::load(&missing).unwrap_err().to_string();

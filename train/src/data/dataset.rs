@@ -40,7 +40,10 @@ pub struct Dataset {
 const IMAGE_EXTS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 fn ext_lower(p: &Path) -> String {
-    p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase()
+    p.extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
 
 /// Regular files of `dir` whose extension is in `exts`, keyed by stem. Two files with one stem
@@ -53,11 +56,18 @@ fn list_by_stem(dir: &Path, exts: &[&str]) -> Result<BTreeMap<String, PathBuf>> 
         if !path.is_file() || !exts.contains(&ext_lower(&path).as_str()) {
             continue;
         }
-        let Some(stem) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else {
+        let Some(stem) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_string)
+        else {
             return Err(Error::data(&path, "file name is not valid UTF-8"));
         };
         if let Some(prev) = out.insert(stem, path.clone()) {
-            return Err(Error::data(&path, format!("same name as {}; keep one", prev.display())));
+            return Err(Error::data(
+                &path,
+                format!("same name as {}; keep one", prev.display()),
+            ));
         }
     }
     Ok(out)
@@ -81,13 +91,17 @@ fn image_err(path: &Path, e: image::ImageError) -> Error {
 
 /// Image dimensions from the header only.
 fn header_dims(path: &Path) -> Result<(u32, u32)> {
-    reader(path)?.into_dimensions().map_err(|e| image_err(path, e))
+    reader(path)?
+        .into_dimensions()
+        .map_err(|e| image_err(path, e))
 }
 
 /// Decodes a mask and checks that it is 8-bit single-channel: a colour or 16-bit "mask" would
 /// be silently converted by a generic loader and give wrong class ids.
 fn decode_mask(path: &Path) -> Result<(u32, u32, Vec<u8>)> {
-    let decoder = reader(path)?.into_decoder().map_err(|e| image_err(path, e))?;
+    let decoder = reader(path)?
+        .into_decoder()
+        .map_err(|e| image_err(path, e))?;
     let color = decoder.color_type();
     if color != ColorType::L8 {
         return Err(Error::data(
@@ -131,7 +145,10 @@ fn read_split(path: &Path, by_name: &HashMap<&str, usize>) -> Result<Option<Vec<
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let stem = Path::new(line).file_stem().and_then(|s| s.to_str()).unwrap_or(line);
+        let stem = Path::new(line)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or(line);
         match by_name.get(stem) {
             Some(&i) => out.push(i),
             None => {
@@ -157,14 +174,20 @@ impl Dataset {
         let masks_dir = root.join("masks");
         let masks = list_by_stem(&masks_dir, &["png"])?;
         if images.is_empty() {
-            return Err(Error::data(root.join("images"), "no PNG or JPEG images (empty set)"));
+            return Err(Error::data(
+                root.join("images"),
+                "no PNG or JPEG images (empty set)",
+            ));
         }
         let mut items = Vec::with_capacity(images.len());
         for (name, image) in images {
             let Some(mask) = masks.get(&name) else {
                 return Err(Error::data(
                     &image,
-                    format!("has no mask: expected {}", masks_dir.join(format!("{name}.png")).display()),
+                    format!(
+                        "has no mask: expected {}",
+                        masks_dir.join(format!("{name}.png")).display()
+                    ),
                 ));
             };
             items.push(Item {
@@ -175,7 +198,10 @@ impl Dataset {
         }
         let orphans = masks.len() - items.len();
         if orphans > 0 {
-            log::warn!("{}: {orphans} mask(s) without an image are skipped", masks_dir.display());
+            log::warn!(
+                "{}: {orphans} mask(s) without an image are skipped",
+                masks_dir.display()
+            );
         }
         let per_item = items
             .par_iter()
@@ -185,7 +211,10 @@ impl Dataset {
                 if (iw, ih) != (mw, mh) {
                     return Err(Error::data(
                         &it.mask,
-                        format!("mask is {mw}x{mh} but image {} is {iw}x{ih}", it.image.display()),
+                        format!(
+                            "mask is {mw}x{mh} but image {} is {iw}x{ih}",
+                            it.image.display()
+                        ),
                     ));
                 }
                 check_ids(&it.mask, &mask, mw, &classes)?;
@@ -204,7 +233,11 @@ impl Dataset {
                 *a += b;
             }
         }
-        let by_name: HashMap<&str, usize> = items.iter().enumerate().map(|(i, it)| (it.name.as_str(), i)).collect();
+        let by_name: HashMap<&str, usize> = items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| (it.name.as_str(), i))
+            .collect();
         let train = read_split(&root.join("train.txt"), &by_name)?;
         let val = read_split(&root.join("val.txt"), &by_name)?;
         let all: Vec<usize> = (0..items.len()).collect();
@@ -249,7 +282,10 @@ impl Dataset {
                 format!("item index {i} out of range ({} items)", self.items.len()),
             ));
         };
-        let img = reader(&it.image)?.decode().map_err(|e| image_err(&it.image, e))?.into_rgb8();
+        let img = reader(&it.image)?
+            .decode()
+            .map_err(|e| image_err(&it.image, e))?
+            .into_rgb8();
         let (mw, mh, mask) = decode_mask(&it.mask)?;
         if img.dimensions() != (mw, mh) {
             return Err(Error::data(

@@ -26,7 +26,10 @@ fn generated_set_round_trips_with_an_exact_split() {
     assert_eq!(ds.len(), 10);
     assert_eq!((ds.train.len(), ds.val.len()), (8, 2));
     assert!(ds.val.iter().all(|i| !ds.train.contains(i)));
-    assert_eq!(ds.classes.names(), ["belt", "part", "scratch", "pit", "stain"]);
+    assert_eq!(
+        ds.classes.names(),
+        ["belt", "part", "scratch", "pit", "stain"]
+    );
     let labelled: u64 = ds.class_pixels.iter().sum();
     assert!(labelled <= 10 * u64::from(W * H) && labelled > 9 * u64::from(W * H));
     let truth = load_truth(dir.path()).unwrap();
@@ -41,8 +44,13 @@ fn generated_set_round_trips_with_an_exact_split() {
         assert_eq!(truth.frames[&item.name], t);
     }
     // A second run into the same folder is refused rather than mixing sets.
-    let msg = generate(dir.path(), 3, 1, Variant::Shifted, W, H).unwrap_err().to_string();
-    assert!(msg.contains("images") && msg.contains("empty folder"), "{msg}");
+    let msg = generate(dir.path(), 3, 1, Variant::Shifted, W, H)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("images") && msg.contains("empty folder"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -52,8 +60,15 @@ fn without_lists_every_item_is_in_both_and_one_list_implies_the_other() {
     std::fs::remove_file(dir.path().join("train.txt")).unwrap();
     std::fs::remove_file(dir.path().join("val.txt")).unwrap();
     let ds = Dataset::open(dir.path()).unwrap();
-    assert_eq!((ds.train.clone(), ds.val.clone()), (vec![0, 1, 2, 3], vec![0, 1, 2, 3]));
-    std::fs::write(dir.path().join("train.txt"), "# comment\nstd_000001\n\nimages/std_000003.png\n").unwrap();
+    assert_eq!(
+        (ds.train.clone(), ds.val.clone()),
+        (vec![0, 1, 2, 3], vec![0, 1, 2, 3])
+    );
+    std::fs::write(
+        dir.path().join("train.txt"),
+        "# comment\nstd_000001\n\nimages/std_000003.png\n",
+    )
+    .unwrap();
     let ds = Dataset::open(dir.path()).unwrap();
     assert_eq!((ds.train.clone(), ds.val.clone()), (vec![1, 3], vec![0, 2]));
 }
@@ -69,16 +84,24 @@ fn jpeg_images_pair_with_png_masks() {
     let ds = Dataset::open(dir.path()).unwrap();
     assert!(ds.items[0].image.ends_with("std_000000.jpg"));
     let (rgb, mask) = ds.load_item(0).unwrap();
-    assert_eq!((rgb.width(), rgb.height(), mask.len()), (W, H, (W * H) as usize));
+    assert_eq!(
+        (rgb.width(), rgb.height(), mask.len()),
+        (W, H, (W * H) as usize)
+    );
 }
 
 #[test]
 fn size_mismatch_names_the_mask() {
     let dir = tempfile::tempdir().unwrap();
     make_set(dir.path(), 3);
-    GrayImage::new(W + 1, H).save(dir.path().join("masks/std_000001.png")).unwrap();
+    GrayImage::new(W + 1, H)
+        .save(dir.path().join("masks/std_000001.png"))
+        .unwrap();
     let msg = open_err(dir.path());
-    assert!(msg.contains("std_000001.png") && msg.contains("41x30") && msg.contains("40x30"), "{msg}");
+    assert!(
+        msg.contains("std_000001.png") && msg.contains("41x30") && msg.contains("40x30"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -90,7 +113,10 @@ fn unknown_class_id_names_the_mask_value_and_pixel() {
     m.put_pixel(8, 5, image::Luma([255]));
     m.save(dir.path().join("masks/std_000002.png")).unwrap();
     let msg = open_err(dir.path());
-    assert!(msg.contains("std_000002.png") && msg.contains("class id 9") && msg.contains("(7, 5)"), "{msg}");
+    assert!(
+        msg.contains("std_000002.png") && msg.contains("class id 9") && msg.contains("(7, 5)"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -122,14 +148,24 @@ fn corrupt_files_are_named() {
 fn colour_or_sixteen_bit_masks_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     make_set(dir.path(), 2);
-    RgbImage::new(W, H).save(dir.path().join("masks/std_000001.png")).unwrap();
+    RgbImage::new(W, H)
+        .save(dir.path().join("masks/std_000001.png"))
+        .unwrap();
     let msg = open_err(dir.path());
-    assert!(msg.contains("std_000001.png") && msg.contains("8-bit single-channel") && msg.contains("Rgb8"), "{msg}");
+    assert!(
+        msg.contains("std_000001.png")
+            && msg.contains("8-bit single-channel")
+            && msg.contains("Rgb8"),
+        "{msg}"
+    );
     image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::new(W, H)
         .save(dir.path().join("masks/std_000001.png"))
         .unwrap();
     let msg = open_err(dir.path());
-    assert!(msg.contains("std_000001.png") && msg.contains("L16"), "{msg}");
+    assert!(
+        msg.contains("std_000001.png") && msg.contains("L16"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -138,7 +174,10 @@ fn image_without_mask_is_named() {
     make_set(dir.path(), 3);
     std::fs::remove_file(dir.path().join("masks/std_000002.png")).unwrap();
     let msg = open_err(dir.path());
-    assert!(msg.contains("images/std_000002.png") && msg.contains("has no mask"), "{msg}");
+    assert!(
+        msg.contains("images/std_000002.png") && msg.contains("has no mask"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -147,7 +186,10 @@ fn empty_sets_are_errors() {
     make_set(dir.path(), 2);
     std::fs::write(dir.path().join("val.txt"), "\n# nothing\n").unwrap();
     let msg = open_err(dir.path());
-    assert!(msg.contains("val.txt") && msg.contains("empty set"), "{msg}");
+    assert!(
+        msg.contains("val.txt") && msg.contains("empty set"),
+        "{msg}"
+    );
     for f in ["std_000000", "std_000001"] {
         std::fs::remove_file(dir.path().join(format!("images/{f}.png"))).unwrap();
     }
@@ -161,7 +203,10 @@ fn unknown_name_in_a_list_is_named_with_its_line() {
     make_set(dir.path(), 3);
     std::fs::write(dir.path().join("train.txt"), "std_000000\nstd_000042\n").unwrap();
     let msg = open_err(dir.path());
-    assert!(msg.contains("train.txt") && msg.contains("line 2") && msg.contains("std_000042"), "{msg}");
+    assert!(
+        msg.contains("train.txt") && msg.contains("line 2") && msg.contains("std_000042"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -102,7 +102,8 @@ impl Plan {
             let (img, mask) = self.ds.load_item(item)?;
             let sample = match &self.aug {
                 Some(cfg) => {
-                    let mut rng = SplitMix64::from_words(&[self.seed, epoch, item as u64, round, AUGMENT]);
+                    let mut rng =
+                        SplitMix64::from_words(&[self.seed, epoch, item as u64, round, AUGMENT]);
                     augment(&img, &mask, cfg, self.mean.map(|m| m * 255.0), &mut rng)
                 }
                 None => Sample {
@@ -126,7 +127,12 @@ impl Plan {
                 ));
             }
             let plane = 3 * h * w;
-            normalise_into(&sample.rgb, self.mean, self.std, &mut images[s * plane..(s + 1) * plane]);
+            normalise_into(
+                &sample.rgb,
+                self.mean,
+                self.std,
+                &mut images[s * plane..(s + 1) * plane],
+            );
             labels.extend_from_slice(&sample.labels);
         }
         Ok(Batch {
@@ -202,11 +208,16 @@ impl Loader {
         } else if batch == 0 {
             Some("batch size is 0".to_string())
         } else if let Some(&i) = indices.iter().find(|&&i| i >= ds.items.len()) {
-            Some(format!("item index {i} out of range ({} items)", ds.items.len()))
+            Some(format!(
+                "item index {i} out of range ({} items)",
+                ds.items.len()
+            ))
         } else if std.iter().any(|&s| s.is_nan() || s <= 0.0) {
             Some(format!("std {std:?} must be positive"))
         } else {
-            aug.as_ref().and_then(|a| a.validate(&root).err()).map(|e| e.to_string())
+            aug.as_ref()
+                .and_then(|a| a.validate(&root).err())
+                .map(|e| e.to_string())
         };
         let per_epoch = (indices.len() / batch.max(1)).max(1) as u64;
         let plan = Arc::new(Plan {
@@ -247,7 +258,11 @@ impl Loader {
                 handles,
             })
         };
-        Loader { plan, next: 0, mode }
+        Loader {
+            plan,
+            next: 0,
+            mode,
+        }
     }
 
     /// Full batches per epoch (the remainder of a shuffled epoch is dropped; a set smaller than
@@ -279,11 +294,17 @@ impl Loader {
                         }
                         Err(RecvTimeoutError::Timeout) => {
                             if w.handles.iter().any(|h| h.is_finished()) {
-                                return Err(Error::data(&self.plan.ds.root, "a loader worker stopped unexpectedly"));
+                                return Err(Error::data(
+                                    &self.plan.ds.root,
+                                    "a loader worker stopped unexpectedly",
+                                ));
                             }
                         }
                         Err(RecvTimeoutError::Disconnected) => {
-                            return Err(Error::data(&self.plan.ds.root, "loader workers stopped unexpectedly"));
+                            return Err(Error::data(
+                                &self.plan.ds.root,
+                                "loader workers stopped unexpectedly",
+                            ));
                         }
                     }
                 };

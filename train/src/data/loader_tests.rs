@@ -4,19 +4,23 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
+use super::IGNORE;
 use super::augment::{AugmentConfig, augment};
 use super::dataset::Dataset;
 use super::loader::{Loader, preprocess};
 use super::rng::SplitMix64;
 use super::synth::{Variant, generate};
-use super::IGNORE;
 
 /// 8×8 blocks with labels 0..4; the red channel encodes the label (label·50), so alignment can
 /// be read back from the augmented pixels.
 fn coded_pair(w: u32, h: u32) -> (RgbImage, Vec<u8>) {
     let label = |x: u32, y: u32| ((x / 8 + 3 * (y / 8)) % 5) as u8;
-    let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([label(x, y) * 50, 200 - label(x, y) * 40, 7]));
-    let mask = (0..h).flat_map(|y| (0..w).map(move |x| label(x, y))).collect();
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([label(x, y) * 50, 200 - label(x, y) * 40, 7])
+    });
+    let mask = (0..h)
+        .flat_map(|y| (0..w).map(move |x| label(x, y)))
+        .collect();
     (img, mask)
 }
 
@@ -41,7 +45,10 @@ fn augmentation_keeps_image_and_mask_aligned() {
     let (mut exact, mut labelled, mut padded) = (0usize, 0usize, 0usize);
     for seed in 0..40 {
         let s = augment(&img, &mask, &cfg, pad, &mut SplitMix64::new(seed));
-        assert_eq!((s.h, s.w, s.labels.len(), s.rgb.len()), (40, 56, 40 * 56, 40 * 56 * 3));
+        assert_eq!(
+            (s.h, s.w, s.labels.len(), s.rgb.len()),
+            (40, 56, 40 * 56, 40 * 56 * 3)
+        );
         for (px, &l) in s.rgb.chunks_exact(3).zip(&s.labels) {
             if l == IGNORE {
                 assert_eq!(px, pad, "padding must carry the pad colour");
@@ -50,14 +57,22 @@ fn augmentation_keeps_image_and_mask_aligned() {
             }
             labelled += 1;
             // Bilinear mixes neighbouring blocks only within a pixel of a block border.
-            if (px[0] - f32::from(l) * 50.0).abs() < 0.5 && (px[1] - (200.0 - f32::from(l) * 40.0)).abs() < 0.5 {
+            if (px[0] - f32::from(l) * 50.0).abs() < 0.5
+                && (px[1] - (200.0 - f32::from(l) * 40.0)).abs() < 0.5
+            {
                 exact += 1;
             }
         }
     }
-    assert!(padded > 0, "scales down to 0.6 must pad a 40x56 crop of a 64x48 image");
+    assert!(
+        padded > 0,
+        "scales down to 0.6 must pad a 40x56 crop of a 64x48 image"
+    );
     let frac = exact as f64 / labelled as f64;
-    assert!(frac > 0.75, "only {frac:.3} of labelled pixels carry their label's colour");
+    assert!(
+        frac > 0.75,
+        "only {frac:.3} of labelled pixels carry their label's colour"
+    );
 }
 
 #[test]
@@ -77,8 +92,14 @@ fn flips_mirror_image_and_mask_together() {
             })
         };
         let combos = [(false, false), (true, false), (false, true), (true, true)];
-        let hits: Vec<usize> = (0..4).filter(|&c| matches(combos[c].0, combos[c].1)).collect();
-        assert_eq!(hits.len(), 1, "seed {seed}: output is not exactly one flip of the input");
+        let hits: Vec<usize> = (0..4)
+            .filter(|&c| matches(combos[c].0, combos[c].1))
+            .collect();
+        assert_eq!(
+            hits.len(),
+            1,
+            "seed {seed}: output is not exactly one flip of the input"
+        );
         seen[hits[0]] = true;
     }
     assert_eq!(seen, [true; 4], "all four flip combinations occur");
@@ -88,7 +109,13 @@ fn flips_mirror_image_and_mask_together() {
 fn jitter_changes_colours_not_labels() {
     let (img, mask) = coded_pair(32, 32);
     let mut cfg = no_jitter((32, 32), (1.0, 1.0));
-    (cfg.hflip, cfg.vflip, cfg.brightness, cfg.contrast, cfg.saturation) = (false, false, 0.5, 0.5, 0.5);
+    (
+        cfg.hflip,
+        cfg.vflip,
+        cfg.brightness,
+        cfg.contrast,
+        cfg.saturation,
+    ) = (false, false, 0.5, 0.5, 0.5);
     let s = augment(&img, &mask, &cfg, [0.0; 3], &mut SplitMix64::new(3));
     assert_eq!(s.labels, mask);
     assert!(s.rgb.iter().all(|v| (0.0..=255.0).contains(v)));
@@ -106,13 +133,25 @@ fn config_defaults_and_validation() {
         scale_max: 0.5,
         ..AugmentConfig::default()
     };
-    let msg = bad.validate(std::path::Path::new("line.toml")).unwrap_err().to_string();
-    assert!(msg.contains("line.toml") && msg.contains("augment.scale_max"), "{msg}");
+    let msg = bad
+        .validate(std::path::Path::new("line.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("line.toml") && msg.contains("augment.scale_max"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn preprocess_normalises_to_chw() {
-    let img = RgbImage::from_fn(2, 1, |x, _| if x == 0 { image::Rgb([255, 0, 51]) } else { image::Rgb([0, 255, 102]) });
+    let img = RgbImage::from_fn(2, 1, |x, _| {
+        if x == 0 {
+            image::Rgb([255, 0, 51])
+        } else {
+            image::Rgb([0, 255, 102])
+        }
+    });
     let v = preprocess(&img, [0.5, 0.5, 0.2], [0.25, 0.5, 0.1]);
     let want = [2.0, -2.0, -1.0, 1.0, 0.0, 2.0];
     for (a, b) in v.iter().zip(want) {
@@ -129,7 +168,17 @@ fn small_set(n: usize) -> (tempfile::TempDir, Arc<Dataset>) {
 
 fn loader(ds: &Arc<Dataset>, aug: Option<AugmentConfig>, seed: u64, workers: usize) -> Loader {
     let idx = (0..ds.len()).collect();
-    Loader::new(ds.clone(), idx, 3, aug, [0.4; 3], [0.2; 3], seed, 5, workers)
+    Loader::new(
+        ds.clone(),
+        idx,
+        3,
+        aug,
+        [0.4; 3],
+        [0.2; 3],
+        seed,
+        5,
+        workers,
+    )
 }
 
 #[test]
@@ -146,10 +195,21 @@ fn batches_are_identical_for_any_worker_count() {
     assert_eq!(inline, run(3, 1));
     assert_ne!(inline, run(2, 2));
     let b = &inline[0];
-    assert_eq!((b.n, b.h, b.w, b.images.len(), b.labels.len()), (3, 24, 20, 3 * 3 * 24 * 20, 3 * 24 * 20));
+    assert_eq!(
+        (b.n, b.h, b.w, b.images.len(), b.labels.len()),
+        (3, 24, 20, 3 * 3 * 24 * 20, 3 * 24 * 20)
+    );
     // Epochs count from epoch_start; batches of one epoch never repeat an item.
-    assert_eq!(inline.iter().map(|b| b.epoch).collect::<Vec<_>>(), [5, 5, 6, 6, 7]);
-    let mut e5: Vec<usize> = inline[0].items.iter().chain(&inline[1].items).copied().collect();
+    assert_eq!(
+        inline.iter().map(|b| b.epoch).collect::<Vec<_>>(),
+        [5, 5, 6, 6, 7]
+    );
+    let mut e5: Vec<usize> = inline[0]
+        .items
+        .iter()
+        .chain(&inline[1].items)
+        .copied()
+        .collect();
     e5.sort_unstable();
     e5.dedup();
     assert_eq!(e5.len(), 6);
@@ -175,10 +235,23 @@ fn a_corrupt_file_surfaces_as_an_error_and_the_loader_goes_on() {
     for workers in [0, 2] {
         let mut l = loader(&ds, Some(no_jitter((16, 16), (1.0, 1.0))), 8, workers);
         let results: Vec<_> = (0..4).map(|_| l.next_batch()).collect();
-        let errors: Vec<String> = results.iter().filter_map(|r| r.as_ref().err()).map(|e| e.to_string()).collect();
-        assert!(!errors.is_empty(), "workers {workers}: no error for a corrupt file");
-        assert!(errors.iter().all(|m| m.contains("std_000003.png")), "{errors:?}");
-        assert!(results.iter().any(|r| r.is_ok()), "batches without the file still load");
+        let errors: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            !errors.is_empty(),
+            "workers {workers}: no error for a corrupt file"
+        );
+        assert!(
+            errors.iter().all(|m| m.contains("std_000003.png")),
+            "{errors:?}"
+        );
+        assert!(
+            results.iter().any(|r| r.is_ok()),
+            "batches without the file still load"
+        );
     }
 }
 
@@ -186,9 +259,19 @@ fn a_corrupt_file_surfaces_as_an_error_and_the_loader_goes_on() {
 fn invalid_arguments_are_errors_not_panics() {
     let (_dir, ds) = small_set(2);
     let mut l = Loader::new(ds.clone(), vec![], 2, None, [0.0; 3], [1.0; 3], 0, 0, 1);
-    assert!(l.next_batch().unwrap_err().to_string().contains("empty set"));
+    assert!(
+        l.next_batch()
+            .unwrap_err()
+            .to_string()
+            .contains("empty set")
+    );
     let mut l = Loader::new(ds.clone(), vec![0, 9], 2, None, [0.0; 3], [1.0; 3], 0, 0, 1);
     assert!(l.next_batch().unwrap_err().to_string().contains("index 9"));
     let mut l = Loader::new(ds.clone(), vec![0, 1], 0, None, [0.0; 3], [1.0; 3], 0, 0, 1);
-    assert!(l.next_batch().unwrap_err().to_string().contains("batch size"));
+    assert!(
+        l.next_batch()
+            .unwrap_err()
+            .to_string()
+            .contains("batch size")
+    );
 }

@@ -19,9 +19,9 @@ pub fn mix64(mut z: u64) -> u64 {
 
 /// Hashes a list of words into one seed; order matters, so (a, b) and (b, a) differ.
 pub fn hash_words(words: &[u64]) -> u64 {
-    words
-        .iter()
-        .fold(0x6A09_E667_F3BC_C909, |h, &w| mix64(h ^ mix64(w.wrapping_add(GOLDEN))))
+    words.iter().fold(0x6A09_E667_F3BC_C909, |h, &w| {
+        mix64(h ^ mix64(w.wrapping_add(GOLDEN)))
+    })
 }
 
 impl SplitMix64 {

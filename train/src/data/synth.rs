@@ -53,8 +53,8 @@ impl Variant {
 
     fn tag(self) -> u64 {
         match self {
-            Variant::Standard => 0x5354_44,
-            Variant::Shifted => 0x5348_46,
+            Variant::Standard => 0x0053_5444,
+            Variant::Shifted => 0x0053_4846,
         }
     }
 
@@ -126,24 +126,39 @@ pub(super) fn frame_seed(seed: u64, index: u64, variant: Variant) -> u64 {
 ///
 /// Frames of any size work; parts scale with the smaller side, while scratch widths stay 1–3 px
 /// and pits stay a few pixels, as on a real camera where defects are near the resolution limit.
-pub fn render(seed: u64, index: u64, variant: Variant, width: u32, height: u32) -> (RgbImage, GrayImage, FrameTruth) {
+pub fn render(
+    seed: u64,
+    index: u64,
+    variant: Variant,
+    width: u32,
+    height: u32,
+) -> (RgbImage, GrayImage, FrameTruth) {
     let (width, height) = (width.max(1), height.max(1));
     let fs = frame_seed(seed, index, variant);
     let mut rng = SplitMix64::new(fs);
     let scene = sample_scene(&mut rng, variant, width, height);
     let raster = rasterise(&scene, hash_words(&[fs, 0x4E_4F49_5345]));
-    let truth = measure_truth(&scene.defects.iter().map(|d| d.class_id).collect::<Vec<_>>(), &raster, width);
+    let truth = measure_truth(
+        &scene.defects.iter().map(|d| d.class_id).collect::<Vec<_>>(),
+        &raster,
+        width,
+    );
     let parts = scene
         .parts
         .iter()
         .filter(|p| {
             let (w, h) = (width as f32, height as f32);
-            p.cx + p.radius > 0.0 && p.cx - p.radius < w && p.cy + p.radius > 0.0 && p.cy - p.radius < h
+            p.cx + p.radius > 0.0
+                && p.cx - p.radius < w
+                && p.cy + p.radius > 0.0
+                && p.cy - p.radius < h
         })
         .count() as u32;
     // Both buffers have exactly width·height(·3) elements by construction.
-    let img = RgbImage::from_raw(width, height, raster.rgb).unwrap_or_else(|| RgbImage::new(width, height));
-    let mask = GrayImage::from_raw(width, height, raster.labels).unwrap_or_else(|| GrayImage::new(width, height));
+    let img = RgbImage::from_raw(width, height, raster.rgb)
+        .unwrap_or_else(|| RgbImage::new(width, height));
+    let mask = GrayImage::from_raw(width, height, raster.labels)
+        .unwrap_or_else(|| GrayImage::new(width, height));
     (img, mask, FrameTruth { parts, ..truth })
 }
 
@@ -159,7 +174,12 @@ fn measure_truth(classes: &[u8], raster: &super::synth_render::Raster, width: u3
         let t = slot.get_or_insert(DefectTruth {
             class_id: classes[usize::from(k - 1)],
             area: 0,
-            bbox: BBox { x0: x, y0: y, x1: x + 1, y1: y + 1 },
+            bbox: BBox {
+                x0: x,
+                y0: y,
+                x1: x + 1,
+                y1: y + 1,
+            },
         });
         t.area += 1;
         t.bbox = BBox {
@@ -176,7 +196,13 @@ fn measure_truth(classes: &[u8], raster: &super::synth_render::Raster, width: u3
 }
 
 /// Encodes an image as PNG (fast compression: generation speed matters more than size).
-fn encode_png(path: &Path, buf: &[u8], w: u32, h: u32, color: image::ExtendedColorType) -> Result<Vec<u8>> {
+fn encode_png(
+    path: &Path,
+    buf: &[u8],
+    w: u32,
+    h: u32,
+    color: image::ExtendedColorType,
+) -> Result<Vec<u8>> {
     use image::ImageEncoder;
     use image::codecs::png::{CompressionType, FilterType, PngEncoder};
     let mut out = Vec::new();
@@ -189,25 +215,48 @@ fn encode_png(path: &Path, buf: &[u8], w: u32, h: u32, color: image::ExtendedCol
     Ok(out)
 }
 
+/// Every fifth frame is validation; sets under five frames give their last frame to it, so
+/// neither list is ever empty (one frame: train only).
+fn is_val(i: usize, count: usize) -> bool {
+    if count >= 5 {
+        i % 5 == 4
+    } else {
+        count > 1 && i == count - 1
+    }
+}
+
 /// Name of frame `index` in a generated dataset.
 pub fn frame_name(variant: Variant, index: u64) -> String {
     format!("{}_{index:06}", variant.prefix())
 }
 
 /// Writes a dataset of `count` frames to `out`: `images/`, `masks/`, `classes.toml`,
-/// `train.txt`/`val.txt` (every fifth frame is validation: an exact, deterministic 80/20 split)
+/// `train.txt`/`val.txt` (every fifth frame is validation: a deterministic 80/20 split)
 /// and `truth.json` ([`SynthManifest`]). Refuses a folder whose `images/` already holds files, so
 /// stale frames of an earlier run cannot leak into the new set.
-pub fn generate(out: &Path, count: usize, seed: u64, variant: Variant, width: u32, height: u32) -> Result<()> {
+pub fn generate(
+    out: &Path,
+    count: usize,
+    seed: u64,
+    variant: Variant,
+    width: u32,
+    height: u32,
+) -> Result<()> {
     if count == 0 || width == 0 || height == 0 {
-        return Err(Error::data(out, format!("nothing to generate: {count} frames of {width}x{height}")));
+        return Err(Error::data(
+            out,
+            format!("nothing to generate: {count} frames of {width}x{height}"),
+        ));
     }
     let images = out.join("images");
     let masks = out.join("masks");
     if let Ok(mut entries) = std::fs::read_dir(&images)
         && entries.next().is_some()
     {
-        return Err(Error::data(&images, "already contains files; generate into an empty folder"));
+        return Err(Error::data(
+            &images,
+            "already contains files; generate into an empty folder",
+        ));
     }
     for dir in [&images, &masks] {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -219,8 +268,26 @@ pub fn generate(out: &Path, count: usize, seed: u64, variant: Variant, width: u3
             let (img, mask, truth) = render(seed, i, variant, width, height);
             let ip = images.join(format!("{name}.png"));
             let mp = masks.join(format!("{name}.png"));
-            write_atomic(&ip, &encode_png(&ip, img.as_raw(), width, height, image::ExtendedColorType::Rgb8)?)?;
-            write_atomic(&mp, &encode_png(&mp, mask.as_raw(), width, height, image::ExtendedColorType::L8)?)?;
+            write_atomic(
+                &ip,
+                &encode_png(
+                    &ip,
+                    img.as_raw(),
+                    width,
+                    height,
+                    image::ExtendedColorType::Rgb8,
+                )?,
+            )?;
+            write_atomic(
+                &mp,
+                &encode_png(
+                    &mp,
+                    mask.as_raw(),
+                    width,
+                    height,
+                    image::ExtendedColorType::L8,
+                )?,
+            )?;
             Ok((name, truth))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -229,12 +296,15 @@ pub fn generate(out: &Path, count: usize, seed: u64, variant: Variant, width: u3
         frames
             .iter()
             .enumerate()
-            .filter(|(i, _)| (i % 5 == 4) == val)
+            .filter(|(i, _)| is_val(*i, count) == val)
             .map(|(_, (n, _))| format!("{n}\n"))
             .collect::<String>()
     };
     write_atomic(&out.join("train.txt"), list(false).as_bytes())?;
-    write_atomic(&out.join("val.txt"), list(true).as_bytes())?;
+    // A one-frame set has no validation list: `Dataset::open` then validates on that frame.
+    if count > 1 {
+        write_atomic(&out.join("val.txt"), list(true).as_bytes())?;
+    }
     let manifest = SynthManifest {
         seed,
         variant,

@@ -39,8 +39,10 @@ fn span(lo: f32, hi: f32, n: u32) -> (usize, usize) {
 fn belt_pixel(scene: &Scene, x: usize, y: usize) -> [f32; 3] {
     let b = &scene.belt;
     let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
-    let mottle = 0.65 * value2(px / 48.0, py / 48.0, b.seed) + 0.35 * value2(px / 14.0, py / 14.0, b.seed ^ 1);
-    let fibre = 0.5 * white(x as i32, y as i32, b.seed ^ 2) + 0.5 * value2(px / 2.2, py / 1.4, b.seed ^ 3);
+    let mottle = 0.65 * value2(px / 48.0, py / 48.0, b.seed)
+        + 0.35 * value2(px / 14.0, py / 14.0, b.seed ^ 1);
+    let fibre =
+        0.5 * white(x as i32, y as i32, b.seed ^ 2) + 0.5 * value2(px / 2.2, py / 1.4, b.seed ^ 3);
     let rib = (py * std::f32::consts::TAU / b.rib_period).sin();
     let mut v = 1.0 + b.mottle * mottle + b.grain * fibre + b.rib_amp * rib;
     for &s in &b.seams {
@@ -67,12 +69,21 @@ fn seg_dist(p: [f32; 2], a: [f32; 2], b: [f32; 2]) -> f32 {
 }
 
 /// Surface colour of a part at a pixel, before defects and lighting.
-fn part_surface(part: &Part, scene: &Scene, x: usize, y: usize, lx: f32, ly: f32, d: f32) -> [f32; 3] {
+fn part_surface(
+    part: &Part,
+    scene: &Scene,
+    x: usize,
+    y: usize,
+    lx: f32,
+    ly: f32,
+    d: f32,
+) -> [f32; 3] {
     let m = &part.mat;
     let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
     let tex = match m.finish {
         Finish::Brushed => {
-            0.6 * value2(lx / 40.0, ly * 1.3, part.seed) + 0.4 * value2(lx / 9.0, ly * 2.7, part.seed ^ 1)
+            0.6 * value2(lx / 40.0, ly * 1.3, part.seed)
+                + 0.4 * value2(lx / 9.0, ly * 2.7, part.seed ^ 1)
         }
         Finish::Turned => {
             let r = lx.hypot(ly);
@@ -86,7 +97,10 @@ fn part_surface(part: &Part, scene: &Scene, x: usize, y: usize, lx: f32, ly: f32
     };
     let dir = scene.light.dir;
     // A gentle tilt across the part gives it volume; a bevel band lights the edge that faces the lamp.
-    let (lix, liy) = (dir[0] * part.cos + dir[1] * part.sin, -dir[0] * part.sin + dir[1] * part.cos);
+    let (lix, liy) = (
+        dir[0] * part.cos + dir[1] * part.sin,
+        -dir[0] * part.sin + dir[1] * part.cos,
+    );
     let mut v = 1.0 + m.texture * tex + 0.08 * (lx * lix + ly * liy) / part.radius;
     let inside = -d;
     if inside < part.bevel {
@@ -145,7 +159,9 @@ fn apply_defect(def: &Defect, scene: &Scene, p: [f32; 2], col: &mut [f32; 3]) ->
             let r = dx.hypot(dy).max(1e-6);
             let facing = (dx * dir[0] + dy * dir[1]) / r;
             // Inside a dent the wall nearer the lamp is in shadow, the far wall catches light.
-            let shade = 1.0 - depth * core * (0.75 + 0.25 * clamp01(1.0 - rho * rho)) - 0.12 * core * facing;
+            let shade = 1.0
+                - depth * core * (0.75 + 0.25 * clamp01(1.0 - rho * rho))
+                - 0.12 * core * facing;
             let lift = rim_gain * (outer - core) * (0.6 + 0.4 * facing);
             for c in col.iter_mut() {
                 *c = *c * shade + lift;
@@ -201,11 +217,22 @@ fn draw_belt(scene: &Scene, img: &mut [[f32; 3]]) {
         }
     }
     for part in &scene.parts {
-        let off = [-scene.light.dir[0] * part.height, -scene.light.dir[1] * part.height];
+        let off = [
+            -scene.light.dir[0] * part.height,
+            -scene.light.dir[1] * part.height,
+        ];
         let soft = 1.0 + 0.6 * part.height;
         let reach = part.radius + soft + 1.0;
-        let (x0, x1) = span(part.cx + off[0] - reach, part.cx + off[0] + reach, scene.width);
-        let (y0, y1) = span(part.cy + off[1] - reach, part.cy + off[1] + reach, scene.height);
+        let (x0, x1) = span(
+            part.cx + off[0] - reach,
+            part.cx + off[0] + reach,
+            scene.width,
+        );
+        let (y0, y1) = span(
+            part.cy + off[1] - reach,
+            part.cy + off[1] + reach,
+            scene.height,
+        );
         for y in y0..y1 {
             for x in x0..x1 {
                 let d = part.sdf(x as f32 + 0.5 - off[0], y as f32 + 0.5 - off[1]);
@@ -221,9 +248,22 @@ fn draw_belt(scene: &Scene, img: &mut [[f32; 3]]) {
 fn draw_parts(scene: &Scene, img: &mut [[f32; 3]], labels: &mut [u8], inst: &mut [u8]) {
     let w = scene.width as usize;
     for (pi, part) in scene.parts.iter().enumerate() {
-        let defects: Vec<(usize, &Defect)> = scene.defects.iter().enumerate().filter(|(_, d)| d.part == pi).collect();
-        let (x0, x1) = span(part.cx - part.radius - 1.0, part.cx + part.radius + 1.0, scene.width);
-        let (y0, y1) = span(part.cy - part.radius - 1.0, part.cy + part.radius + 1.0, scene.height);
+        let defects: Vec<(usize, &Defect)> = scene
+            .defects
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.part == pi)
+            .collect();
+        let (x0, x1) = span(
+            part.cx - part.radius - 1.0,
+            part.cx + part.radius + 1.0,
+            scene.width,
+        );
+        let (y0, y1) = span(
+            part.cy - part.radius - 1.0,
+            part.cy + part.radius + 1.0,
+            scene.height,
+        );
         for y in y0..y1 {
             for x in x0..x1 {
                 let p = [x as f32 + 0.5, y as f32 + 0.5];
@@ -271,7 +311,11 @@ fn draw_rail(scene: &Scene, img: &mut [[f32; 3]], labels: &mut [u8], inst: &mut 
         let (x, y) = (i % w, i / w);
         let py = y as f32 + 0.5;
         // Distance into the rail from its inner edge.
-        let depth = if rail.top { rail.height - py } else { py - (h - rail.height) };
+        let depth = if rail.top {
+            rail.height - py
+        } else {
+            py - (h - rail.height)
+        };
         if depth < -3.0 {
             continue;
         }
@@ -284,7 +328,9 @@ fn draw_rail(scene: &Scene, img: &mut [[f32; 3]], labels: &mut [u8], inst: &mut 
             continue;
         }
         let cov = clamp01(depth + 0.5);
-        let brushed = 1.0 + 0.08 * value2(x as f32 / 30.0, py * 1.5, seed) + 0.03 * white(x as i32, y as i32, seed);
+        let brushed = 1.0
+            + 0.08 * value2(x as f32 / 30.0, py * 1.5, seed)
+            + 0.03 * white(x as i32, y as i32, seed);
         let edge = if depth < 2.0 { 1.25 } else { 1.0 };
         for (c, r) in px.iter_mut().zip(rail.color) {
             *c += (r * brushed * edge - *c) * cov;

@@ -104,7 +104,10 @@ impl Part {
     #[inline]
     pub fn local(&self, x: f32, y: f32) -> (f32, f32) {
         let (dx, dy) = (x - self.cx, y - self.cy);
-        (dx * self.cos + dy * self.sin, -dx * self.sin + dy * self.cos)
+        (
+            dx * self.cos + dy * self.sin,
+            -dx * self.sin + dy * self.cos,
+        )
     }
 
     /// Signed distance in pixels (negative inside) in local coordinates.
@@ -205,7 +208,13 @@ fn sample_light(rng: &mut SplitMix64, variant: Variant) -> Light {
                 1.0,
                 1.0 + rng.range(-0.03, 0.03),
             ];
-            (t, rng.range(0.9, 1.08), rng.range(0.04, 0.18), rng.range(0.12, 0.3), rng.range(0.005, 0.01))
+            (
+                t,
+                rng.range(0.9, 1.08),
+                rng.range(0.04, 0.18),
+                rng.range(0.12, 0.3),
+                rng.range(0.005, 0.01),
+            )
         }
         Variant::Shifted => {
             let t = if rng.chance(0.5) {
@@ -213,7 +222,13 @@ fn sample_light(rng: &mut SplitMix64, variant: Variant) -> Light {
             } else {
                 [0.78, 0.95, 1.22] // cold: daylight LED behind a blue filter
             };
-            (t, rng.range(0.55, 0.78), rng.range(0.3, 0.5), rng.range(0.3, 0.5), rng.range(0.01, 0.018))
+            (
+                t,
+                rng.range(0.55, 0.78),
+                rng.range(0.3, 0.5),
+                rng.range(0.3, 0.5),
+                rng.range(0.01, 0.018),
+            )
         }
     };
     Light {
@@ -269,8 +284,18 @@ fn sample_material(rng: &mut SplitMix64, variant: Variant, round: bool) -> Mater
         Variant::Shifted => &[[0.75, 0.6, 0.32], [0.72, 0.46, 0.32], [0.5, 0.52, 0.56]],
     };
     let plastics: &[[f32; 3]] = match variant {
-        Variant::Standard => &[[0.85, 0.85, 0.82], [0.13, 0.13, 0.14], [0.16, 0.3, 0.6], [0.5, 0.5, 0.5]],
-        Variant::Shifted => &[[0.9, 0.5, 0.12], [0.22, 0.55, 0.26], [0.88, 0.78, 0.2], [0.6, 0.15, 0.15]],
+        Variant::Standard => &[
+            [0.85, 0.85, 0.82],
+            [0.13, 0.13, 0.14],
+            [0.16, 0.3, 0.6],
+            [0.5, 0.5, 0.5],
+        ],
+        Variant::Shifted => &[
+            [0.9, 0.5, 0.12],
+            [0.22, 0.55, 0.26],
+            [0.88, 0.78, 0.2],
+            [0.6, 0.15, 0.15],
+        ],
     };
     if rng.chance(0.6) {
         let finish = if round && rng.chance(0.7) {
@@ -391,7 +416,8 @@ fn point_on_part(
     for _ in 0..40 {
         let x = part.cx + rng.range(-part.radius, part.radius);
         let y = part.cy + rng.range(-part.radius, part.radius);
-        let inside_frame = x >= margin && x < w - margin && y >= band.0 + margin && y < band.1 - margin;
+        let inside_frame =
+            x >= margin && x < w - margin && y >= band.0 + margin && y < band.1 - margin;
         if inside_frame && part.sdf(x, y) <= -margin {
             return Some([x, y]);
         }
@@ -426,7 +452,7 @@ fn sample_scratch(rng: &mut SplitMix64, part: &Part, start: [f32; 2]) -> DefectK
         -1.0
     };
     // Thin scratches are drawn a little stronger so that after blur they remain barely visible.
-    let contrast = sign * rng.range(0.07, 0.14) * (2.0 / width).sqrt();
+    let contrast = sign * rng.range(0.09, 0.17) * (2.0 / width).sqrt();
     DefectKind::Scratch {
         pts,
         half_width: 0.5 * width,
@@ -459,7 +485,10 @@ fn sample_stain(rng: &mut SplitMix64, part: &Part, at: [f32; 2]) -> DefectKind {
     };
     let mut harmonics = [[0.0f32; 2]; 4];
     for (k, h) in harmonics.iter_mut().enumerate() {
-        *h = [rng.range(-0.18, 0.18) / (k as f32 + 1.0).sqrt(), rng.range(0.0, std::f32::consts::TAU)];
+        *h = [
+            rng.range(-0.18, 0.18) / (k as f32 + 1.0).sqrt(),
+            rng.range(0.0, std::f32::consts::TAU),
+        ];
     }
     DefectKind::Stain {
         x: at[0],
@@ -475,11 +504,18 @@ fn sample_stain(rng: &mut SplitMix64, part: &Part, at: [f32; 2]) -> DefectKind {
 
 fn bounds_of(kind: &DefectKind) -> [f32; 4] {
     match kind {
-        DefectKind::Scratch { pts, half_width, .. } => {
+        DefectKind::Scratch {
+            pts, half_width, ..
+        } => {
             let pad = half_width + 1.5;
             let mut b = [f32::MAX, f32::MAX, f32::MIN, f32::MIN];
             for p in pts {
-                b = [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])];
+                b = [
+                    b[0].min(p[0]),
+                    b[1].min(p[1]),
+                    b[2].max(p[0]),
+                    b[3].max(p[1]),
+                ];
             }
             [b[0] - pad, b[1] - pad, b[2] + pad, b[3] + pad]
         }
@@ -487,7 +523,14 @@ fn bounds_of(kind: &DefectKind) -> [f32; 4] {
             let r = a + rim + 1.5;
             [x - r, y - r, x + r, y + r]
         }
-        DefectKind::Stain { x, y, r0, harmonics, edge, .. } => {
+        DefectKind::Stain {
+            x,
+            y,
+            r0,
+            harmonics,
+            edge,
+            ..
+        } => {
             let amp: f32 = harmonics.iter().map(|h| h[0].abs()).sum();
             let r = r0 * (1.0 + amp) + 2.0 * edge + 1.0;
             [x - r, y - r, x + r, y + r]
@@ -496,7 +539,12 @@ fn bounds_of(kind: &DefectKind) -> [f32; 4] {
 }
 
 /// Samples a whole scene. `rng` is the frame's own generator.
-pub(super) fn sample_scene(rng: &mut SplitMix64, variant: Variant, width: u32, height: u32) -> Scene {
+pub(super) fn sample_scene(
+    rng: &mut SplitMix64,
+    variant: Variant,
+    width: u32,
+    height: u32,
+) -> Scene {
     let (w, h) = (width as f32, height as f32);
     let unit = w.min(h) / 256.0;
     let light = sample_light(rng, variant);

@@ -1,8 +1,8 @@
 //! Tests of the synthetic line: determinism, label honesty, defect statistics.
+use super::IGNORE;
+use super::rng::SplitMix64;
 use super::synth::*;
 use super::synth_scene::sample_scene;
-use super::rng::SplitMix64;
-use super::IGNORE;
 use image::GrayImage;
 
 const W: u32 = 128;
@@ -38,7 +38,11 @@ fn any_frame_size_renders_with_matching_mask() {
 fn frames(n: u64) -> Vec<(GrayImage, FrameTruth, u64, Variant)> {
     (0..n)
         .map(|i| {
-            let v = if i % 2 == 0 { Variant::Standard } else { Variant::Shifted };
+            let v = if i % 2 == 0 {
+                Variant::Standard
+            } else {
+                Variant::Shifted
+            };
             let (_, mask, truth) = render(42, i, v, W, H);
             (mask, truth, i, v)
         })
@@ -80,12 +84,19 @@ fn about_sixty_percent_of_frames_are_defective_with_one_to_three_defects() {
         // Truth is measured on the mask: areas add up to the defect pixel counts, boxes contain them.
         for class in [SCRATCH, PIT, STAIN] {
             let pixels = mask.as_raw().iter().filter(|&&l| l == class).count() as u32;
-            let area: u32 = truth.defects.iter().filter(|d| d.class_id == class).map(|d| d.area).sum();
+            let area: u32 = truth
+                .defects
+                .iter()
+                .filter(|d| d.class_id == class)
+                .map(|d| d.area)
+                .sum();
             assert_eq!(pixels, area, "frame {i} class {class}");
         }
         for d in &truth.defects {
             let b = d.bbox;
-            assert!(d.area > 0 && b.x1 <= W && b.y1 <= H && d.area <= (b.x1 - b.x0) * (b.y1 - b.y0));
+            assert!(
+                d.area > 0 && b.x1 <= W && b.y1 <= H && d.area <= (b.x1 - b.x0) * (b.y1 - b.y0)
+            );
         }
     }
 }
@@ -93,7 +104,9 @@ fn about_sixty_percent_of_frames_are_defective_with_one_to_three_defects() {
 /// Pixels of `class` whose full (2r+1)² neighbourhood is also `class`.
 fn interior(mask: &GrayImage, class: u8, r: i64) -> Vec<(u32, u32)> {
     let (w, h) = (mask.width() as i64, mask.height() as i64);
-    let at = |x: i64, y: i64| x >= 0 && y >= 0 && x < w && y < h && mask.get_pixel(x as u32, y as u32).0[0] == class;
+    let at = |x: i64, y: i64| {
+        x >= 0 && y >= 0 && x < w && y < h && mask.get_pixel(x as u32, y as u32).0[0] == class
+    };
     let mut out = Vec::new();
     for y in 0..h {
         for x in 0..w {
@@ -120,19 +133,25 @@ fn scratches_are_thin() {
     }
     assert!(frames_with >= 5, "only {frames_with} frames with scratches");
     // Width 1–3 px: a 3×3 square fits only on the widest, axis-aligned stretches; 5×5 almost never.
-    assert!((core3 as f64) < 0.2 * total as f64, "{core3} of {total} scratch pixels have a 3x3 core");
-    assert!((core5 as f64) < 0.01 * total as f64, "{core5} of {total} scratch pixels have a 5x5 core");
+    assert!(
+        (core3 as f64) < 0.2 * total as f64,
+        "{core3} of {total} scratch pixels have a 3x3 core"
+    );
+    assert!(
+        (core5 as f64) < 0.01 * total as f64,
+        "{core5} of {total} scratch pixels have a 5x5 core"
+    );
 }
 
 #[test]
-fn shifted_is_darker_and_differently_tinted() {
+fn shifted_is_darker() {
     let mean = |v: Variant| {
         let mut s = [0.0f64; 3];
         for i in 0..12 {
             let (img, _, _) = render(5, i, v, 64, 64);
             for p in img.pixels() {
-                for c in 0..3 {
-                    s[c] += f64::from(p.0[c]);
+                for (acc, v) in s.iter_mut().zip(p.0) {
+                    *acc += f64::from(v);
                 }
             }
         }
@@ -148,21 +167,53 @@ fn shifted_is_darker_and_differently_tinted() {
 #[test]
 #[ignore]
 fn dump_samples() {
-    let Ok(dir) = std::env::var("CONTEXTRAST_SYNTH_DUMP") else { return };
+    let Ok(dir) = std::env::var("CONTEXTRAST_SYNTH_DUMP") else {
+        return;
+    };
     let dir = std::path::PathBuf::from(dir);
     std::fs::create_dir_all(&dir).unwrap();
     let classes = super::Classes::synthetic_default();
-    for (v, w, h) in [(Variant::Standard, 256, 256), (Variant::Shifted, 256, 256), (Variant::Standard, 640, 480)] {
-        for i in 0..4 {
-            let (img, mask, _) = render(1, i, v, w, h);
+    for (v, w, h) in [
+        (Variant::Standard, 256, 256),
+        (Variant::Shifted, 256, 256),
+        (Variant::Standard, 640, 480),
+    ] {
+        for i in 0..8 {
+            let (img, mask, truth) = render(1, i, v, w, h);
             let mut both = image::RgbImage::new(2 * w, h);
             for (x, y, p) in img.enumerate_pixels() {
                 both.put_pixel(x, y, *p);
                 let l = mask.get_pixel(x, y).0[0];
-                let c = if l == IGNORE { [255, 255, 255] } else { classes.classes[usize::from(l)].color };
+                let c = if l == IGNORE {
+                    [255, 255, 255]
+                } else {
+                    classes.classes[usize::from(l)].color
+                };
                 both.put_pixel(w + x, y, image::Rgb(c));
             }
             both.save(dir.join(format!("{v}_{w}x{h}_{i}.png"))).unwrap();
+            // 4x zooms of each defect with 10 px of context: is it visible, is the mask tight?
+            for (k, d) in truth.defects.iter().enumerate() {
+                let (x0, y0) = (d.bbox.x0.saturating_sub(10), d.bbox.y0.saturating_sub(10));
+                let (x1, y1) = ((d.bbox.x1 + 10).min(w), (d.bbox.y1 + 10).min(h));
+                let z = 4;
+                let mut zoom = image::RgbImage::new(2 * z * (x1 - x0), z * (y1 - y0));
+                for (x, y, p) in zoom.enumerate_pixels_mut() {
+                    let (sx, sy) = (x0 + (x / z) % (x1 - x0), y0 + y / z);
+                    *p = if x / z < x1 - x0 {
+                        *img.get_pixel(sx, sy)
+                    } else {
+                        let l = mask.get_pixel(sx, sy).0[0];
+                        image::Rgb(if l == IGNORE {
+                            [255, 255, 255]
+                        } else {
+                            classes.classes[usize::from(l)].color
+                        })
+                    };
+                }
+                zoom.save(dir.join(format!("{v}_{w}x{h}_{i}_defect{k}_class{}.png", d.class_id)))
+                    .unwrap();
+            }
         }
     }
 }
