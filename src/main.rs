@@ -1,1 +1,49 @@
-fn main(){}
+//! `contextrast`: the inspection runtime and the on-device trainer, one binary.
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// Contextrast Edge: inline defect inspection with on-device Contextrast retraining.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write a synthetic production-line dataset (images, pixel-exact masks, classes.toml).
+    Synth(cli::synth::SynthArgs),
+    /// Train a segmentation model on a dataset.
+    Train(cli::train::TrainArgs),
+    /// Evaluate a checkpoint or an ONNX model on a dataset: mIoU, Boundary IoU, confusion matrix.
+    Eval(cli::eval::EvalArgs),
+    /// Export a checkpoint to ONNX for the runtime (batch norm folded, projection heads dropped).
+    Export(cli::export::ExportArgs),
+    /// Report what this machine offers: CPU threads, CUDA.
+    Doctor,
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.cmd {
+        Cmd::Synth(a) => cli::synth::run(a),
+        Cmd::Train(a) => cli::train::run(a),
+        Cmd::Eval(a) => cli::eval::run(a),
+        Cmd::Export(a) => cli::export::run(a),
+        Cmd::Doctor => cli::doctor::run(),
+    };
+    if let Err(e) = result {
+        // One clear message with its causes; no backtrace for an operator to decode.
+        eprintln!("error: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+        std::process::exit(1);
+    }
+}

@@ -18,7 +18,11 @@ pub enum Error {
     Data { path: PathBuf, msg: String },
     /// A configuration value is out of range or malformed; `key` names the field.
     #[error("{path}: `{key}`: {msg}")]
-    Config { path: PathBuf, key: String, msg: String },
+    Config {
+        path: PathBuf,
+        key: String,
+        msg: String,
+    },
     #[error("{path}: cannot parse: {msg}")]
     Parse { path: PathBuf, msg: String },
     #[error("shape mismatch: {0}")]
@@ -42,10 +46,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     /// A data error naming the file.
     pub fn data(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Data { path: path.into(), msg: msg.into() }
+        Error::Data {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 }

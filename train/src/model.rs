@@ -20,7 +20,11 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { width: 16, decoder: 32, proj_dim: 64 }
+        ModelConfig {
+            width: 16,
+            decoder: 32,
+            proj_dim: 64,
+        }
     }
 }
 
@@ -39,7 +43,11 @@ pub fn contextrast_net(cfg: &ModelConfig, num_classes: usize) -> Graph {
     let mut prev = s;
     let mut c_prev = w;
     for (i, &c) in chans.iter().enumerate() {
-        let a = if i == 0 { prev } else { g.conv_bn_relu(&format!("enc.s{}a", i + 1), prev, c_prev, c, 3, 2) };
+        let a = if i == 0 {
+            prev
+        } else {
+            g.conv_bn_relu(&format!("enc.s{}a", i + 1), prev, c_prev, c, 3, 2)
+        };
         let b = g.conv_bn_relu(&format!("enc.s{}b", i + 1), a, c, c, 3, 1);
         let f = g.add(format!("enc.s{}.res", i + 1), Op::Add, &[a, b]);
         feats[i] = f;
@@ -48,18 +56,27 @@ pub fn contextrast_net(cfg: &ModelConfig, num_classes: usize) -> Graph {
     }
 
     // FPN decoder: 1×1 laterals, top-down sums.
-    let lat: Vec<NodeId> =
-        (0..4).map(|i| g.conv(&format!("dec.lat{}", i + 1), feats[i], chans[i], d, 1)).collect();
+    let lat: Vec<NodeId> = (0..4)
+        .map(|i| g.conv(&format!("dec.lat{}", i + 1), feats[i], chans[i], d, 1))
+        .collect();
     let mut p = [0; 4];
     p[3] = lat[3];
     for i in (0..3).rev() {
-        let up = g.add(format!("dec.up{}", i + 2), Op::Upsample { factor: 2 }, &[p[i + 1]]);
+        let up = g.add(
+            format!("dec.up{}", i + 2),
+            Op::Upsample { factor: 2 },
+            &[p[i + 1]],
+        );
         p[i] = g.add(format!("dec.p{}", i + 1), Op::Add, &[lat[i], up]);
     }
     // Head: every scale brought to stride 4 and concatenated, so thin defects see context.
     let mut parts = vec![p[0]];
     for (i, &pi) in p.iter().enumerate().skip(1) {
-        parts.push(g.add(format!("head.up{}", i + 1), Op::Upsample { factor: 1 << i }, &[pi]));
+        parts.push(g.add(
+            format!("head.up{}", i + 1),
+            Op::Upsample { factor: 1 << i },
+            &[pi],
+        ));
     }
     let cat = g.add("head.cat", Op::Concat, &parts);
     let h = g.conv_bn_relu("head.fuse", cat, 4 * d, d, 1, 1);
@@ -78,7 +95,14 @@ pub fn contextrast_net(cfg: &ModelConfig, num_classes: usize) -> Graph {
     }
     g.training_only = false;
 
-    Graph { nodes: g.nodes, logits, features: feats, projections: proj, num_classes, size_multiple: 32 }
+    Graph {
+        nodes: g.nodes,
+        logits,
+        features: feats,
+        projections: proj,
+        num_classes,
+        size_multiple: 32,
+    }
 }
 
 /// Output shape of every node for an input of shape `input`, or an error naming the node.
@@ -91,7 +115,10 @@ pub fn infer_shapes(graph: &Graph, input: Shape) -> crate::Result<Vec<Shape>> {
             Op::Input => input,
             Op::Conv { spec, .. } => {
                 if ins[0].c != spec.c_in {
-                    return Err(err(format!("expects {} channels, got {}", spec.c_in, ins[0].c)));
+                    return Err(err(format!(
+                        "expects {} channels, got {}",
+                        spec.c_in, ins[0].c
+                    )));
                 }
                 if ins[0].h + 2 * spec.pad < spec.k || ins[0].w + 2 * spec.pad < spec.k {
                     return Err(err(format!("input {} smaller than the kernel", ins[0])));
@@ -100,7 +127,10 @@ pub fn infer_shapes(graph: &Graph, input: Shape) -> crate::Result<Vec<Shape>> {
             }
             Op::BatchNorm { channels, .. } => {
                 if ins[0].c != *channels {
-                    return Err(err(format!("expects {channels} channels, got {}", ins[0].c)));
+                    return Err(err(format!(
+                        "expects {channels} channels, got {}",
+                        ins[0].c
+                    )));
                 }
                 ins[0]
             }
@@ -114,7 +144,10 @@ pub fn infer_shapes(graph: &Graph, input: Shape) -> crate::Result<Vec<Shape>> {
             }
             Op::Concat => {
                 let c = ins.iter().map(|s| s.c).sum();
-                if ins.iter().any(|s| s.n != ins[0].n || s.h != ins[0].h || s.w != ins[0].w) {
+                if ins
+                    .iter()
+                    .any(|s| s.n != ins[0].n || s.h != ins[0].h || s.w != ins[0].w)
+                {
                     return Err(err("concatenates different spatial sizes".into()));
                 }
                 ins[0].with_c(c)

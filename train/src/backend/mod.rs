@@ -5,6 +5,7 @@ use crate::Result;
 use serde::{Deserialize, Serialize};
 
 pub mod cpu;
+pub mod cuda;
 pub use cpu::Cpu;
 
 /// An NCHW tensor shape.

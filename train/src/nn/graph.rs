@@ -14,11 +14,20 @@ pub type NodeId = usize;
 pub enum Op {
     /// The normalised image batch `[n, 3, h, w]`.
     Input,
-    Conv { param: String, spec: ConvSpec, bias: bool },
-    BatchNorm { param: String, channels: usize },
+    Conv {
+        param: String,
+        spec: ConvSpec,
+        bias: bool,
+    },
+    BatchNorm {
+        param: String,
+        channels: usize,
+    },
     Relu,
     /// Bilinear upsampling (half-pixel) by an integer factor.
-    Upsample { factor: usize },
+    Upsample {
+        factor: usize,
+    },
     /// Elementwise sum of two same-shaped inputs.
     Add,
     /// Channel concatenation of its inputs, in order.
@@ -78,7 +87,10 @@ impl ParamSpec {
         self.dims.iter().product()
     }
     pub fn trainable(&self) -> bool {
-        !matches!(self.kind, ParamKind::BnRunningMean | ParamKind::BnRunningVar)
+        !matches!(
+            self.kind,
+            ParamKind::BnRunningMean | ParamKind::BnRunningVar
+        )
     }
 }
 
@@ -128,7 +140,9 @@ impl Graph {
 
     /// Nodes that consume node `id`.
     pub fn consumers(&self, id: NodeId) -> Vec<NodeId> {
-        (0..self.nodes.len()).filter(|&j| self.nodes[j].inputs.contains(&id)).collect()
+        (0..self.nodes.len())
+            .filter(|&j| self.nodes[j].inputs.contains(&id))
+            .collect()
     }
 }
 
@@ -162,22 +176,49 @@ impl GraphBuilder {
         k: usize,
         stride: usize,
     ) -> NodeId {
-        let spec = ConvSpec { c_in, c_out, k, stride, pad: k / 2 };
+        let spec = ConvSpec {
+            c_in,
+            c_out,
+            k,
+            stride,
+            pad: k / 2,
+        };
         let c = self.add(
             format!("{name}.conv"),
-            Op::Conv { param: format!("{name}.conv"), spec, bias: false },
+            Op::Conv {
+                param: format!("{name}.conv"),
+                spec,
+                bias: false,
+            },
             &[x],
         );
         let b = self.add(
             format!("{name}.bn"),
-            Op::BatchNorm { param: format!("{name}.bn"), channels: c_out },
+            Op::BatchNorm {
+                param: format!("{name}.bn"),
+                channels: c_out,
+            },
             &[c],
         );
         self.add(format!("{name}.relu"), Op::Relu, &[b])
     }
     /// Conv with bias, no norm (projections, classifier).
     pub fn conv(&mut self, name: &str, x: NodeId, c_in: usize, c_out: usize, k: usize) -> NodeId {
-        let spec = ConvSpec { c_in, c_out, k, stride: 1, pad: k / 2 };
-        self.add(name, Op::Conv { param: name.to_string(), spec, bias: true }, &[x])
+        let spec = ConvSpec {
+            c_in,
+            c_out,
+            k,
+            stride: 1,
+            pad: k / 2,
+        };
+        self.add(
+            name,
+            Op::Conv {
+                param: name.to_string(),
+                spec,
+                bias: true,
+            },
+            &[x],
+        )
     }
 }

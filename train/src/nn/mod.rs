@@ -1,2 +1,4 @@
 //! Network description and execution.
+pub mod exec;
 pub mod graph;
+pub mod params;

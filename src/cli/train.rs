@@ -1,0 +1,104 @@
+use anyhow::{Context, Result};
+use clap::Args;
+use contextrast_train::backend::Cpu;
+use contextrast_train::config::TrainConfig;
+use contextrast_train::trainer::{Event, TrainOptions, train};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Dataset folder (images/, masks/, classes.toml).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output folder for checkpoints (last.*, best.*).
+    #[arg(long)]
+    out: PathBuf,
+    /// Training config (TOML); defaults are the paper's.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue from OUT/last.json after an interruption.
+    #[arg(long)]
+    resume: bool,
+    /// Override the config's step count.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Override the config's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Compute device: cpu (cuda arrives with the CUDA backend).
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let mut cfg = match &a.config {
+        Some(p) => TrainConfig::load(p)?,
+        None => TrainConfig::default(),
+    };
+    if let Some(s) = a.steps {
+        cfg.steps = s;
+    }
+    if let Some(s) = a.seed {
+        cfg.seed = s;
+    }
+    match a.device.as_str() {
+        "auto" | "cpu" => {}
+        "cuda" => anyhow::bail!("--device cuda: this build has no CUDA backend yet; use cpu"),
+        other => anyhow::bail!("--device {other}: expected auto, cpu or cuda"),
+    }
+    super::set_threads(cfg.threads);
+    let provenance = BTreeMap::from([
+        ("command".to_string(), std::env::args().collect::<Vec<_>>().join(" ")),
+        ("created_unix".to_string(), unix_now().to_string()),
+    ]);
+    let opts = TrainOptions { data: a.data.clone(), out: a.out.clone(), config: cfg, resume: a.resume, provenance };
+    let bar = ProgressBar::new(opts.config.steps);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let stop = AtomicBool::new(false);
+    let summary = train(&Cpu, &opts, &stop, &mut |ev| match ev {
+        Event::Started { start_step, total, params, backend, train_images } => {
+            bar.set_position(start_step);
+            bar.suspend(|| {
+                log::info!(
+                    "training {params} parameters on {backend}: {train_images} images, steps {start_step}..{total}"
+                )
+            });
+        }
+        Event::Step { step, loss, lr, images_per_s, .. } => {
+            bar.set_position(step);
+            bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {images_per_s:.1} img/s"));
+        }
+        Event::Validated { step, report } => bar.suspend(|| {
+            log::info!(
+                "step {step}: val mIoU {:.4}  Boundary IoU {:.4}  {}",
+                report.miou,
+                report.boundary_iou,
+                report.per_class.iter().map(|(k, v)| format!("{k} {v:.3}")).collect::<Vec<_>>().join("  ")
+            )
+        }),
+        Event::Checkpoint { step, path } => {
+            log::debug!("step {step}: checkpoint {}", path.display())
+        }
+    })
+    .with_context(|| format!("training on {}", a.data.display()))?;
+    bar.finish_and_clear();
+    log::info!(
+        "done: {} steps, final loss {:.4}, mean step {:.0} ms, best val mIoU {:.4}; checkpoints in {}",
+        summary.steps,
+        summary.final_loss,
+        summary.mean_step_ms,
+        summary.best_miou,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

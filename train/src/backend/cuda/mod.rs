@@ -1,0 +1,403 @@
+//! CUDA backend: cudarc's driver API on one stream, our NVRTC-compiled kernels
+//! (`kernels/*.cu`) and cuBLAS for the convolution GEMMs. Every op only enqueues work; the
+//! host waits only in `download*`, so a training step runs without round trips.
+//!
+//! cudarc loads libcuda, libnvrtc and libcublas at run time and panics when one is missing,
+//! so [`Cuda::new`] and [`cuda_available`] check for them first and report an error instead.
+use super::{Backend, ConvSpec, Shape};
+use crate::{Error, Result};
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, LaunchConfig};
+use std::sync::Arc;
+
+/// Launches a kernel by name with the given arguments (references to buffers and to scalars
+/// bound to locals), mapping a driver error to `Error::Backend`.
+macro_rules! launch {
+    ($cuda:expr, $name:literal, $cfg:expr; $($arg:expr),+ $(,)?) => {{
+        use cudarc::driver::PushKernelArg as _;
+        let cfg: cudarc::driver::LaunchConfig = $cfg;
+        let func = $cuda.kernels.get($name)?;
+        let mut builder = $cuda.stream.launch_builder(func);
+        $(builder.arg($arg);)+
+        // SAFETY: the arguments follow the kernel's signature in kernels/*.cu in order and
+        // type, and the caller checked every buffer against the sizes it passes.
+        unsafe { builder.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| $crate::backend::cuda::driver_err($name, e))
+    }};
+}
+
+mod batchnorm;
+mod conv;
+mod elementwise;
+mod kernels;
+mod layout;
+mod loss;
+mod normalize;
+mod resize;
+
+pub use kernels::compile_all;
+
+/// Threads per block for every kernel; reductions need a multiple of 32.
+const BLOCK: u32 = 256;
+
+/// The CUDA backend on one device. Buffers are `CudaSlice`s on the context's default stream.
+pub struct Cuda {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    kernels: kernels::Kernels,
+    arch: String,
+    name: String,
+}
+
+/// Which of the libraries cudarc needs cannot be loaded, if any.
+fn missing_library() -> Option<&'static str> {
+    // SAFETY: these only try to open the libraries by their candidate names.
+    let (driver, nvrtc, cublas) = unsafe {
+        (
+            cudarc::driver::sys::is_culib_present(),
+            cudarc::nvrtc::sys::is_culib_present(),
+            cudarc::cublas::sys::is_culib_present(),
+        )
+    };
+    if !driver {
+        Some("libcuda (the NVIDIA driver) is not installed or not on the library path")
+    } else if !nvrtc {
+        Some("libnvrtc is not on the library path (CUDA toolkit or nvidia-cuda-nvrtc-cu12)")
+    } else if !cublas {
+        Some("libcublas is not on the library path (CUDA toolkit or nvidia-cublas-cu12)")
+    } else {
+        None
+    }
+}
+
+/// Whether a CUDA device is usable: the libraries load and at least one device exists.
+/// Never panics, so callers can pick the CPU backend instead.
+pub fn cuda_available() -> bool {
+    if missing_library().is_some() {
+        return false;
+    }
+    std::panic::catch_unwind(|| matches!(CudaContext::device_count(), Ok(n) if n > 0))
+        .unwrap_or(false)
+}
+
+impl Cuda {
+    /// Opens device `ordinal`, compiles (or loads cached) kernels for its architecture and
+    /// creates the cuBLAS handle. Errors name what is missing rather than panicking.
+    pub fn new(ordinal: usize) -> Result<Cuda> {
+        if let Some(missing) = missing_library() {
+            return Err(backend_err(&format!("cuda:{ordinal}"), missing));
+        }
+        let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
+            .map_err(|_| backend_err(&format!("cuda:{ordinal}"), "the CUDA driver panicked"))?
+            .map_err(|e| driver_err(&format!("opening device {ordinal}"), e))?;
+        // SAFETY: everything runs on the one default stream, so the per-buffer events that
+        // synchronise several streams are not needed; no buffer exists yet.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| driver_err("reading the compute capability", e))?;
+        let arch = kernels::pick_arch(major, minor)?;
+        let kernels = kernels::Kernels::load(&ctx, &arch)?;
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| backend_err("cuBLAS init", e))?;
+        let device = ctx.name().map_err(|e| driver_err("reading the device name", e))?;
+        let name = format!("cuda:{ordinal} ({device})");
+        Ok(Cuda { ctx, stream, blas, kernels, arch, name })
+    }
+
+    /// The `compute_XY` architecture the kernels were compiled for.
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    /// Waits for all queued work and reports any asynchronous error (for timing and tests).
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(|e| driver_err("synchronize", e))?;
+        self.ctx.check_err().map_err(|e| driver_err("deferred error", e))
+    }
+
+    fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
+        self.stream
+            .alloc_zeros::<f32>(len)
+            .map_err(|e| driver_err(&format!("allocating {len} floats"), e))
+    }
+}
+
+/// An `Error::Backend` for this backend.
+pub(crate) fn backend_err(what: &str, msg: impl std::fmt::Display) -> Error {
+    Error::Backend { backend: "cuda".into(), msg: format!("{what}: {msg}") }
+}
+
+/// A driver error while doing `what`.
+pub(crate) fn driver_err(what: &str, e: cudarc::driver::DriverError) -> Error {
+    backend_err(what, e)
+}
+
+/// `Error::Shape` unless a buffer holds exactly the values its shape needs.
+fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(Error::Shape(format!("{what}: buffer holds {got} values, its shape needs {want}")))
+    }
+}
+
+/// A size as the kernels' `int`; larger tensors are refused rather than overflowing.
+fn dim(what: &str, v: usize) -> Result<i32> {
+    i32::try_from(v)
+        .map_err(|_| Error::Shape(format!("{what} = {v} exceeds the CUDA kernels' 32-bit range")))
+}
+
+/// A grid-stride launch over `n` items (`n` > 0).
+fn elems_cfg(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(BLOCK as usize).clamp(1, 1 << 16) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// One block per channel, for the per-channel reductions.
+fn per_channel_cfg(c: i32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (c.max(1) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
+impl Backend for Cuda {
+    type Buf = CudaSlice<f32>;
+    type Labels = CudaSlice<u8>;
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn zeros(&self, len: usize) -> Result<Self::Buf> {
+        self.alloc(len)
+    }
+
+    fn upload(&self, data: &[f32]) -> Result<Self::Buf> {
+        self.stream.clone_htod(data).map_err(|e| driver_err("upload", e))
+    }
+
+    fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>> {
+        let v = self.stream.clone_dtoh(buf).map_err(|e| driver_err("download", e))?;
+        self.synchronize()?;
+        Ok(v)
+    }
+
+    fn upload_labels(&self, data: &[u8]) -> Result<Self::Labels> {
+        self.stream.clone_htod(data).map_err(|e| driver_err("upload_labels", e))
+    }
+
+    fn download_labels(&self, labels: &Self::Labels) -> Result<Vec<u8>> {
+        let v = self.stream.clone_dtoh(labels).map_err(|e| driver_err("download_labels", e))?;
+        self.synchronize()?;
+        Ok(v)
+    }
+
+    fn len(&self, buf: &Self::Buf) -> usize {
+        buf.len()
+    }
+
+    fn labels_len(&self, labels: &Self::Labels) -> usize {
+        labels.len()
+    }
+
+    fn fill(&self, buf: &mut Self::Buf, value: f32) -> Result<()> {
+        self.fill_impl(buf, value)
+    }
+
+    fn add(&self, a: &Self::Buf, b: &Self::Buf) -> Result<Self::Buf> {
+        self.add_impl(a, b)
+    }
+
+    fn add_assign(&self, acc: &mut Self::Buf, x: &Self::Buf) -> Result<()> {
+        self.add_assign_impl(acc, x)
+    }
+
+    fn scale(&self, buf: &mut Self::Buf, s: f32) -> Result<()> {
+        self.scale_impl(buf, s)
+    }
+
+    fn relu_forward(&self, x: &Self::Buf) -> Result<Self::Buf> {
+        self.relu_forward_impl(x)
+    }
+
+    fn relu_backward(&self, dy: &Self::Buf, y: &Self::Buf) -> Result<Self::Buf> {
+        self.relu_backward_impl(dy, y)
+    }
+
+    fn conv2d_forward(
+        &self,
+        x: &Self::Buf,
+        xs: Shape,
+        w: &Self::Buf,
+        b: Option<&Self::Buf>,
+        spec: &ConvSpec,
+    ) -> Result<Self::Buf> {
+        self.conv_forward_impl(x, xs, w, b, spec)
+    }
+
+    fn conv2d_backward_input(
+        &self,
+        dy: &Self::Buf,
+        w: &Self::Buf,
+        xs: Shape,
+        spec: &ConvSpec,
+    ) -> Result<Self::Buf> {
+        self.conv_backward_input_impl(dy, w, xs, spec)
+    }
+
+    fn conv2d_backward_weight(
+        &self,
+        x: &Self::Buf,
+        xs: Shape,
+        dy: &Self::Buf,
+        spec: &ConvSpec,
+        dw: &mut Self::Buf,
+        db: Option<&mut Self::Buf>,
+    ) -> Result<()> {
+        self.conv_backward_weight_impl(x, xs, dy, spec, dw, db)
+    }
+
+    fn batchnorm_forward_train(
+        &self,
+        x: &Self::Buf,
+        xs: Shape,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        running_mean: &mut Self::Buf,
+        running_var: &mut Self::Buf,
+        momentum: f32,
+        eps: f32,
+    ) -> Result<(Self::Buf, Self::Buf, Self::Buf)> {
+        let stats = batchnorm::Running { mean: running_mean, var: running_var };
+        self.bn_forward_train_impl(x, xs, gamma, beta, stats, momentum, eps)
+    }
+
+    fn batchnorm_forward_eval(
+        &self,
+        x: &Self::Buf,
+        xs: Shape,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        running_mean: &Self::Buf,
+        running_var: &Self::Buf,
+        eps: f32,
+    ) -> Result<Self::Buf> {
+        self.bn_forward_eval_impl(x, xs, gamma, beta, running_mean, running_var, eps)
+    }
+
+    fn batchnorm_backward(
+        &self,
+        dy: &Self::Buf,
+        x: &Self::Buf,
+        xs: Shape,
+        gamma: &Self::Buf,
+        mean: &Self::Buf,
+        invstd: &Self::Buf,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+    ) -> Result<Self::Buf> {
+        let saved = batchnorm::Saved { gamma, mean, invstd };
+        self.bn_backward_impl(dy, x, xs, saved, dgamma, dbeta)
+    }
+
+    fn resize_bilinear_forward(
+        &self,
+        x: &Self::Buf,
+        xs: Shape,
+        out_h: usize,
+        out_w: usize,
+    ) -> Result<Self::Buf> {
+        self.resize_forward_impl(x, xs, out_h, out_w)
+    }
+
+    fn resize_bilinear_backward(
+        &self,
+        dy: &Self::Buf,
+        xs: Shape,
+        out_h: usize,
+        out_w: usize,
+    ) -> Result<Self::Buf> {
+        self.resize_backward_impl(dy, xs, out_h, out_w)
+    }
+
+    fn concat_channels(&self, parts: &[(&Self::Buf, Shape)]) -> Result<Self::Buf> {
+        self.concat_impl(parts)
+    }
+
+    fn split_channels(&self, dy: &Self::Buf, shapes: &[Shape]) -> Result<Vec<Self::Buf>> {
+        self.split_impl(dy, shapes)
+    }
+
+    fn l2_normalize_forward(&self, x: &Self::Buf, xs: Shape) -> Result<Self::Buf> {
+        self.l2n_forward_impl(x, xs)
+    }
+
+    fn l2_normalize_backward(&self, dy: &Self::Buf, x: &Self::Buf, xs: Shape) -> Result<Self::Buf> {
+        self.l2n_backward_impl(dy, x, xs)
+    }
+
+    fn softmax_cross_entropy(
+        &self,
+        logits: &Self::Buf,
+        shape: Shape,
+        labels: &Self::Labels,
+        class_weights: Option<&Self::Buf>,
+    ) -> Result<(Self::Buf, Self::Buf)> {
+        self.cross_entropy_impl(logits, shape, labels, class_weights)
+    }
+
+    fn argmax_channels(&self, logits: &Self::Buf, shape: Shape) -> Result<Self::Labels> {
+        self.argmax_impl(logits, shape)
+    }
+
+    fn sgd_step(
+        &self,
+        param: &mut Self::Buf,
+        grad: &Self::Buf,
+        velocity: &mut Self::Buf,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+    ) -> Result<()> {
+        self.sgd_impl(param, grad, velocity, lr, momentum, weight_decay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dim_refuses_sizes_beyond_i32() {
+        assert_eq!(dim("n", 7).ok(), Some(7));
+        assert!(matches!(dim("n", 1 << 31), Err(Error::Shape(m)) if m.contains("n = 2147483648")));
+    }
+
+    #[test]
+    fn elems_cfg_covers_small_and_caps_large() {
+        assert_eq!(elems_cfg(1).grid_dim.0, 1);
+        assert_eq!(elems_cfg(257).grid_dim.0, 2);
+        assert_eq!(elems_cfg(usize::MAX / 2).grid_dim.0, 1 << 16);
+    }
+
+    #[test]
+    fn check_len_names_both_sizes() {
+        assert!(check_len("x", 4, 4).is_ok());
+        let e = check_len("conv x", 3, 4).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("conv x") && e.contains('3') && e.contains('4'), "{e}");
+    }
+
+    #[test]
+    fn available_never_panics_and_new_agrees() {
+        // Without a GPU both say no, with a GPU both say yes; neither may panic.
+        let available = cuda_available();
+        match Cuda::new(0) {
+            Ok(_) => assert!(available),
+            Err(e) => {
+                assert!(!available, "cuda_available but Cuda::new failed: {e}");
+                assert!(matches!(e, Error::Backend { .. }), "{e}");
+            }
+        }
+    }
+}

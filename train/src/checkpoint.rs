@@ -1,0 +1,127 @@
+//! Checkpoints: parameters (and optionally the optimiser's velocity) as safetensors, with a JSON
+//! file beside them that holds the step, the config, the classes and the metrics. The JSON is
+//! written last, so a checkpoint whose JSON exists is complete.
+use crate::atomic::write_atomic;
+use crate::config::TrainConfig;
+use crate::data::classes::ClassInfo;
+use crate::nn::params::HostParams;
+use crate::{Error, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// What the JSON half of a checkpoint holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format: String,
+    pub step: u64,
+    pub config: TrainConfig,
+    pub classes: Vec<ClassInfo>,
+    /// Validation metrics at this step (miou, boundary_iou, ...), if it was validated.
+    pub metrics: BTreeMap<String, f64>,
+    /// Where the data came from, the tool version, the date...
+    pub provenance: BTreeMap<String, String>,
+    /// File name of the parameters, beside the JSON.
+    pub params_file: String,
+    /// File name of the optimiser state, if saved.
+    pub optimizer_file: Option<String>,
+}
+
+pub const FORMAT: &str = "contextrast-checkpoint-1";
+
+/// A loaded checkpoint.
+pub struct Checkpoint {
+    pub meta: CheckpointMeta,
+    pub params: HostParams,
+    pub velocity: Option<HostParams>,
+}
+
+fn encode(tensors: &HostParams, step: u64) -> Result<Vec<u8>> {
+    let bytes: Vec<(String, Vec<u8>, usize)> = tensors
+        .iter()
+        .map(|(k, v)| (k.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect(), v.len()))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(k, b, n)| {
+            TensorView::new(Dtype::F32, vec![*n], b)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| Error::Shape(format!("tensor {k}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let info = HashMap::from([("step".to_string(), step.to_string())]);
+    safetensors::serialize(views, Some(info))
+        .map_err(|e| Error::Shape(format!("cannot serialise checkpoint: {e}")))
+}
+
+fn decode(path: &Path) -> Result<HostParams> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |msg: String| Error::Checkpoint { path: path.to_path_buf(), msg };
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not safetensors: {e}")))?;
+    let mut out = HostParams::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(bad(format!("tensor {name} is {:?}, expected F32", view.dtype())));
+        }
+        let v = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.insert(name, v);
+    }
+    Ok(out)
+}
+
+/// Saves `{dir}/{stem}.safetensors` (+ `{stem}.optim.safetensors`) and `{dir}/{stem}.json`.
+pub fn save(
+    dir: &Path,
+    stem: &str,
+    meta: &mut CheckpointMeta,
+    params: &HostParams,
+    velocity: Option<&HostParams>,
+) -> Result<PathBuf> {
+    meta.format = FORMAT.into();
+    meta.params_file = format!("{stem}.safetensors");
+    write_atomic(&dir.join(&meta.params_file), &encode(params, meta.step)?)?;
+    meta.optimizer_file = match velocity {
+        Some(v) => {
+            let f = format!("{stem}.optim.safetensors");
+            write_atomic(&dir.join(&f), &encode(v, meta.step)?)?;
+            Some(f)
+        }
+        None => None,
+    };
+    let json = dir.join(format!("{stem}.json"));
+    let text = serde_json::to_vec_pretty(meta)
+        .map_err(|e| Error::Checkpoint { path: json.clone(), msg: e.to_string() })?;
+    write_atomic(&json, &text)?;
+    Ok(json)
+}
+
+/// Loads a checkpoint from its JSON file or its `.safetensors` file.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let json = if path.extension().is_some_and(|e| e == "safetensors") {
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        path.with_file_name(format!("{stem}.json"))
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read(&json).map_err(|e| Error::io(&json, e))?;
+    let meta: CheckpointMeta = serde_json::from_slice(&text)
+        .map_err(|e| Error::Checkpoint { path: json.clone(), msg: format!("bad JSON: {e}") })?;
+    if meta.format != FORMAT {
+        return Err(Error::Checkpoint {
+            path: json,
+            msg: format!("format {:?}, expected {FORMAT:?}", meta.format),
+        });
+    }
+    let dir = json.parent().unwrap_or(Path::new("."));
+    let params = decode(&dir.join(&meta.params_file))?;
+    let velocity = match &meta.optimizer_file {
+        Some(f) => Some(decode(&dir.join(f))?),
+        None => None,
+    };
+    Ok(Checkpoint { meta, params, velocity })
+}

@@ -1,0 +1,273 @@
+//! The training loop: data → forward → loss → backward → SGD, periodic validation, atomic
+//! checkpoints, and resume from the last checkpoint after a kill.
+use crate::backend::{Backend, Shape, poly_lr};
+use crate::checkpoint::{self, CheckpointMeta};
+use crate::config::{LossKind, TrainConfig};
+use crate::data::dataset::Dataset;
+use crate::data::loader::Loader;
+use crate::evaluate::{EnginePredictor, EvalReport, evaluate};
+use crate::model::contextrast_net;
+use crate::nn::exec::{Grads, Mode, backward, forward};
+use crate::nn::graph::Graph;
+use crate::nn::params::{HostParams, Params};
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// What the caller asked for.
+pub struct TrainOptions {
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub config: TrainConfig,
+    /// Continue from `{out}/last.json` if it exists.
+    pub resume: bool,
+    /// Extra provenance (command line, git revision...).
+    pub provenance: BTreeMap<String, String>,
+}
+
+/// Progress reports for the caller's display.
+pub enum Event<'a> {
+    Started { start_step: u64, total: u64, params: usize, backend: String, train_images: usize },
+    Step { step: u64, loss: f32, lr: f32, images_per_s: f64, step_ms: f64 },
+    Validated { step: u64, report: &'a EvalReport },
+    Checkpoint { step: u64, path: &'a Path },
+}
+
+/// The end of a run.
+pub struct TrainSummary {
+    pub steps: u64,
+    pub final_loss: f32,
+    pub last: PathBuf,
+    pub best: Option<PathBuf>,
+    pub best_miou: f64,
+    pub interrupted: bool,
+    pub mean_step_ms: f64,
+}
+
+struct State<B: Backend> {
+    graph: Graph,
+    params: Params<B>,
+    velocity: Vec<Option<B::Buf>>,
+    step: u64,
+    best_miou: f64,
+}
+
+fn velocity_to_host<B: Backend>(be: &B, p: &Params<B>, v: &[Option<B::Buf>]) -> Result<HostParams> {
+    let mut out = HostParams::new();
+    for (spec, buf) in p.specs.iter().zip(v) {
+        if let Some(b) = buf {
+            out.insert(spec.name.clone(), be.download(b)?);
+        }
+    }
+    Ok(out)
+}
+
+fn init_state<B: Backend>(be: &B, opts: &TrainOptions, classes: usize) -> Result<State<B>> {
+    let cfg = &opts.config;
+    let last = opts.out.join("last.json");
+    if opts.resume && last.exists() {
+        let ck = checkpoint::load(&last)?;
+        if ck.meta.config.model != cfg.model {
+            return Err(Error::Checkpoint {
+                path: last,
+                msg: "its model config differs from this run's".into(),
+            });
+        }
+        let graph = contextrast_net(&cfg.model, classes);
+        let params = Params::from_host(be, &graph, &ck.params)?;
+        let vh = ck.velocity.unwrap_or_default();
+        let velocity = params
+            .specs
+            .iter()
+            .map(|s| {
+                if !s.trainable() {
+                    return Ok(None);
+                }
+                match vh.get(&s.name) {
+                    Some(v) if v.len() == s.numel() => be.upload(v).map(Some),
+                    _ => be.zeros(s.numel()).map(Some),
+                }
+            })
+            .collect::<Result<_>>()?;
+        let best_miou = ck.meta.metrics.get("best_miou").copied().unwrap_or(0.0);
+        log::info!("resuming from {} at step {}", last.display(), ck.meta.step);
+        return Ok(State { graph, params, velocity, step: ck.meta.step, best_miou });
+    }
+    let graph = contextrast_net(&cfg.model, classes);
+    let params = Params::init(be, &graph, cfg.seed)?;
+    let velocity = params
+        .specs
+        .iter()
+        .map(|s| if s.trainable() { be.zeros(s.numel()).map(Some) } else { Ok(None) })
+        .collect::<Result<_>>()?;
+    Ok(State { graph, params, velocity, step: 0, best_miou: 0.0 })
+}
+
+/// Trains on `opts.data` into `opts.out`. `stop` ends the run early (after a checkpoint).
+pub fn train<B: Backend>(
+    be: &B,
+    opts: &TrainOptions,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<TrainSummary> {
+    let cfg = &opts.config;
+    let ds = Arc::new(Dataset::open(&opts.data)?);
+    let classes = ds.classes.classes.len();
+    cfg.validate(&opts.data.join("train.toml"), Some(classes))?;
+    if ds.train.is_empty() {
+        return Err(Error::data(&opts.data, "the training split is empty"));
+    }
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    let mut st = init_state(be, opts, classes)?;
+    let graph = st.graph.clone();
+    let weights = if cfg.class_weights.is_empty() {
+        None
+    } else {
+        Some(be.upload(&cfg.class_weights)?)
+    };
+    let mut grads = Grads::zeros(be, &st.params)?;
+    let mut aug = cfg.augment.clone();
+    aug.crop = (cfg.crop[0], cfg.crop[1]);
+    let mut loader = Loader::new(
+        ds.clone(),
+        ds.train.clone(),
+        cfg.batch,
+        Some(aug),
+        cfg.mean,
+        cfg.std,
+        cfg.seed,
+        st.step,
+        cfg.workers.max(1),
+    );
+    on_event(Event::Started {
+        start_step: st.step,
+        total: cfg.steps,
+        params: st.params.count(false),
+        backend: be.name(),
+        train_images: ds.train.len(),
+    });
+
+    let mut meta = CheckpointMeta {
+        format: String::new(),
+        step: st.step,
+        config: cfg.clone(),
+        classes: ds.classes.classes.clone(),
+        metrics: BTreeMap::new(),
+        provenance: opts.provenance.clone(),
+        params_file: String::new(),
+        optimizer_file: None,
+    };
+    meta.provenance.insert("data".into(), opts.data.display().to_string());
+    meta.provenance.insert("tool".into(), format!("contextrast-train {}", env!("CARGO_PKG_VERSION")));
+
+    let mut last_loss = f32::NAN;
+    let mut step_ms_sum = 0.0;
+    let mut steps_done = 0u64;
+    let mut interrupted = false;
+    let mut best_path = None;
+    while st.step < cfg.steps {
+        if stop.load(Ordering::Relaxed) {
+            interrupted = true;
+            break;
+        }
+        let t0 = Instant::now();
+        let batch = loader.next_batch()?;
+        let shape = Shape::new(batch.n, 3, batch.h, batch.w);
+        let x = be.upload(&batch.images)?;
+        let labels = be.upload_labels(&batch.labels)?;
+        let with_heads = !matches!(cfg.loss, LossKind::Ce);
+        let acts = forward(be, &graph, &mut st.params, x, shape, Mode::Train, with_heads)?;
+        let logit_shape = acts.shapes[graph.logits];
+        let (loss_buf, dlogits) =
+            be.softmax_cross_entropy(acts.get(graph.logits)?, logit_shape, &labels, weights.as_ref())?;
+        grads.clear(be)?;
+        backward(be, &graph, &st.params, &acts, vec![(graph.logits, dlogits)], &mut grads)?;
+        drop(acts);
+        let lr = poly_lr(cfg.lr, st.step, cfg.steps, cfg.poly_power);
+        for ((p, g), v) in st.params.values.iter_mut().zip(&grads.values).zip(&mut st.velocity) {
+            if let (Some(g), Some(v)) = (g, v) {
+                be.sgd_step(p, g, v, lr, cfg.momentum, cfg.weight_decay)?;
+            }
+        }
+        let loss = be.download(&loss_buf)?.first().copied().unwrap_or(f32::NAN);
+        st.step += 1;
+        if !loss.is_finite() {
+            return Err(Error::Diverged { step: st.step, loss });
+        }
+        last_loss = loss;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        step_ms_sum += ms;
+        steps_done += 1;
+        on_event(Event::Step {
+            step: st.step,
+            loss,
+            lr,
+            images_per_s: batch.n as f64 / (ms / 1e3),
+            step_ms: ms,
+        });
+
+        let validate = st.step == cfg.steps || (cfg.val_every > 0 && st.step % cfg.val_every == 0);
+        if validate && !ds.val.is_empty() {
+            let report = {
+                let mut pred = EnginePredictor { be, graph: &graph, params: &mut st.params };
+                evaluate(&mut pred, &ds, &ds.val, cfg.mean, cfg.std)?
+            };
+            on_event(Event::Validated { step: st.step, report: &report });
+            meta.metrics = BTreeMap::from([
+                ("miou".to_string(), report.miou),
+                ("boundary_iou".to_string(), report.boundary_iou),
+                ("pixel_accuracy".to_string(), report.pixel_accuracy),
+            ]);
+            for (k, v) in &report.per_class {
+                meta.metrics.insert(format!("iou/{k}"), *v);
+            }
+            if report.miou >= st.best_miou {
+                st.best_miou = report.miou;
+                meta.step = st.step;
+                meta.metrics.insert("best_miou".into(), st.best_miou);
+                let host = st.params.to_host(be)?;
+                let p = checkpoint::save(&opts.out, "best", &mut meta, &host, None)?;
+                on_event(Event::Checkpoint { step: st.step, path: &p });
+                best_path = Some(p);
+            }
+        }
+        if st.step == cfg.steps || st.step % cfg.checkpoint_every.max(1) == 0 {
+            save_last(be, opts, &st, &mut meta, on_event)?;
+        }
+    }
+    if interrupted {
+        save_last(be, opts, &st, &mut meta, on_event)?;
+    }
+    let best = best_path.or_else(|| {
+        let p = opts.out.join("best.json");
+        p.exists().then_some(p)
+    });
+    Ok(TrainSummary {
+        steps: st.step,
+        final_loss: last_loss,
+        last: opts.out.join("last.json"),
+        best,
+        best_miou: st.best_miou,
+        interrupted,
+        mean_step_ms: if steps_done > 0 { step_ms_sum / steps_done as f64 } else { 0.0 },
+    })
+}
+
+fn save_last<B: Backend>(
+    be: &B,
+    opts: &TrainOptions,
+    st: &State<B>,
+    meta: &mut CheckpointMeta,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<()> {
+    meta.step = st.step;
+    meta.metrics.insert("best_miou".into(), st.best_miou);
+    let host = st.params.to_host(be)?;
+    let vel = velocity_to_host(be, &st.params, &st.velocity)?;
+    let p = checkpoint::save(&opts.out, "last", meta, &host, Some(&vel))?;
+    on_event(Event::Checkpoint { step: st.step, path: &p });
+    Ok(())
+}

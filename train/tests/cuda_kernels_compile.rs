@@ -1,0 +1,36 @@
+//! Every CUDA kernel compiles with NVRTC for the Jetson Xavier (compute_72), Orin (compute_87)
+//! and Hopper (compute_90) architectures. Needs only libnvrtc, no GPU: scripts/setup-python
+//! installs it into .venv and the CI script puts its lib folder on LD_LIBRARY_PATH.
+use contextrast_train::backend::cuda::compile_all;
+
+/// libnvrtc loadable? Checked here so a machine without it skips instead of panicking in cudarc.
+fn nvrtc_loadable() -> bool {
+    // SAFETY: only tries to open the library by its candidate names.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+#[test]
+fn all_kernels_compile_for_every_target_arch() {
+    if !nvrtc_loadable() {
+        println!(
+            "SKIPPED: libnvrtc not loadable; run scripts/setup-python and put \
+             .venv/lib/python3.11/site-packages/nvidia/cuda_nvrtc/lib on LD_LIBRARY_PATH"
+        );
+        return;
+    }
+    for arch in ["compute_72", "compute_87", "compute_90"] {
+        if let Err(e) = compile_all(arch) {
+            panic!("kernels fail to compile for {arch}: {e}");
+        }
+    }
+}
+
+#[test]
+fn an_unknown_arch_is_an_error_not_a_panic() {
+    if !nvrtc_loadable() {
+        println!("SKIPPED: libnvrtc not loadable");
+        return;
+    }
+    let err = compile_all("compute_1").err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("compute_1"), "error should name the arch: {err:?}");
+}
