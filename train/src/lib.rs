@@ -2,6 +2,7 @@
 //! ContextrastNet, cross-entropy and (later) the Contextrast loss, synthetic line data,
 //! checkpoints, evaluation and ONNX export.
 pub mod backend;
+pub mod data;
 pub mod error;
 pub mod export;
 pub mod loss;

@@ -1,0 +1,229 @@
+//! Training-time augmentation: random scale, crop (with padding), flips and colour jitter,
+//! done as one inverse mapping from output to source pixel so image and mask cannot drift
+//! apart. The image is sampled bilinearly, the mask by nearest neighbour (class ids must not
+//! be blended); padding gets label 255 so it costs nothing in the loss.
+use std::path::Path;
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use super::classes::IGNORE;
+use super::rng::SplitMix64;
+use crate::{Error, Result};
+
+/// Augmentation settings; every field has a default, so a config may set only what it changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Mirror left–right with probability 1/2.
+    pub hflip: bool,
+    /// Mirror top–bottom with probability 1/2 (fine for a top-down camera).
+    pub vflip: bool,
+    /// Uniform random scale factor range applied before cropping.
+    pub scale_min: f32,
+    pub scale_max: f32,
+    /// Output size (height, width).
+    pub crop: (u32, u32),
+    /// Jitter strengths: each factor is drawn from [1 − x, 1 + x].
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self {
+            hflip: true,
+            vflip: false,
+            scale_min: 0.75,
+            scale_max: 1.25,
+            crop: (256, 256),
+            brightness: 0.2,
+            contrast: 0.2,
+            saturation: 0.2,
+        }
+    }
+}
+
+impl AugmentConfig {
+    /// Checks ranges; `path` is the config file the values came from (named in the error).
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |key: &str, msg: String| Error::Config {
+            path: path.to_path_buf(),
+            key: format!("augment.{key}"),
+            msg,
+        };
+        if !(self.scale_min > 0.0 && self.scale_min.is_finite()) {
+            return Err(bad("scale_min", format!("{} must be > 0", self.scale_min)));
+        }
+        if !(self.scale_max >= self.scale_min && self.scale_max.is_finite()) {
+            return Err(bad(
+                "scale_max",
+                format!(
+                    "{} must be ≥ scale_min ({})",
+                    self.scale_max, self.scale_min
+                ),
+            ));
+        }
+        if self.crop.0 == 0 || self.crop.1 == 0 {
+            return Err(bad(
+                "crop",
+                format!("{:?} must be positive (height, width)", self.crop),
+            ));
+        }
+        for (key, v) in [
+            ("brightness", self.brightness),
+            ("contrast", self.contrast),
+            ("saturation", self.saturation),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(bad(key, format!("{v} must be in [0, 1)")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An augmented sample: RGB as f32 in 0..255, HWC (bilinear output is fractional, so it is
+/// kept unrounded), and its labels.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub rgb: Vec<f32>,
+    pub labels: Vec<u8>,
+    pub h: usize,
+    pub w: usize,
+}
+
+/// Per-axis sampling table: for each output coordinate, the two bilinear taps and weight, the
+/// nearest source index, and whether it falls on the image at all (else padding).
+struct Axis {
+    lo: Vec<usize>,
+    hi: Vec<usize>,
+    t: Vec<f32>,
+    near: Vec<usize>,
+    valid: Vec<bool>,
+}
+
+/// `src` pixels scaled to `scaled`, read from offset `off` (negative = padding before the
+/// image), `out` outputs, optionally mirrored. Half-pixel centres, as in ONNX/PyTorch
+/// `align_corners = false`.
+fn axis(src: usize, scaled: usize, off: i64, out: usize, flip: bool) -> Axis {
+    let s = scaled as f32 / src as f32;
+    let mut a = Axis {
+        lo: Vec::with_capacity(out),
+        hi: Vec::with_capacity(out),
+        t: Vec::with_capacity(out),
+        near: Vec::with_capacity(out),
+        valid: Vec::with_capacity(out),
+    };
+    let last = src - 1;
+    for o in 0..out {
+        let o = if flip { out - 1 - o } else { o };
+        let u = o as i64 + off;
+        let valid = u >= 0 && u < scaled as i64;
+        let centre = (u as f32 + 0.5) / s;
+        let f = (centre - 0.5).clamp(0.0, last as f32);
+        let lo = f.floor() as usize;
+        a.lo.push(lo);
+        a.hi.push((lo + 1).min(last));
+        a.t.push(f - lo as f32);
+        a.near.push((centre.floor().max(0.0) as usize).min(last));
+        a.valid.push(valid);
+    }
+    a
+}
+
+/// Offset into the scaled axis: a random window when it is larger than the crop, else a
+/// negative offset that places the image at a random position inside the padded crop.
+fn offset(rng: &mut SplitMix64, scaled: usize, crop: usize) -> i64 {
+    if scaled >= crop {
+        rng.below((scaled - crop + 1) as u64) as i64
+    } else {
+        -(rng.below((crop - scaled + 1) as u64) as i64)
+    }
+}
+
+/// Augments one image/mask pair. `pad` is the RGB value (0..255) for padding: the loader passes
+/// the mean, so padding normalises to 0. The same `rng` state gives the same result.
+pub fn augment(
+    img: &RgbImage,
+    mask: &[u8],
+    cfg: &AugmentConfig,
+    pad: [f32; 3],
+    rng: &mut SplitMix64,
+) -> Sample {
+    let (sw, sh) = (img.width() as usize, img.height() as usize);
+    let (ch, cw) = (cfg.crop.0 as usize, cfg.crop.1 as usize);
+    let s = if cfg.scale_max > cfg.scale_min {
+        rng.range(cfg.scale_min, cfg.scale_max)
+    } else {
+        cfg.scale_min
+    };
+    let scaled_w = ((sw as f32 * s).round() as usize).max(1);
+    let scaled_h = ((sh as f32 * s).round() as usize).max(1);
+    let ox = offset(rng, scaled_w, cw);
+    let oy = offset(rng, scaled_h, ch);
+    let hflip = rng.chance(0.5) && cfg.hflip;
+    let vflip = rng.chance(0.5) && cfg.vflip;
+    let jitter = |rng: &mut SplitMix64, x: f32| 1.0 + rng.range(-x, x);
+    let (b, c, sat) = (
+        jitter(rng, cfg.brightness),
+        jitter(rng, cfg.contrast),
+        jitter(rng, cfg.saturation),
+    );
+
+    let xs = axis(sw, scaled_w, ox, cw, hflip);
+    let ys = axis(sh, scaled_h, oy, ch, vflip);
+    let src = img.as_raw();
+    let mut rgb = vec![0.0f32; ch * cw * 3];
+    let mut labels = vec![IGNORE; ch * cw];
+    let mut on_image = vec![false; ch * cw];
+    let mut sum = 0.0f64;
+    let mut count = 0usize;
+    for y in 0..ch {
+        let (r0, r1, ty) = (ys.lo[y] * sw, ys.hi[y] * sw, ys.t[y]);
+        for x in 0..cw {
+            let o = y * cw + x;
+            if !(ys.valid[y] && xs.valid[x]) {
+                rgb[o * 3..o * 3 + 3].copy_from_slice(&pad);
+                continue;
+            }
+            labels[o] = mask[ys.near[y] * sw + xs.near[x]];
+            on_image[o] = true;
+            let (c0, c1, tx) = (xs.lo[x], xs.hi[x], xs.t[x]);
+            for k in 0..3 {
+                let p = |r: usize, c: usize| f32::from(src[(r + c) * 3 + k]);
+                let top = p(r0, c0) + (p(r0, c1) - p(r0, c0)) * tx;
+                let bot = p(r1, c0) + (p(r1, c1) - p(r1, c0)) * tx;
+                let v = (top + (bot - top) * ty) * b;
+                rgb[o * 3 + k] = v;
+                sum += f64::from(v);
+            }
+            count += 3;
+        }
+    }
+    if count > 0 && (c != 1.0 || sat != 1.0) {
+        let mean = (sum / count as f64) as f32;
+        for (px, _) in rgb
+            .chunks_exact_mut(3)
+            .zip(&on_image)
+            .filter(|(_, on)| **on)
+        {
+            let gray = 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2];
+            for v in px.iter_mut() {
+                let v2 = gray + (*v - gray) * sat;
+                *v = ((v2 - mean) * c + mean).clamp(0.0, 255.0);
+            }
+        }
+    } else {
+        for v in &mut rgb {
+            *v = v.clamp(0.0, 255.0);
+        }
+    }
+    Sample {
+        rgb,
+        labels,
+        h: ch,
+        w: cw,
+    }
+}
