@@ -31,6 +31,12 @@ fn an_unknown_arch_is_an_error_not_a_panic() {
         println!("SKIPPED: libnvrtc not loadable");
         return;
     }
-    let err = compile_all("compute_1").err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(err.contains("compute_1"), "error should name the arch: {err:?}");
+    let err = compile_all("compute_1")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("compute_1"),
+        "error should name the arch: {err:?}"
+    );
 }

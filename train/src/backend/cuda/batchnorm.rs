@@ -42,11 +42,18 @@ impl Cuda {
         momentum: f32,
         eps: f32,
     ) -> Result<(Buf, Buf, Buf)> {
-        let lens = [("gamma", gamma.len()), ("beta", beta.len()), ("running_mean", running.mean.len()), ("running_var", running.var.len())];
+        let lens = [
+            ("gamma", gamma.len()),
+            ("beta", beta.len()),
+            ("running_mean", running.mean.len()),
+            ("running_var", running.var.len()),
+        ];
         let (n, c, hw) = sizes("batchnorm_forward_train", x, xs, &lens)?;
         if xs.c > 0 && xs.n * xs.hw() < 2 {
             // PyTorch refuses this too: the unbiased variance of one value is undefined.
-            return Err(Error::Shape(format!("batchnorm_forward_train: {xs} has fewer than 2 values per channel")));
+            return Err(Error::Shape(format!(
+                "batchnorm_forward_train: {xs} has fewer than 2 values per channel"
+            )));
         }
         let mut y = self.alloc(xs.numel())?;
         let mut mean = self.alloc(xs.c)?;
@@ -70,7 +77,12 @@ impl Cuda {
         running_var: &Buf,
         eps: f32,
     ) -> Result<Buf> {
-        let lens = [("gamma", gamma.len()), ("beta", beta.len()), ("running_mean", running_mean.len()), ("running_var", running_var.len())];
+        let lens = [
+            ("gamma", gamma.len()),
+            ("beta", beta.len()),
+            ("running_mean", running_mean.len()),
+            ("running_var", running_var.len()),
+        ];
         let (n, c, hw) = sizes("batchnorm_forward_eval", x, xs, &lens)?;
         let mut y = self.alloc(xs.numel())?;
         if xs.numel() > 0 {
@@ -100,7 +112,11 @@ impl Cuda {
         check_len("batchnorm_backward dy", dy.len(), xs.numel())?;
         let mut dx = self.alloc(xs.numel())?;
         if xs.numel() > 0 {
-            let Saved { gamma, mean, invstd } = saved;
+            let Saved {
+                gamma,
+                mean,
+                invstd,
+            } = saved;
             launch!(self, "bn_backward", per_channel_cfg(c);
                 dy, x, gamma, mean, invstd, &mut dx, dgamma, dbeta, &n, &c, &hw)?;
         }

@@ -32,10 +32,16 @@ struct Geometry {
 impl Geometry {
     fn new(xs: Shape, spec: &ConvSpec) -> Result<Geometry> {
         if spec.k == 0 || spec.stride == 0 {
-            return Err(Error::Shape(format!("conv2d: kernel {} and stride {} must be ≥ 1", spec.k, spec.stride)));
+            return Err(Error::Shape(format!(
+                "conv2d: kernel {} and stride {} must be ≥ 1",
+                spec.k, spec.stride
+            )));
         }
         if xs.c != spec.c_in {
-            return Err(Error::Shape(format!("conv2d: input {xs} has {} channels, spec wants {}", xs.c, spec.c_in)));
+            return Err(Error::Shape(format!(
+                "conv2d: input {xs} has {} channels, spec wants {}",
+                xs.c, spec.c_in
+            )));
         }
         if xs.h + 2 * spec.pad < spec.k || xs.w + 2 * spec.pad < spec.k {
             return Err(Error::Shape(format!(
@@ -46,20 +52,37 @@ impl Geometry {
         let ys = spec.out_shape(xs);
         let kk = spec.c_in * spec.k * spec.k;
         let ohw = ys.hw();
-        for (what, v) in [("conv2d input", xs.numel()), ("conv2d output", ys.numel()), ("conv2d K", kk)] {
+        for (what, v) in [
+            ("conv2d input", xs.numel()),
+            ("conv2d output", ys.numel()),
+            ("conv2d K", kk),
+        ] {
             dim(what, v)?;
         }
         let per_image = kk * ohw;
         dim("conv2d column matrix", per_image)?;
         let direct = spec.k == 1 && spec.stride == 1 && spec.pad == 0;
         let chunk = (COL_BUDGET / per_image.max(1)).clamp(1, xs.n.max(1));
-        Ok(Geometry { xs, ys, kk, ohw, chunk, direct })
+        Ok(Geometry {
+            xs,
+            ys,
+            kk,
+            ohw,
+            chunk,
+            direct,
+        })
     }
 
     /// Images `[start, start + nb)` of each chunk.
     fn chunks(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        let step = if self.direct { self.xs.n.max(1) } else { self.chunk };
-        (0..self.xs.n).step_by(step).map(move |s| (s, step.min(self.xs.n - s)))
+        let step = if self.direct {
+            self.xs.n.max(1)
+        } else {
+            self.chunk
+        };
+        (0..self.xs.n)
+            .step_by(step)
+            .map(move |s| (s, step.min(self.xs.n - s)))
     }
 
     /// `(nb, c_in, h, w, k, stride, pad, oh, ow)`: the im2col/col2im kernel arguments.
@@ -87,21 +110,45 @@ fn images(buf: &Buf, start: usize, nb: usize, per_image: usize) -> Result<CudaVi
 
 impl Cuda {
     /// Writes the column matrices of images `[start, start+nb)` of `x` into `col`.
-    fn im2col(&self, x: &Buf, g: &Geometry, spec: &ConvSpec, start: usize, nb: usize, col: &mut Buf) -> Result<()> {
+    fn im2col(
+        &self,
+        x: &Buf,
+        g: &Geometry,
+        spec: &ConvSpec,
+        start: usize,
+        nb: usize,
+        col: &mut Buf,
+    ) -> Result<()> {
         let xv = images(x, start, nb, g.xs.c * g.xs.hw())?;
         let [n, c, h, w, k, s, p, oh, ow] = g.im2col_args(spec, nb)?;
         let cfg = elems_cfg(nb * g.kk * g.ohw);
         launch!(self, "im2col", cfg; &xv, col, &n, &c, &h, &w, &k, &s, &p, &oh, &ow)
     }
 
-    fn gemm_batched(&self, cfg: StridedBatchedConfig<f32>, a: &CudaView<'_, f32>, b: &Buf, c: &mut cudarc::driver::CudaViewMut<'_, f32>) -> Result<()> {
-        self.ctx.bind_to_thread().map_err(|e| driver_err("binding the context", e))?;
+    fn gemm_batched(
+        &self,
+        cfg: StridedBatchedConfig<f32>,
+        a: &CudaView<'_, f32>,
+        b: &Buf,
+        c: &mut cudarc::driver::CudaViewMut<'_, f32>,
+    ) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| driver_err("binding the context", e))?;
         // SAFETY: the caller sized every matrix from the checked geometry, so cuBLAS reads and
         // writes only inside `a`, `b` and `c`.
-        unsafe { self.blas.gemm_strided_batched(cfg, a, b, c) }.map_err(|e| backend_err("cuBLAS sgemm", e))
+        unsafe { self.blas.gemm_strided_batched(cfg, a, b, c) }
+            .map_err(|e| backend_err("cuBLAS sgemm", e))
     }
 
-    pub(super) fn conv_forward_impl(&self, x: &Buf, xs: Shape, w: &Buf, b: Option<&Buf>, spec: &ConvSpec) -> Result<Buf> {
+    pub(super) fn conv_forward_impl(
+        &self,
+        x: &Buf,
+        xs: Shape,
+        w: &Buf,
+        b: Option<&Buf>,
+        spec: &ConvSpec,
+    ) -> Result<Buf> {
         let g = Geometry::new(xs, spec)?;
         check_len("conv2d x", x.len(), xs.numel())?;
         check_len("conv2d weight", w.len(), spec.weight_len())?;
@@ -113,7 +160,11 @@ impl Cuda {
             return Ok(y);
         }
         if g.kk > 0 {
-            let mut col = if g.direct { None } else { Some(self.alloc(g.chunk * g.kk * g.ohw)?) };
+            let mut col = if g.direct {
+                None
+            } else {
+                Some(self.alloc(g.chunk * g.kk * g.ohw)?)
+            };
             for (start, nb) in g.chunks() {
                 if let Some(col) = col.as_mut() {
                     self.im2col(x, &g, spec, start, nb, col)?;
@@ -154,7 +205,13 @@ impl Cuda {
         Ok(y)
     }
 
-    pub(super) fn conv_backward_input_impl(&self, dy: &Buf, w: &Buf, xs: Shape, spec: &ConvSpec) -> Result<Buf> {
+    pub(super) fn conv_backward_input_impl(
+        &self,
+        dy: &Buf,
+        w: &Buf,
+        xs: Shape,
+        spec: &ConvSpec,
+    ) -> Result<Buf> {
         let g = Geometry::new(xs, spec)?;
         check_len("conv2d_backward_input dy", dy.len(), g.ys.numel())?;
         check_len("conv2d_backward_input weight", w.len(), spec.weight_len())?;
@@ -162,7 +219,11 @@ impl Cuda {
         if xs.numel() == 0 || spec.c_out == 0 {
             return Ok(dx);
         }
-        let mut dcol = if g.direct { None } else { Some(self.alloc(g.chunk * g.kk * g.ohw)?) };
+        let mut dcol = if g.direct {
+            None
+        } else {
+            Some(self.alloc(g.chunk * g.kk * g.ohw)?)
+        };
         let per_y = spec.c_out * g.ohw;
         for (start, nb) in g.chunks() {
             let a = images(dy, start, nb, per_y)?;
@@ -194,9 +255,9 @@ impl Cuda {
                 }
                 Some(dcol) => {
                     {
-                        let mut c = dcol
-                            .try_slice_mut(0..nb * g.kk * g.ohw)
-                            .ok_or_else(|| backend_err("conv2d", "column range outside the buffer"))?;
+                        let mut c = dcol.try_slice_mut(0..nb * g.kk * g.ohw).ok_or_else(|| {
+                            backend_err("conv2d", "column range outside the buffer")
+                        })?;
                         self.gemm_batched(cfg, &a, w, &mut c)?;
                     }
                     let mut dxv = dx
@@ -232,7 +293,11 @@ impl Cuda {
         }
         let per_y = spec.c_out * g.ohw;
         if g.kk > 0 {
-            let mut col = if g.direct { None } else { Some(self.alloc(g.chunk * g.kk * g.ohw)?) };
+            let mut col = if g.direct {
+                None
+            } else {
+                Some(self.alloc(g.chunk * g.kk * g.ohw)?)
+            };
             let cfg = GemmConfig {
                 transa: CUBLAS_OP_T,
                 transb: CUBLAS_OP_N,
@@ -255,9 +320,12 @@ impl Cuda {
                         None => images(x, start + i, 1, g.kk * g.ohw)?,
                     };
                     let bv = images(dy, start + i, 1, per_y)?;
-                    self.ctx.bind_to_thread().map_err(|e| driver_err("binding the context", e))?;
+                    self.ctx
+                        .bind_to_thread()
+                        .map_err(|e| driver_err("binding the context", e))?;
                     // SAFETY: `a` is K×P, `bv` is c_out×P and `dw` is c_out×K, all checked above.
-                    unsafe { self.blas.gemm(cfg, &a, &bv, dw) }.map_err(|e| backend_err("cuBLAS sgemm", e))?;
+                    unsafe { self.blas.gemm(cfg, &a, &bv, dw) }
+                        .map_err(|e| backend_err("cuBLAS sgemm", e))?;
                 }
             }
         }
@@ -274,7 +342,13 @@ mod tests {
     use super::*;
 
     fn spec(c_in: usize, c_out: usize, k: usize, stride: usize, pad: usize) -> ConvSpec {
-        ConvSpec { c_in, c_out, k, stride, pad }
+        ConvSpec {
+            c_in,
+            c_out,
+            k,
+            stride,
+            pad,
+        }
     }
 
     #[test]
@@ -283,14 +357,20 @@ mod tests {
         assert!(Geometry::new(xs, &spec(3, 8, 0, 1, 0)).is_err());
         assert!(Geometry::new(xs, &spec(3, 8, 3, 0, 1)).is_err());
         assert!(Geometry::new(xs, &spec(4, 8, 3, 1, 1)).is_err());
-        assert!(Geometry::new(xs, &spec(3, 8, 7, 1, 1)).is_err(), "kernel larger than padded input");
+        assert!(
+            Geometry::new(xs, &spec(3, 8, 7, 1, 1)).is_err(),
+            "kernel larger than padded input"
+        );
     }
 
     #[test]
     fn geometry_sizes_and_chunks() {
         let g = Geometry::new(Shape::new(5, 3, 9, 7), &spec(3, 8, 3, 2, 1)).ok();
         let g = g.as_ref();
-        assert_eq!(g.map(|g| (g.ys, g.kk, g.ohw, g.direct)), Some((Shape::new(5, 8, 5, 4), 27, 20, false)));
+        assert_eq!(
+            g.map(|g| (g.ys, g.kk, g.ohw, g.direct)),
+            Some((Shape::new(5, 8, 5, 4), 27, 20, false))
+        );
         let chunks: Vec<_> = g.map(|g| g.chunks().collect()).unwrap_or_default();
         assert_eq!(chunks, vec![(0, 5)]);
         let direct = Geometry::new(Shape::new(3, 4, 2, 2), &spec(4, 2, 1, 1, 0)).ok();

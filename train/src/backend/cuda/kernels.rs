@@ -62,7 +62,12 @@ pub(crate) const SOURCES: &[KernelSource] = &[
     KernelSource {
         name: "loss",
         src: include_str!("kernels/loss.cu"),
-        functions: &["ce_pixel", "ce_reduce", "scale_by_scalar", "argmax_channels"],
+        functions: &[
+            "ce_pixel",
+            "ce_reduce",
+            "scale_by_scalar",
+            "argmax_channels",
+        ],
     },
 ];
 
@@ -269,7 +274,10 @@ mod tests {
     #[test]
     fn cache_key_changes_with_source_arch_and_version() {
         let a = cache_file_name("conv", "src", "compute_87", (12, 6));
-        assert!(a.starts_with("conv-") && a.ends_with("-compute_87-nvrtc12.6.ptx"), "{a}");
+        assert!(
+            a.starts_with("conv-") && a.ends_with("-compute_87-nvrtc12.6.ptx"),
+            "{a}"
+        );
         assert_ne!(a, cache_file_name("conv", "src2", "compute_87", (12, 6)));
         assert_ne!(a, cache_file_name("conv", "src", "compute_90", (12, 6)));
         assert_ne!(a, cache_file_name("conv", "src", "compute_87", (12, 9)));
@@ -290,7 +298,12 @@ mod tests {
                 assert!(s.src.contains(&decl), "{}.cu lacks {f}", s.name);
             }
             let defined = s.src.matches("__global__ void").count();
-            assert_eq!(defined, s.functions.len(), "{}.cu: undeclared kernels", s.name);
+            assert_eq!(
+                defined,
+                s.functions.len(),
+                "{}.cu: undeclared kernels",
+                s.name
+            );
         }
     }
 }

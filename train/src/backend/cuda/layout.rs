@@ -50,7 +50,11 @@ impl Cuda {
     pub(super) fn split_impl(&self, dy: &Buf, shapes: &[Shape]) -> Result<Vec<Buf>> {
         let (n, h, w) = common_nhw("split_channels", shapes.iter().copied())?;
         let ct: usize = shapes.iter().map(|s| s.c).sum();
-        check_len("split_channels dy", dy.len(), Shape::new(n, ct, h, w).numel())?;
+        check_len(
+            "split_channels dy",
+            dy.len(),
+            Shape::new(n, ct, h, w).numel(),
+        )?;
         dim("split_channels input", dy.len())?;
         let (n_i, ct_i, hw) = (dim("n", n)?, dim("c", ct)?, dim("h·w", h * w)?);
         let mut off = 0usize;
@@ -76,7 +80,10 @@ mod tests {
     #[test]
     fn common_nhw_accepts_equal_and_names_the_odd_part() {
         let a = Shape::new(2, 3, 4, 5);
-        assert_eq!(common_nhw("t", [a, a.with_c(7)].into_iter()).ok(), Some((2, 4, 5)));
+        assert_eq!(
+            common_nhw("t", [a, a.with_c(7)].into_iter()).ok(),
+            Some((2, 4, 5))
+        );
         let e = common_nhw("t", [a, a.with_hw(4, 6)].into_iter()).err();
         assert!(matches!(e, Some(Error::Shape(m)) if m.contains("[2, 3, 4, 6]")));
         assert!(common_nhw("t", std::iter::empty()).is_err());

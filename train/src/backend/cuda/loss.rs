@@ -20,7 +20,9 @@ impl Cuda {
         class_weights: Option<&Buf>,
     ) -> Result<(Buf, Buf)> {
         if shape.c == 0 {
-            return Err(Error::Shape(format!("softmax_cross_entropy: {shape} has no classes")));
+            return Err(Error::Shape(format!(
+                "softmax_cross_entropy: {shape} has no classes"
+            )));
         }
         check_len("softmax_cross_entropy logits", logits.len(), shape.numel())?;
         let pixels = shape.n * shape.hw();
@@ -29,7 +31,12 @@ impl Cuda {
             check_len("softmax_cross_entropy class_weights", w.len(), shape.c)?;
         }
         dim("softmax_cross_entropy logits", shape.numel())?;
-        let (n, c, hw, p) = (dim("n", shape.n)?, dim("c", shape.c)?, dim("h·w", shape.hw())?, dim("pixels", pixels)?);
+        let (n, c, hw, p) = (
+            dim("n", shape.n)?,
+            dim("c", shape.c)?,
+            dim("h·w", shape.hw())?,
+            dim("pixels", pixels)?,
+        );
         let mut grad = self.alloc(shape.numel())?;
         let mut pix_loss = self.alloc(pixels)?;
         let mut pix_w = self.alloc(pixels)?;
@@ -44,7 +51,11 @@ impl Cuda {
             launch!(self, "ce_pixel", elems_cfg(pixels);
                 logits, labels, weights, &has_weights, &mut grad, &mut pix_loss, &mut pix_w, &n, &c, &hw)?;
         }
-        let one_block = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (REDUCE_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let one_block = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (REDUCE_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
         launch!(self, "ce_reduce", one_block; &pix_loss, &pix_w, &p, &mut loss, &mut inv_w)?;
         let total = dim("softmax_cross_entropy logits", shape.numel())?;
         if total > 0 {
@@ -55,12 +66,18 @@ impl Cuda {
 
     pub(super) fn argmax_impl(&self, logits: &Buf, shape: Shape) -> Result<CudaSlice<u8>> {
         if shape.c == 0 || shape.c > 256 {
-            return Err(Error::Shape(format!("argmax_channels: {shape} needs 1..=256 channels for u8 class ids")));
+            return Err(Error::Shape(format!(
+                "argmax_channels: {shape} needs 1..=256 channels for u8 class ids"
+            )));
         }
         check_len("argmax_channels logits", logits.len(), shape.numel())?;
         dim("argmax_channels logits", shape.numel())?;
         let pixels = shape.n * shape.hw();
-        let (n, c, hw) = (dim("n", shape.n)?, dim("c", shape.c)?, dim("h·w", shape.hw())?);
+        let (n, c, hw) = (
+            dim("n", shape.n)?,
+            dim("c", shape.c)?,
+            dim("h·w", shape.hw())?,
+        );
         let mut out = self
             .stream
             .alloc_zeros::<u8>(pixels)

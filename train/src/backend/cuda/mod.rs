@@ -102,9 +102,18 @@ impl Cuda {
         let arch = kernels::pick_arch(major, minor)?;
         let kernels = kernels::Kernels::load(&ctx, &arch)?;
         let blas = CudaBlas::new(stream.clone()).map_err(|e| backend_err("cuBLAS init", e))?;
-        let device = ctx.name().map_err(|e| driver_err("reading the device name", e))?;
+        let device = ctx
+            .name()
+            .map_err(|e| driver_err("reading the device name", e))?;
         let name = format!("cuda:{ordinal} ({device})");
-        Ok(Cuda { ctx, stream, blas, kernels, arch, name })
+        Ok(Cuda {
+            ctx,
+            stream,
+            blas,
+            kernels,
+            arch,
+            name,
+        })
     }
 
     /// The `compute_XY` architecture the kernels were compiled for.
@@ -114,8 +123,12 @@ impl Cuda {
 
     /// Waits for all queued work and reports any asynchronous error (for timing and tests).
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(|e| driver_err("synchronize", e))?;
-        self.ctx.check_err().map_err(|e| driver_err("deferred error", e))
+        self.stream
+            .synchronize()
+            .map_err(|e| driver_err("synchronize", e))?;
+        self.ctx
+            .check_err()
+            .map_err(|e| driver_err("deferred error", e))
     }
 
     fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
@@ -127,7 +140,10 @@ impl Cuda {
 
 /// An `Error::Backend` for this backend.
 pub(crate) fn backend_err(what: &str, msg: impl std::fmt::Display) -> Error {
-    Error::Backend { backend: "cuda".into(), msg: format!("{what}: {msg}") }
+    Error::Backend {
+        backend: "cuda".into(),
+        msg: format!("{what}: {msg}"),
+    }
 }
 
 /// A driver error while doing `what`.
@@ -140,25 +156,38 @@ fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
     if got == want {
         Ok(())
     } else {
-        Err(Error::Shape(format!("{what}: buffer holds {got} values, its shape needs {want}")))
+        Err(Error::Shape(format!(
+            "{what}: buffer holds {got} values, its shape needs {want}"
+        )))
     }
 }
 
 /// A size as the kernels' `int`; larger tensors are refused rather than overflowing.
 fn dim(what: &str, v: usize) -> Result<i32> {
-    i32::try_from(v)
-        .map_err(|_| Error::Shape(format!("{what} = {v} exceeds the CUDA kernels' 32-bit range")))
+    i32::try_from(v).map_err(|_| {
+        Error::Shape(format!(
+            "{what} = {v} exceeds the CUDA kernels' 32-bit range"
+        ))
+    })
 }
 
 /// A grid-stride launch over `n` items (`n` > 0).
 fn elems_cfg(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(BLOCK as usize).clamp(1, 1 << 16) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// One block per channel, for the per-channel reductions.
 fn per_channel_cfg(c: i32) -> LaunchConfig {
-    LaunchConfig { grid_dim: (c.max(1) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: (c.max(1) as u32, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 impl Backend for Cuda {
@@ -174,21 +203,31 @@ impl Backend for Cuda {
     }
 
     fn upload(&self, data: &[f32]) -> Result<Self::Buf> {
-        self.stream.clone_htod(data).map_err(|e| driver_err("upload", e))
+        self.stream
+            .clone_htod(data)
+            .map_err(|e| driver_err("upload", e))
     }
 
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>> {
-        let v = self.stream.clone_dtoh(buf).map_err(|e| driver_err("download", e))?;
+        let v = self
+            .stream
+            .clone_dtoh(buf)
+            .map_err(|e| driver_err("download", e))?;
         self.synchronize()?;
         Ok(v)
     }
 
     fn upload_labels(&self, data: &[u8]) -> Result<Self::Labels> {
-        self.stream.clone_htod(data).map_err(|e| driver_err("upload_labels", e))
+        self.stream
+            .clone_htod(data)
+            .map_err(|e| driver_err("upload_labels", e))
     }
 
     fn download_labels(&self, labels: &Self::Labels) -> Result<Vec<u8>> {
-        let v = self.stream.clone_dtoh(labels).map_err(|e| driver_err("download_labels", e))?;
+        let v = self
+            .stream
+            .clone_dtoh(labels)
+            .map_err(|e| driver_err("download_labels", e))?;
         self.synchronize()?;
         Ok(v)
     }
@@ -269,7 +308,10 @@ impl Backend for Cuda {
         momentum: f32,
         eps: f32,
     ) -> Result<(Self::Buf, Self::Buf, Self::Buf)> {
-        let stats = batchnorm::Running { mean: running_mean, var: running_var };
+        let stats = batchnorm::Running {
+            mean: running_mean,
+            var: running_var,
+        };
         self.bn_forward_train_impl(x, xs, gamma, beta, stats, momentum, eps)
     }
 
@@ -297,7 +339,11 @@ impl Backend for Cuda {
         dgamma: &mut Self::Buf,
         dbeta: &mut Self::Buf,
     ) -> Result<Self::Buf> {
-        let saved = batchnorm::Saved { gamma, mean, invstd };
+        let saved = batchnorm::Saved {
+            gamma,
+            mean,
+            invstd,
+        };
         self.bn_backward_impl(dy, x, xs, saved, dgamma, dbeta)
     }
 
@@ -384,8 +430,14 @@ mod tests {
     #[test]
     fn check_len_names_both_sizes() {
         assert!(check_len("x", 4, 4).is_ok());
-        let e = check_len("conv x", 3, 4).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(e.contains("conv x") && e.contains('3') && e.contains('4'), "{e}");
+        let e = check_len("conv x", 3, 4)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("conv x") && e.contains('3') && e.contains('4'),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Per-pixel L2 normalisation over channels: one thread per pixel walks the channels.
 use super::{Cuda, check_len, dim, elems_cfg};
-use crate::backend::Shape;
 use crate::Result;
+use crate::backend::Shape;
 use cudarc::driver::CudaSlice;
 
 type Buf = CudaSlice<f32>;

@@ -11,15 +11,29 @@ type Buf = CudaSlice<f32>;
 fn sizes(what: &str, xs: Shape, out_h: usize, out_w: usize) -> Result<[i32; 5]> {
     let ys = xs.with_hw(out_h, out_w);
     if ys.numel() > 0 && xs.numel() == 0 {
-        return Err(Error::Shape(format!("{what}: cannot resize the empty {xs} to {out_h}×{out_w}")));
+        return Err(Error::Shape(format!(
+            "{what}: cannot resize the empty {xs} to {out_h}×{out_w}"
+        )));
     }
     dim(&format!("{what} input"), xs.numel())?;
     dim(&format!("{what} output"), ys.numel())?;
-    Ok([dim("n·c", xs.n * xs.c)?, dim("h", xs.h)?, dim("w", xs.w)?, dim("out_h", out_h)?, dim("out_w", out_w)?])
+    Ok([
+        dim("n·c", xs.n * xs.c)?,
+        dim("h", xs.h)?,
+        dim("w", xs.w)?,
+        dim("out_h", out_h)?,
+        dim("out_w", out_w)?,
+    ])
 }
 
 impl Cuda {
-    pub(super) fn resize_forward_impl(&self, x: &Buf, xs: Shape, out_h: usize, out_w: usize) -> Result<Buf> {
+    pub(super) fn resize_forward_impl(
+        &self,
+        x: &Buf,
+        xs: Shape,
+        out_h: usize,
+        out_w: usize,
+    ) -> Result<Buf> {
         check_len("resize_bilinear_forward x", x.len(), xs.numel())?;
         let [nc, h, w, oh, ow] = sizes("resize_bilinear_forward", xs, out_h, out_w)?;
         let total = xs.with_hw(out_h, out_w).numel();
@@ -30,7 +44,13 @@ impl Cuda {
         Ok(y)
     }
 
-    pub(super) fn resize_backward_impl(&self, dy: &Buf, xs: Shape, out_h: usize, out_w: usize) -> Result<Buf> {
+    pub(super) fn resize_backward_impl(
+        &self,
+        dy: &Buf,
+        xs: Shape,
+        out_h: usize,
+        out_w: usize,
+    ) -> Result<Buf> {
         let total = xs.with_hw(out_h, out_w).numel();
         check_len("resize_bilinear_backward dy", dy.len(), total)?;
         let [nc, h, w, oh, ow] = sizes("resize_bilinear_backward", xs, out_h, out_w)?;
