@@ -23,7 +23,7 @@ pub struct AugmentConfig {
     pub scale_min: f32,
     pub scale_max: f32,
     /// Output size (height, width).
-    pub crop: (u32, u32),
+    pub crop: (usize, usize),
     /// Jitter strengths: each factor is drawn from [1 − x, 1 + x].
     pub brightness: f32,
     pub contrast: f32,
@@ -153,7 +153,7 @@ pub fn augment(
     rng: &mut SplitMix64,
 ) -> Sample {
     let (sw, sh) = (img.width() as usize, img.height() as usize);
-    let (ch, cw) = (cfg.crop.0 as usize, cfg.crop.1 as usize);
+    let (ch, cw) = cfg.crop;
     let s = if cfg.scale_max > cfg.scale_min {
         rng.range(cfg.scale_min, cfg.scale_max)
     } else {

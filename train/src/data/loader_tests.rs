@@ -24,7 +24,7 @@ fn coded_pair(w: u32, h: u32) -> (RgbImage, Vec<u8>) {
     (img, mask)
 }
 
-fn no_jitter(crop: (u32, u32), scale: (f32, f32)) -> AugmentConfig {
+fn no_jitter(crop: (usize, usize), scale: (f32, f32)) -> AugmentConfig {
     AugmentConfig {
         hflip: true,
         vflip: true,

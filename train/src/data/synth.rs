@@ -13,10 +13,11 @@ use image::{GrayImage, RgbImage};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::classes::{Classes, write_atomic};
+use super::classes::Classes;
 use super::rng::{SplitMix64, hash_words};
 use super::synth_render::rasterise;
 use super::synth_scene::sample_scene;
+use crate::atomic::write_atomic;
 use crate::{Error, Result};
 
 /// Class ids of [`Classes::synthetic_default`].
