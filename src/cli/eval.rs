@@ -59,8 +59,20 @@ pub fn run(a: EvalArgs) -> Result<()> {
         let graph = contextrast_net(&cfg.model, ck.meta.classes.len());
         let mut params = Params::from_host(&Cpu, &graph, &ck.params)
             .with_context(|| format!("loading {}", a.model.display()))?;
-        let mut pred = EnginePredictor { be: &Cpu, graph: &graph, params: &mut params };
-        check_classes(&pred, &ck.meta.classes.iter().map(|c| c.name.clone()).collect::<Vec<_>>(), &ds)?;
+        let mut pred = EnginePredictor {
+            be: &Cpu,
+            graph: &graph,
+            params: &mut params,
+        };
+        check_classes(
+            &pred,
+            &ck.meta
+                .classes
+                .iter()
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>(),
+            &ds,
+        )?;
         evaluate(&mut pred, &ds, &indices, cfg.mean, cfg.std)
     }
     .with_context(|| format!("evaluating {} on {}", a.model.display(), a.data.display()))?;
@@ -83,12 +95,23 @@ fn check_classes(p: &dyn Predictor, names: &[String], ds: &Dataset) -> Result<()
 
 fn print_report(r: &EvalReport) {
     println!("images: {}", r.images);
-    println!("mIoU: {:.4}   Boundary IoU: {:.4}   pixel accuracy: {:.4}", r.miou, r.boundary_iou, r.pixel_accuracy);
+    println!(
+        "mIoU: {:.4}   Boundary IoU: {:.4}   pixel accuracy: {:.4}",
+        r.miou, r.boundary_iou, r.pixel_accuracy
+    );
     println!("{:<14} {:>8} {:>13}", "class", "IoU", "Boundary IoU");
     for name in &r.class_names {
         let f = |v: Option<&f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
-        println!("{:<14} {:>8} {:>13}", name, f(r.per_class.get(name)), f(r.per_class_boundary.get(name)));
+        println!(
+            "{:<14} {:>8} {:>13}",
+            name,
+            f(r.per_class.get(name)),
+            f(r.per_class_boundary.get(name))
+        );
     }
     println!("\nconfusion matrix (rows: truth, columns: prediction)");
-    print!("{}", ConfusionMatrix::from_counts(r.confusion.clone()).table(&r.class_names));
+    print!(
+        "{}",
+        ConfusionMatrix::from_counts(r.confusion.clone()).table(&r.class_names)
+    );
 }

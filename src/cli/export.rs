@@ -20,7 +20,9 @@ pub struct ExportArgs {
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize)> {
-    let (h, w) = s.split_once(['x', 'X']).context("--size must look like 256x256")?;
+    let (h, w) = s
+        .split_once(['x', 'X'])
+        .context("--size must look like 256x256")?;
     let (h, w): (usize, usize) = (h.trim().parse()?, w.trim().parse()?);
     if h == 0 || w == 0 || h % 32 != 0 || w % 32 != 0 {
         anyhow::bail!("--size {s}: both sides must be positive multiples of 32");
@@ -54,6 +56,9 @@ pub fn run(a: ExportArgs) -> Result<()> {
     export_onnx(&graph, &ck.params, &meta, &a.out)
         .with_context(|| format!("exporting {}", a.checkpoint.display()))?;
     let gflops = inference_flops(&graph, h, w)? as f64 / 1e9;
-    log::info!("wrote {} ({h}×{w}, {gflops:.2} GFLOPs per frame)", a.out.display());
+    log::info!(
+        "wrote {} ({h}×{w}, {gflops:.2} GFLOPs per frame)",
+        a.out.display()
+    );
     Ok(())
 }

@@ -7,8 +7,17 @@ pub mod train;
 
 /// Sets the size of rayon's global pool (0 = all cores). Called once, before any work.
 pub fn set_threads(n: usize) {
-    let n = if n == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { n };
-    if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+    let n = if n == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        n
+    };
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+    {
         log::debug!("thread pool already set: {e}");
     }
 }

@@ -51,14 +51,25 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     super::set_threads(cfg.threads);
     let provenance = BTreeMap::from([
-        ("command".to_string(), std::env::args().collect::<Vec<_>>().join(" ")),
+        (
+            "command".to_string(),
+            std::env::args().collect::<Vec<_>>().join(" "),
+        ),
         ("created_unix".to_string(), unix_now().to_string()),
     ]);
-    let opts = TrainOptions { data: a.data.clone(), out: a.out.clone(), config: cfg, resume: a.resume, provenance };
+    let opts = TrainOptions {
+        data: a.data.clone(),
+        out: a.out.clone(),
+        config: cfg,
+        resume: a.resume,
+        provenance,
+    };
     let bar = ProgressBar::new(opts.config.steps);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let stop = AtomicBool::new(false);
     let summary = train(&Cpu, &opts, &stop, &mut |ev| match ev {
@@ -100,5 +111,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -40,7 +40,13 @@ pub struct Checkpoint {
 fn encode(tensors: &HostParams, step: u64) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Vec<u8>, usize)> = tensors
         .iter()
-        .map(|(k, v)| (k.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect(), v.len()))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                v.len(),
+            )
+        })
         .collect();
     let views = bytes
         .iter()
@@ -57,12 +63,18 @@ fn encode(tensors: &HostParams, step: u64) -> Result<Vec<u8>> {
 
 fn decode(path: &Path) -> Result<HostParams> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bad = |msg: String| Error::Checkpoint { path: path.to_path_buf(), msg };
+    let bad = |msg: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not safetensors: {e}")))?;
     let mut out = HostParams::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
-            return Err(bad(format!("tensor {name} is {:?}, expected F32", view.dtype())));
+            return Err(bad(format!(
+                "tensor {name} is {:?}, expected F32",
+                view.dtype()
+            )));
         }
         let v = view
             .data()
@@ -94,8 +106,10 @@ pub fn save(
         None => None,
     };
     let json = dir.join(format!("{stem}.json"));
-    let text = serde_json::to_vec_pretty(meta)
-        .map_err(|e| Error::Checkpoint { path: json.clone(), msg: e.to_string() })?;
+    let text = serde_json::to_vec_pretty(meta).map_err(|e| Error::Checkpoint {
+        path: json.clone(),
+        msg: e.to_string(),
+    })?;
     write_atomic(&json, &text)?;
     Ok(json)
 }
@@ -103,14 +117,19 @@ pub fn save(
 /// Loads a checkpoint from its JSON file or its `.safetensors` file.
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let json = if path.extension().is_some_and(|e| e == "safetensors") {
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         path.with_file_name(format!("{stem}.json"))
     } else {
         path.to_path_buf()
     };
     let text = std::fs::read(&json).map_err(|e| Error::io(&json, e))?;
-    let meta: CheckpointMeta = serde_json::from_slice(&text)
-        .map_err(|e| Error::Checkpoint { path: json.clone(), msg: format!("bad JSON: {e}") })?;
+    let meta: CheckpointMeta = serde_json::from_slice(&text).map_err(|e| Error::Checkpoint {
+        path: json.clone(),
+        msg: format!("bad JSON: {e}"),
+    })?;
     if meta.format != FORMAT {
         return Err(Error::Checkpoint {
             path: json,
@@ -123,5 +142,9 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         Some(f) => Some(decode(&dir.join(f))?),
         None => None,
     };
-    Ok(Checkpoint { meta, params, velocity })
+    Ok(Checkpoint {
+        meta,
+        params,
+        velocity,
+    })
 }

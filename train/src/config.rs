@@ -74,8 +74,10 @@ impl TrainConfig {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let cfg: TrainConfig = toml::from_str(&text)
-            .map_err(|e| Error::Parse { path: path.to_path_buf(), msg: e.to_string() })?;
+        let cfg: TrainConfig = toml::from_str(&text).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
         cfg.validate(path, None)?;
         Ok(cfg)
     }
@@ -83,7 +85,11 @@ impl TrainConfig {
     /// Checks ranges; `num_classes` (when known) checks `class_weights`' length.
     pub fn validate(&self, path: &Path, num_classes: Option<usize>) -> Result<()> {
         let bad = |key: &str, msg: String| {
-            Err(Error::Config { path: path.to_path_buf(), key: key.into(), msg })
+            Err(Error::Config {
+                path: path.to_path_buf(),
+                key: key.into(),
+                msg,
+            })
         };
         if self.steps == 0 {
             return bad("steps", "must be at least 1".into());
@@ -92,7 +98,13 @@ impl TrainConfig {
             return bad("batch", "must be at least 1".into());
         }
         if self.crop.iter().any(|&c| c == 0 || c % 32 != 0) {
-            return bad("crop", format!("{:?}: both sides must be positive multiples of 32", self.crop));
+            return bad(
+                "crop",
+                format!(
+                    "{:?}: both sides must be positive multiples of 32",
+                    self.crop
+                ),
+            );
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", format!("{} must be positive", self.lr));
@@ -107,9 +119,16 @@ impl TrainConfig {
             return bad("poly_power", format!("{} must be ≥ 0", self.poly_power));
         }
         if self.std.iter().any(|&s| !(s.is_finite() && s > 0.0)) {
-            return bad("std", format!("{:?}: every entry must be positive", self.std));
+            return bad(
+                "std",
+                format!("{:?}: every entry must be positive", self.std),
+            );
         }
-        if self.class_weights.iter().any(|&w| !(w.is_finite() && w >= 0.0)) {
+        if self
+            .class_weights
+            .iter()
+            .any(|&w| !(w.is_finite() && w >= 0.0))
+        {
             return bad("class_weights", "weights must be finite and ≥ 0".into());
         }
         if let Some(c) = num_classes
@@ -118,11 +137,17 @@ impl TrainConfig {
         {
             return bad(
                 "class_weights",
-                format!("has {} entries, the dataset has {c} classes", self.class_weights.len()),
+                format!(
+                    "has {} entries, the dataset has {c} classes",
+                    self.class_weights.len()
+                ),
             );
         }
         if self.model.width == 0 || self.model.decoder == 0 || self.model.proj_dim == 0 {
-            return bad("model", "width, decoder and proj_dim must be positive".into());
+            return bad(
+                "model",
+                "width, decoder and proj_dim must be positive".into(),
+            );
         }
         Ok(())
     }

@@ -91,8 +91,15 @@ impl<B: Backend> Predictor for EnginePredictor<'_, B> {
     fn logits(&mut self, chw: &[f32], h: usize, w: usize) -> Result<Vec<f32>> {
         let (x, ph, pw) = pad_chw(chw, 3, h, w, self.graph.size_multiple);
         let buf = self.be.upload(&x)?;
-        let acts =
-            forward(self.be, self.graph, self.params, buf, Shape::new(1, 3, ph, pw), Mode::Eval, false)?;
+        let acts = forward(
+            self.be,
+            self.graph,
+            self.params,
+            buf,
+            Shape::new(1, 3, ph, pw),
+            Mode::Eval,
+            false,
+        )?;
         let out = self.be.download(acts.get(self.graph.logits)?)?;
         Ok(crop_chw(&out, self.graph.num_classes, ph, pw, h, w))
     }
@@ -119,7 +126,10 @@ pub fn evaluate(
     if model.num_classes() != c {
         return Err(Error::data(
             &ds.root,
-            format!("the model has {} classes, the dataset {c}", model.num_classes()),
+            format!(
+                "the model has {} classes, the dataset {c}",
+                model.num_classes()
+            ),
         ));
     }
     if indices.is_empty() {

@@ -30,10 +30,28 @@ pub struct TrainOptions {
 
 /// Progress reports for the caller's display.
 pub enum Event<'a> {
-    Started { start_step: u64, total: u64, params: usize, backend: String, train_images: usize },
-    Step { step: u64, loss: f32, lr: f32, images_per_s: f64, step_ms: f64 },
-    Validated { step: u64, report: &'a EvalReport },
-    Checkpoint { step: u64, path: &'a Path },
+    Started {
+        start_step: u64,
+        total: u64,
+        params: usize,
+        backend: String,
+        train_images: usize,
+    },
+    Step {
+        step: u64,
+        loss: f32,
+        lr: f32,
+        images_per_s: f64,
+        step_ms: f64,
+    },
+    Validated {
+        step: u64,
+        report: &'a EvalReport,
+    },
+    Checkpoint {
+        step: u64,
+        path: &'a Path,
+    },
 }
 
 /// The end of a run.
@@ -94,16 +112,34 @@ fn init_state<B: Backend>(be: &B, opts: &TrainOptions, classes: usize) -> Result
             .collect::<Result<_>>()?;
         let best_miou = ck.meta.metrics.get("best_miou").copied().unwrap_or(0.0);
         log::info!("resuming from {} at step {}", last.display(), ck.meta.step);
-        return Ok(State { graph, params, velocity, step: ck.meta.step, best_miou });
+        return Ok(State {
+            graph,
+            params,
+            velocity,
+            step: ck.meta.step,
+            best_miou,
+        });
     }
     let graph = contextrast_net(&cfg.model, classes);
     let params = Params::init(be, &graph, cfg.seed)?;
     let velocity = params
         .specs
         .iter()
-        .map(|s| if s.trainable() { be.zeros(s.numel()).map(Some) } else { Ok(None) })
+        .map(|s| {
+            if s.trainable() {
+                be.zeros(s.numel()).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
         .collect::<Result<_>>()?;
-    Ok(State { graph, params, velocity, step: 0, best_miou: 0.0 })
+    Ok(State {
+        graph,
+        params,
+        velocity,
+        step: 0,
+        best_miou: 0.0,
+    })
 }
 
 /// Trains on `opts.data` into `opts.out`. `stop` ends the run early (after a checkpoint).
@@ -171,8 +207,12 @@ pub fn train<B: Backend>(
         params_file: String::new(),
         optimizer_file: None,
     };
-    meta.provenance.insert("data".into(), opts.data.display().to_string());
-    meta.provenance.insert("tool".into(), format!("contextrast-train {}", env!("CARGO_PKG_VERSION")));
+    meta.provenance
+        .insert("data".into(), opts.data.display().to_string());
+    meta.provenance.insert(
+        "tool".into(),
+        format!("contextrast-train {}", env!("CARGO_PKG_VERSION")),
+    );
 
     let mut last_loss = f32::NAN;
     let mut step_ms_sum = 0.0;
@@ -190,15 +230,40 @@ pub fn train<B: Backend>(
         let x = be.upload(&batch.images)?;
         let labels = be.upload_labels(&batch.labels)?;
         let with_heads = !matches!(cfg.loss, LossKind::Ce);
-        let acts = forward(be, &graph, &mut st.params, x, shape, Mode::Train, with_heads)?;
+        let acts = forward(
+            be,
+            &graph,
+            &mut st.params,
+            x,
+            shape,
+            Mode::Train,
+            with_heads,
+        )?;
         let logit_shape = acts.shapes[graph.logits];
-        let (loss_buf, dlogits) =
-            be.softmax_cross_entropy(acts.get(graph.logits)?, logit_shape, &labels, weights.as_ref())?;
+        let (loss_buf, dlogits) = be.softmax_cross_entropy(
+            acts.get(graph.logits)?,
+            logit_shape,
+            &labels,
+            weights.as_ref(),
+        )?;
         grads.clear(be)?;
-        backward(be, &graph, &st.params, &acts, vec![(graph.logits, dlogits)], &mut grads)?;
+        backward(
+            be,
+            &graph,
+            &st.params,
+            &acts,
+            vec![(graph.logits, dlogits)],
+            &mut grads,
+        )?;
         drop(acts);
         let lr = poly_lr(cfg.lr, st.step, cfg.steps, cfg.poly_power);
-        for ((p, g), v) in st.params.values.iter_mut().zip(&grads.values).zip(&mut st.velocity) {
+        for ((p, g), v) in st
+            .params
+            .values
+            .iter_mut()
+            .zip(&grads.values)
+            .zip(&mut st.velocity)
+        {
             if let (Some(g), Some(v)) = (g, v) {
                 be.sgd_step(p, g, v, lr, cfg.momentum, cfg.weight_decay)?;
             }
@@ -206,7 +271,10 @@ pub fn train<B: Backend>(
         let loss = be.download(&loss_buf)?.first().copied().unwrap_or(f32::NAN);
         st.step += 1;
         if !loss.is_finite() {
-            return Err(Error::Diverged { step: st.step, loss });
+            return Err(Error::Diverged {
+                step: st.step,
+                loss,
+            });
         }
         last_loss = loss;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -223,10 +291,17 @@ pub fn train<B: Backend>(
         let validate = st.step == cfg.steps || (cfg.val_every > 0 && st.step % cfg.val_every == 0);
         if validate && !ds.val.is_empty() {
             let report = {
-                let mut pred = EnginePredictor { be, graph: &graph, params: &mut st.params };
+                let mut pred = EnginePredictor {
+                    be,
+                    graph: &graph,
+                    params: &mut st.params,
+                };
                 evaluate(&mut pred, &ds, &ds.val, cfg.mean, cfg.std)?
             };
-            on_event(Event::Validated { step: st.step, report: &report });
+            on_event(Event::Validated {
+                step: st.step,
+                report: &report,
+            });
             meta.metrics = BTreeMap::from([
                 ("miou".to_string(), report.miou),
                 ("boundary_iou".to_string(), report.boundary_iou),
@@ -241,7 +316,10 @@ pub fn train<B: Backend>(
                 meta.metrics.insert("best_miou".into(), st.best_miou);
                 let host = st.params.to_host(be)?;
                 let p = checkpoint::save(&opts.out, "best", &mut meta, &host, None)?;
-                on_event(Event::Checkpoint { step: st.step, path: &p });
+                on_event(Event::Checkpoint {
+                    step: st.step,
+                    path: &p,
+                });
                 best_path = Some(p);
             }
         }
@@ -263,7 +341,11 @@ pub fn train<B: Backend>(
         best,
         best_miou: st.best_miou,
         interrupted,
-        mean_step_ms: if steps_done > 0 { step_ms_sum / steps_done as f64 } else { 0.0 },
+        mean_step_ms: if steps_done > 0 {
+            step_ms_sum / steps_done as f64
+        } else {
+            0.0
+        },
     })
 }
 
@@ -279,6 +361,9 @@ fn save_last<B: Backend>(
     let host = st.params.to_host(be)?;
     let vel = velocity_to_host(be, &st.params, &st.velocity)?;
     let p = checkpoint::save(&opts.out, "last", meta, &host, Some(&vel))?;
-    on_event(Event::Checkpoint { step: st.step, path: &p });
+    on_event(Event::Checkpoint {
+        step: st.step,
+        path: &p,
+    });
     Ok(())
 }

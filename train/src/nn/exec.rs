@@ -72,7 +72,10 @@ pub fn forward<B: Backend>(
     mode: Mode,
     with_heads: bool,
 ) -> Result<Activations<B>> {
-    if shape.c != 3 || shape.h % graph.size_multiple != 0 || shape.w % graph.size_multiple != 0 {
+    if shape.c != 3
+        || !shape.h.is_multiple_of(graph.size_multiple)
+        || !shape.w.is_multiple_of(graph.size_multiple)
+    {
         return Err(Error::Shape(format!(
             "input {shape}: needs 3 channels and a size that is a multiple of {}",
             graph.size_multiple
