@@ -22,6 +22,9 @@ enum Cmd {
     Eval(cli::eval::EvalArgs),
     /// Export a checkpoint to ONNX for the runtime (batch norm folded, projection heads dropped).
     Export(cli::export::ExportArgs),
+    /// Benchmarks (training step vs GEMM peak).
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCmd),
     /// Report what this machine offers: CPU threads, CUDA.
     Doctor,
 }
@@ -36,6 +39,7 @@ fn main() {
         Cmd::Train(a) => cli::train::run(a),
         Cmd::Eval(a) => cli::eval::run(a),
         Cmd::Export(a) => cli::export::run(a),
+        Cmd::Bench(c) => cli::bench::run(c),
         Cmd::Doctor => cli::doctor::run(),
     };
     if let Err(e) = result {

@@ -1,4 +1,5 @@
 //! One file per subcommand: argument parsing and presentation only; the work is in the libraries.
+pub mod bench;
 pub mod doctor;
 pub mod eval;
 pub mod export;

@@ -1,6 +1,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use contextrast_train::backend::Cpu;
+use contextrast_train::backend::cuda::{Cuda, cuda_available};
 use contextrast_train::config::TrainConfig;
 use contextrast_train::trainer::{Event, TrainOptions, train};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -28,7 +29,7 @@ pub struct TrainArgs {
     /// Override the config's seed.
     #[arg(long)]
     seed: Option<u64>,
-    /// Compute device: cpu (cuda arrives with the CUDA backend).
+    /// Compute device: auto (CUDA when present, else CPU), cpu or cuda.
     #[arg(long, default_value = "auto")]
     device: String,
 }
@@ -43,11 +44,6 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     if let Some(s) = a.seed {
         cfg.seed = s;
-    }
-    match a.device.as_str() {
-        "auto" | "cpu" => {}
-        "cuda" => anyhow::bail!("--device cuda: this build has no CUDA backend yet; use cpu"),
-        other => anyhow::bail!("--device {other}: expected auto, cpu or cuda"),
     }
     super::set_threads(cfg.threads);
     let provenance = BTreeMap::from([
@@ -72,8 +68,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let stop = AtomicBool::new(false);
-    let summary = train(&Cpu, &opts, &stop, &mut |ev| match ev {
-        Event::Started { start_step, total, params, backend, train_images } => {
+    let mut on_event = |ev: Event| match ev {
+        Event::Started {
+            start_step,
+            total,
+            params,
+            backend,
+            train_images,
+        } => {
             bar.set_position(start_step);
             bar.suspend(|| {
                 log::info!(
@@ -81,22 +83,39 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 )
             });
         }
-        Event::Step { step, loss, lr, images_per_s, .. } => {
+        Event::Step {
+            step,
+            loss,
+            lr,
+            images_per_s,
+            ..
+        } => {
             bar.set_position(step);
-            bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {images_per_s:.1} img/s"));
+            bar.set_message(format!(
+                "loss {loss:.4}  lr {lr:.2e}  {images_per_s:.1} img/s"
+            ));
         }
         Event::Validated { step, report } => bar.suspend(|| {
             log::info!(
                 "step {step}: val mIoU {:.4}  Boundary IoU {:.4}  {}",
                 report.miou,
                 report.boundary_iou,
-                report.per_class.iter().map(|(k, v)| format!("{k} {v:.3}")).collect::<Vec<_>>().join("  ")
+                report
+                    .per_class
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.3}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
             )
         }),
         Event::Checkpoint { step, path } => {
             log::debug!("step {step}: checkpoint {}", path.display())
         }
-    })
+    };
+    let summary = match pick_device(&a.device)? {
+        Some(cuda) => train(&cuda, &opts, &stop, &mut on_event),
+        None => train(&Cpu, &opts, &stop, &mut on_event),
+    }
     .with_context(|| format!("training on {}", a.data.display()))?;
     bar.finish_and_clear();
     log::info!(
@@ -108,6 +127,28 @@ pub fn run(a: TrainArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// `Some(cuda)` for the GPU, `None` for the CPU. `auto` falls back to the CPU with one clear line.
+fn pick_device(device: &str) -> Result<Option<Cuda>> {
+    match device {
+        "cpu" => Ok(None),
+        "cuda" => Ok(Some(Cuda::new(0).context("--device cuda")?)),
+        "auto" => {
+            if !cuda_available() {
+                log::info!("CUDA not found (no libcuda/libnvrtc/libcublas): training on the CPU");
+                return Ok(None);
+            }
+            match Cuda::new(0) {
+                Ok(c) => Ok(Some(c)),
+                Err(e) => {
+                    log::warn!("CUDA present but unusable ({e}): training on the CPU");
+                    Ok(None)
+                }
+            }
+        }
+        other => anyhow::bail!("--device {other}: expected auto, cpu or cuda"),
+    }
 }
 
 fn unix_now() -> u64 {

@@ -2,7 +2,7 @@
 //! checkpoints, and resume from the last checkpoint after a kill.
 use crate::backend::{Backend, Shape, poly_lr};
 use crate::checkpoint::{self, CheckpointMeta};
-use crate::config::{LossKind, TrainConfig};
+use crate::config::TrainConfig;
 use crate::data::dataset::Dataset;
 use crate::data::loader::Loader;
 use crate::evaluate::{EnginePredictor, EvalReport, evaluate};
@@ -142,6 +142,60 @@ fn init_state<B: Backend>(be: &B, opts: &TrainOptions, classes: usize) -> Result
     })
 }
 
+/// SGD hyper-parameters of one step.
+pub struct Sgd {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+}
+
+/// One optimiser step with cross-entropy: upload, forward, loss, backward, SGD. Returns the loss
+/// as a 1-element backend buffer (downloading it is the caller's choice: it syncs a GPU).
+#[allow(clippy::too_many_arguments)]
+pub fn train_step<B: Backend>(
+    be: &B,
+    graph: &Graph,
+    params: &mut Params<B>,
+    grads: &mut Grads<B>,
+    velocity: &mut [Option<B::Buf>],
+    images: &[f32],
+    labels: &[u8],
+    shape: Shape,
+    class_weights: Option<&B::Buf>,
+    sgd: &Sgd,
+) -> Result<B::Buf> {
+    let x = be.upload(images)?;
+    let labels = be.upload_labels(labels)?;
+    let acts = forward(be, graph, params, x, shape, Mode::Train, false)?;
+    let (loss, dlogits) = be.softmax_cross_entropy(
+        acts.get(graph.logits)?,
+        acts.shapes[graph.logits],
+        &labels,
+        class_weights,
+    )?;
+    grads.clear(be)?;
+    backward(
+        be,
+        graph,
+        params,
+        &acts,
+        vec![(graph.logits, dlogits)],
+        grads,
+    )?;
+    drop(acts);
+    for ((p, g), v) in params
+        .values
+        .iter_mut()
+        .zip(&grads.values)
+        .zip(velocity.iter_mut())
+    {
+        if let (Some(g), Some(v)) = (g, v) {
+            be.sgd_step(p, g, v, sgd.lr, sgd.momentum, sgd.weight_decay)?;
+        }
+    }
+    Ok(loss)
+}
+
 /// Trains on `opts.data` into `opts.out`. `stop` ends the run early (after a checkpoint).
 pub fn train<B: Backend>(
     be: &B,
@@ -227,47 +281,24 @@ pub fn train<B: Backend>(
         let t0 = Instant::now();
         let batch = loader.next_batch()?;
         let shape = Shape::new(batch.n, 3, batch.h, batch.w);
-        let x = be.upload(&batch.images)?;
-        let labels = be.upload_labels(&batch.labels)?;
-        let with_heads = !matches!(cfg.loss, LossKind::Ce);
-        let acts = forward(
+        let lr = poly_lr(cfg.lr, st.step, cfg.steps, cfg.poly_power);
+        let hyper = Sgd {
+            lr,
+            momentum: cfg.momentum,
+            weight_decay: cfg.weight_decay,
+        };
+        let loss_buf = train_step(
             be,
             &graph,
             &mut st.params,
-            x,
-            shape,
-            Mode::Train,
-            with_heads,
-        )?;
-        let logit_shape = acts.shapes[graph.logits];
-        let (loss_buf, dlogits) = be.softmax_cross_entropy(
-            acts.get(graph.logits)?,
-            logit_shape,
-            &labels,
-            weights.as_ref(),
-        )?;
-        grads.clear(be)?;
-        backward(
-            be,
-            &graph,
-            &st.params,
-            &acts,
-            vec![(graph.logits, dlogits)],
             &mut grads,
+            &mut st.velocity,
+            &batch.images,
+            &batch.labels,
+            shape,
+            weights.as_ref(),
+            &hyper,
         )?;
-        drop(acts);
-        let lr = poly_lr(cfg.lr, st.step, cfg.steps, cfg.poly_power);
-        for ((p, g), v) in st
-            .params
-            .values
-            .iter_mut()
-            .zip(&grads.values)
-            .zip(&mut st.velocity)
-        {
-            if let (Some(g), Some(v)) = (g, v) {
-                be.sgd_step(p, g, v, lr, cfg.momentum, cfg.weight_decay)?;
-            }
-        }
         let loss = be.download(&loss_buf)?.first().copied().unwrap_or(f32::NAN);
         st.step += 1;
         if !loss.is_finite() {

@@ -27,24 +27,52 @@ fn batch(step: usize, shape: Shape, classes: u8) -> (Vec<f32>, Vec<u8>) {
 }
 
 fn train<B: Backend>(be: &B, init: &HostParams) -> Result<(Vec<f32>, HostParams)> {
-    let graph = contextrast_net(&ModelConfig { width: 8, decoder: 8, proj_dim: 8 }, 4);
+    let graph = contextrast_net(
+        &ModelConfig {
+            width: 8,
+            decoder: 8,
+            proj_dim: 8,
+        },
+        4,
+    );
     let mut params = Params::from_host(be, &graph, init)?;
     let mut grads = Grads::zeros(be, &params)?;
     let mut vel: Vec<Option<B::Buf>> = params
         .specs
         .iter()
-        .map(|s| if s.trainable() { be.zeros(s.numel()).map(Some) } else { Ok(None) })
+        .map(|s| {
+            if s.trainable() {
+                be.zeros(s.numel()).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
         .collect::<Result<_>>()?;
     let shape = Shape::new(2, 3, 64, 96);
     let mut losses = Vec::new();
     for step in 0..STEPS {
         let (x, y) = batch(step, shape, 4);
-        let acts = forward(be, &graph, &mut params, be.upload(&x)?, shape, Mode::Train, false)?;
+        let acts = forward(
+            be,
+            &graph,
+            &mut params,
+            be.upload(&x)?,
+            shape,
+            Mode::Train,
+            false,
+        )?;
         let labels = be.upload_labels(&y)?;
         let ls = acts.shapes[graph.logits];
         let (loss, dl) = be.softmax_cross_entropy(acts.get(graph.logits)?, ls, &labels, None)?;
         grads.clear(be)?;
-        backward(be, &graph, &params, &acts, vec![(graph.logits, dl)], &mut grads)?;
+        backward(
+            be,
+            &graph,
+            &params,
+            &acts,
+            vec![(graph.logits, dl)],
+            &mut grads,
+        )?;
         for ((p, g), v) in params.values.iter_mut().zip(&grads.values).zip(&mut vel) {
             if let (Some(g), Some(v)) = (g, v) {
                 be.sgd_step(p, g, v, 0.02, 0.9, 5e-4)?;
@@ -62,7 +90,14 @@ fn twenty_training_steps_match_between_cpu_and_cuda() -> Result<()> {
         return Ok(());
     }
     let cuda = Cuda::new(0)?;
-    let graph = contextrast_net(&ModelConfig { width: 8, decoder: 8, proj_dim: 8 }, 4);
+    let graph = contextrast_net(
+        &ModelConfig {
+            width: 8,
+            decoder: 8,
+            proj_dim: 8,
+        },
+        4,
+    );
     let init = Params::init(&Cpu, &graph, 3)?.to_host(&Cpu)?;
     let (cpu_losses, cpu_params) = train(&Cpu, &init)?;
     let (gpu_losses, gpu_params) = train(&cuda, &init)?;
@@ -70,9 +105,16 @@ fn twenty_training_steps_match_between_cpu_and_cuda() -> Result<()> {
     for (i, (a, b)) in cpu_losses.iter().zip(&gpu_losses).enumerate() {
         println!("{:>4}  {a:.6}  {b:.6}", i + 1);
     }
-    assert!(cpu_losses[STEPS - 1] < cpu_losses[0], "the loss did not go down: {cpu_losses:?}");
+    assert!(
+        cpu_losses[STEPS - 1] < cpu_losses[0],
+        "the loss did not go down: {cpu_losses:?}"
+    );
     for (i, (a, b)) in cpu_losses.iter().zip(&gpu_losses).enumerate() {
-        assert!((a - b).abs() <= 1e-3 * a.abs().max(1.0), "step {}: cpu {a} vs cuda {b}", i + 1);
+        assert!(
+            (a - b).abs() <= 1e-3 * a.abs().max(1.0),
+            "step {}: cpu {a} vs cuda {b}",
+            i + 1
+        );
     }
     let mut worst = 0f32;
     for (name, a) in &cpu_params {
@@ -81,7 +123,9 @@ fn twenty_training_steps_match_between_cpu_and_cuda() -> Result<()> {
         let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
         worst = worst.max(d);
     }
-    println!("worst parameter difference after {STEPS} steps, relative to the tensor's max: {worst:.2e}");
+    println!(
+        "worst parameter difference after {STEPS} steps, relative to the tensor's max: {worst:.2e}"
+    );
     assert!(worst < 1e-2, "parameters diverged: {worst}");
     Ok(())
 }

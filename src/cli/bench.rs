@@ -1,0 +1,144 @@
+//! `contextrast bench train`: training step time and achieved GFLOP/s, next to the GEMM peak of
+//! the same machine measured in the same run.
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use contextrast_train::backend::cpu::gemm_peak_gflops;
+use contextrast_train::backend::cuda::Cuda;
+use contextrast_train::backend::{Backend, Cpu, Shape};
+use contextrast_train::model::{ModelConfig, contextrast_net, inference_flops};
+use contextrast_train::nn::exec::Grads;
+use contextrast_train::nn::params::Params;
+use contextrast_train::rng::Rng;
+use contextrast_train::trainer::{Sgd, train_step};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Training step of the default model on synthetic tensors.
+    Train(TrainBench),
+}
+
+#[derive(Args)]
+pub struct TrainBench {
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Square input side (multiple of 32).
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Timed steps (after 2 warm-up steps).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct TrainReport {
+    device: String,
+    batch: usize,
+    size: usize,
+    steps: usize,
+    step_ms_median: f64,
+    step_ms_min: f64,
+    images_per_s: f64,
+    /// 3 × forward convolution FLOPs (forward, input gradient, weight gradient).
+    gflop_per_step: f64,
+    achieved_gflops: f64,
+    gemm_peak_gflops_1_thread: Option<f64>,
+    gemm_peak_gflops_all_threads: Option<f64>,
+    threads: usize,
+}
+
+pub fn run(cmd: BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Train(b) => {
+            if b.size == 0 || b.size % 32 != 0 || b.batch == 0 || b.steps == 0 {
+                anyhow::bail!("need --size a multiple of 32, --batch ≥ 1, --steps ≥ 1");
+            }
+            let report = match b.device.as_str() {
+                "cpu" => bench_train(&Cpu, &b)?,
+                "cuda" => bench_train(&Cuda::new(0).context("--device cuda")?, &b)?,
+                other => anyhow::bail!("--device {other}: expected cpu or cuda"),
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if let Some(p) = &b.json {
+                contextrast_train::atomic::write_atomic(p, &serde_json::to_vec_pretty(&report)?)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn bench_train<B: Backend>(be: &B, b: &TrainBench) -> Result<TrainReport> {
+    let classes = 5;
+    let graph = contextrast_net(&ModelConfig::default(), classes);
+    let mut params = Params::init(be, &graph, 0)?;
+    let mut grads = Grads::zeros(be, &params)?;
+    let mut vel: Vec<Option<B::Buf>> = params
+        .specs
+        .iter()
+        .map(|s| {
+            if s.trainable() {
+                be.zeros(s.numel()).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+        .collect::<contextrast_train::Result<_>>()?;
+    let shape = Shape::new(b.batch, 3, b.size, b.size);
+    let mut rng = Rng::new(1);
+    let x: Vec<f32> = (0..shape.numel()).map(|_| rng.normal() as f32).collect();
+    let y: Vec<u8> = (0..b.batch * b.size * b.size)
+        .map(|i| ((i / 37) % classes) as u8)
+        .collect();
+    let sgd = Sgd {
+        lr: 1e-3,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+    };
+    let mut times = Vec::new();
+    for i in 0..b.steps + 2 {
+        let t = Instant::now();
+        let loss = train_step(
+            be,
+            &graph,
+            &mut params,
+            &mut grads,
+            &mut vel,
+            &x,
+            &y,
+            shape,
+            None,
+            &sgd,
+        )?;
+        // Downloading the loss synchronises a GPU, as the trainer does every step.
+        be.download(&loss)?;
+        if i >= 2 {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let gflop = 3.0 * inference_flops(&graph, b.size, b.size)? as f64 * b.batch as f64 / 1e9;
+    let threads = rayon::current_num_threads();
+    let cpu = b.device == "cpu";
+    Ok(TrainReport {
+        device: be.name(),
+        batch: b.batch,
+        size: b.size,
+        steps: b.steps,
+        step_ms_median: median,
+        step_ms_min: times[0],
+        images_per_s: b.batch as f64 / (median / 1e3),
+        gflop_per_step: gflop,
+        achieved_gflops: gflop / (median / 1e3),
+        gemm_peak_gflops_1_thread: cpu.then(|| gemm_peak_gflops(1024, 1024, 1024, 1)),
+        gemm_peak_gflops_all_threads: cpu.then(|| gemm_peak_gflops(1024, 1024, 1024, threads)),
+        threads,
+    })
+}
