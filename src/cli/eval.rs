@@ -109,7 +109,7 @@ fn print_report(r: &EvalReport) {
             f(r.per_class_boundary.get(name))
         );
     }
-    println!("\nconfusion matrix (rows: truth, columns: prediction)");
+    println!("\nper class, from the confusion matrix");
     print!(
         "{}",
         ConfusionMatrix::from_counts(r.confusion.clone()).table(&r.class_names)

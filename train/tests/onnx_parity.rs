@@ -389,6 +389,73 @@ fn onnxruntime_matches_tract() {
         .run(&x, n, h, w)
         .unwrap();
     assert_parity("onnxruntime vs tract", &ort, &tract, n, h * w);
+    let (graph, params, _) = exported(dir.path(), 5);
+    let engine = engine_forward(&graph, &params, &x, n, h, w);
+    assert_parity(
+        "onnxruntime vs the engine's own forward",
+        &ort,
+        &engine,
+        n,
+        h * w,
+    );
+}
+
+/// The training engine's own eval-mode forward pass (BN unfolded, CPU backend).
+fn engine_forward(
+    graph: &Graph,
+    p: &HostParams,
+    x: &[f32],
+    n: usize,
+    h: usize,
+    w: usize,
+) -> Vec<f32> {
+    use contextrast_train::backend::{Backend, Cpu, Shape};
+    use contextrast_train::nn::exec::{Mode, forward};
+    use contextrast_train::nn::params::Params;
+    let mut params = Params::from_host(&Cpu, graph, p).unwrap();
+    let acts = forward(
+        &Cpu,
+        graph,
+        &mut params,
+        x.to_vec(),
+        Shape::new(n, 3, h, w),
+        Mode::Eval,
+        false,
+    )
+    .unwrap();
+    Cpu.download(acts.get(graph.logits).unwrap()).unwrap()
+}
+
+#[test]
+fn tract_matches_the_engines_forward_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let (graph, params, path) = exported(dir.path(), 11);
+    let (n, h, w) = (2, 96, 64);
+    let x = random_input(n, h, w, 12);
+    let got = OnnxModel::load_at(&path, h, w)
+        .unwrap()
+        .run(&x, n, h, w)
+        .unwrap();
+    let engine = engine_forward(&graph, &params, &x, n, h, w);
+    assert_parity("tract vs the engine's own forward", &got, &engine, n, h * w);
+    // And the engine agrees with the independent naive reference, image by image.
+    let one = h * w * CLASSES;
+    for i in 0..n {
+        let want = reference_forward(
+            &graph,
+            &params,
+            &x[i * 3 * h * w..(i + 1) * 3 * h * w],
+            h,
+            w,
+        );
+        assert_parity(
+            "engine vs reference",
+            &engine[i * one..(i + 1) * one],
+            &want,
+            1,
+            h * w,
+        );
+    }
 }
 
 #[test]
