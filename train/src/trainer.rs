@@ -206,7 +206,7 @@ pub fn train<B: Backend>(
     let cfg = &opts.config;
     let ds = Arc::new(Dataset::open(&opts.data)?);
     let classes = ds.classes.classes.len();
-    cfg.validate(&opts.data.join("train.toml"), Some(classes))?;
+    cfg.validate(Path::new("training config"), Some(classes))?;
     if ds.train.is_empty() {
         return Err(Error::data(&opts.data, "the training split is empty"));
     }

@@ -1,0 +1,163 @@
+//! The binary as a user runs it: synth → train → export → eval (checkpoint and ONNX), and the
+//! errors a user meets with bad input.
+use std::path::Path;
+use std::process::Command;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_contextrast"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+fn ok(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?} failed:\n{}",
+        c,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(!out.status.success(), "{c:?} should have failed");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{c:?} panicked:\n{err}");
+    err
+}
+
+fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+#[test]
+fn synth_train_export_eval_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("line");
+    ok(bin().args(["synth", "--out"]).arg(&data).args([
+        "--count", "12", "--seed", "4", "--width", "96", "--height", "64",
+    ]));
+    let cfg = d.join("train.toml");
+    std::fs::write(
+        &cfg,
+        "steps = 4\nbatch = 2\ncrop = [64, 64]\nval_every = 2\ncheckpoint_every = 2\n[model]\nwidth = 4\ndecoder = 8\nproj_dim = 4\n",
+    )
+    .unwrap();
+    let run = d.join("run");
+    ok(bin()
+        .args(["train", "--device", "cpu", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&run)
+        .arg("--config")
+        .arg(&cfg));
+    assert!(run.join("last.json").exists() && run.join("best.json").exists());
+
+    let onnx = d.join("m.onnx");
+    ok(bin()
+        .args(["export", "--checkpoint"])
+        .arg(run.join("last.json"))
+        .arg("--out")
+        .arg(&onnx));
+    let (j1, j2) = (d.join("ck.json"), d.join("onnx.json"));
+    let table = ok(bin()
+        .args(["eval", "--model"])
+        .arg(run.join("last.json"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--json")
+        .arg(&j1));
+    assert!(
+        table.contains("mIoU") && table.contains("scratch"),
+        "{table}"
+    );
+    ok(bin()
+        .args(["eval", "--model"])
+        .arg(&onnx)
+        .arg("--data")
+        .arg(&data)
+        .arg("--json")
+        .arg(&j2));
+    let (a, b) = (read_json(&j1), read_json(&j2));
+    for r in [&a, &b] {
+        for key in ["miou", "boundary_iou"] {
+            let v = r[key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+        }
+        for (_, v) in r["per_class"].as_object().unwrap() {
+            assert!((0.0..=1.0).contains(&v.as_f64().unwrap()));
+        }
+    }
+    // The exported model is the checkpoint: same metrics through tract as through the engine.
+    let d_miou = (a["miou"].as_f64().unwrap() - b["miou"].as_f64().unwrap()).abs();
+    assert!(d_miou < 1e-3, "checkpoint {a} vs onnx {b}");
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let err = fails(
+        bin()
+            .args(["eval", "--model"])
+            .arg(d.join("nope.onnx"))
+            .arg("--data")
+            .arg(d),
+    );
+    assert!(
+        err.contains("classes.toml") || err.contains("nope.onnx"),
+        "{err}"
+    );
+
+    let data = d.join("line");
+    ok(bin()
+        .args(["synth", "--out"])
+        .arg(&data)
+        .args(["--count", "3", "--width", "64", "--height", "64"]));
+    let bad = d.join("bad.onnx");
+    std::fs::write(&bad, b"not a model").unwrap();
+    let err = fails(
+        bin()
+            .args(["eval", "--model"])
+            .arg(&bad)
+            .arg("--data")
+            .arg(&data),
+    );
+    assert!(err.contains("bad.onnx"), "{err}");
+
+    // A corrupt image in the dataset is named.
+    let img = std::fs::read_dir(data.join("images"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&img, b"\x89PNG garbage").unwrap();
+    let cfg = d.join("t.toml");
+    std::fs::write(&cfg, "steps = 1\nbatch = 1\ncrop = [64, 64]\n").unwrap();
+    let name = img.file_name().unwrap().to_string_lossy().into_owned();
+    let err = fails(
+        bin()
+            .args(["train", "--device", "cpu", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(d.join("r"))
+            .arg("--config")
+            .arg(&cfg),
+    );
+    assert!(err.contains(&name), "{err}");
+
+    let err = fails(
+        bin()
+            .args(["train", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(d.join("r"))
+            .arg("--config")
+            .arg(d.join("missing.toml")),
+    );
+    assert!(err.contains("missing.toml"), "{err}");
+}
