@@ -79,17 +79,7 @@ fn bench_train<B: Backend>(be: &B, b: &TrainBench) -> Result<TrainReport> {
     let graph = contextrast_net(&ModelConfig::default(), classes);
     let mut params = Params::init(be, &graph, 0)?;
     let mut grads = Grads::zeros(be, &params)?;
-    let mut vel: Vec<Option<B::Buf>> = params
-        .specs
-        .iter()
-        .map(|s| {
-            if s.trainable() {
-                be.zeros(s.numel()).map(Some)
-            } else {
-                Ok(None)
-            }
-        })
-        .collect::<contextrast_train::Result<_>>()?;
+    let mut vel: Vec<Option<B::Buf>> = Grads::zeros(be, &params)?.values;
     let shape = Shape::new(b.batch, 3, b.size, b.size);
     let mut rng = Rng::new(1);
     let x: Vec<f32> = (0..shape.numel()).map(|_| rng.normal() as f32).collect();

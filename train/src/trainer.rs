@@ -122,17 +122,7 @@ fn init_state<B: Backend>(be: &B, opts: &TrainOptions, classes: usize) -> Result
     }
     let graph = contextrast_net(&cfg.model, classes);
     let params = Params::init(be, &graph, cfg.seed)?;
-    let velocity = params
-        .specs
-        .iter()
-        .map(|s| {
-            if s.trainable() {
-                be.zeros(s.numel()).map(Some)
-            } else {
-                Ok(None)
-            }
-        })
-        .collect::<Result<_>>()?;
+    let velocity = Grads::zeros(be, &params)?.values;
     Ok(State {
         graph,
         params,

@@ -37,17 +37,7 @@ fn train<B: Backend>(be: &B, init: &HostParams) -> Result<(Vec<f32>, HostParams)
     );
     let mut params = Params::from_host(be, &graph, init)?;
     let mut grads = Grads::zeros(be, &params)?;
-    let mut vel: Vec<Option<B::Buf>> = params
-        .specs
-        .iter()
-        .map(|s| {
-            if s.trainable() {
-                be.zeros(s.numel()).map(Some)
-            } else {
-                Ok(None)
-            }
-        })
-        .collect::<Result<_>>()?;
+    let mut vel: Vec<Option<B::Buf>> = Grads::zeros(be, &params)?.values;
     let shape = Shape::new(2, 3, 64, 96);
     let mut losses = Vec::new();
     for step in 0..STEPS {
