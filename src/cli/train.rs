@@ -7,6 +7,7 @@ use contextrast_train::trainer::{Event, TrainOptions, train};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 #[derive(Args)]
@@ -67,7 +68,12 @@ pub fn run(a: TrainArgs) -> Result<()> {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let stop = AtomicBool::new(false);
+    // SIGINT/SIGTERM end the run after the current step, with a checkpoint to resume from.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
     let mut on_event = |ev: Event| match ev {
         Event::Started {
             start_step,
@@ -118,6 +124,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     .with_context(|| format!("training on {}", a.data.display()))?;
     bar.finish_and_clear();
+    if summary.interrupted {
+        log::warn!(
+            "interrupted at step {}; checkpoint {} — continue with --resume",
+            summary.steps,
+            summary.last.display()
+        );
+        return Ok(());
+    }
     log::info!(
         "done: {} steps, final loss {:.4}, mean step {:.0} ms, best val mIoU {:.4}; checkpoints in {}",
         summary.steps,
