@@ -1,0 +1,401 @@
+//! The Contextrast contrastive loss L_PA (method doc, sections 2, 3 and 5): batch anchors per
+//! class and scale, fused with the deepest scale, positives and (BANE) negatives sampled by
+//! [`sample_anchor`], and a per-positive InfoNCE against the negatives only. CPU reference on
+//! host buffers, with the exact gradient ∂L_PA/∂z_i for every scale.
+//!
+//! Cost per anchor is O(|P| + |N|) dot products: with s = â·z/τ every positive's loss is
+//! `softplus(LSE_{q∈N}(s_q) − s_p)`, so one log-sum-exp over the negatives serves all positives
+//! and no P×N matrix is ever built. Arithmetic is f64 internally; inputs and gradients are f32.
+use super::bane::{IGNORE, SamplingConfig, downsample_nearest, sample_anchor};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Number of feature scales (strides 4, 8, 16, 32).
+pub const SCALES: usize = 4;
+/// Number of possible class ids in a u8 label map.
+const CLASSES: usize = 256;
+
+/// Contrastive-loss settings (training-config table `contrast`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContrastConfig {
+    /// Temperature τ of the similarities s = â·z/τ.
+    pub tau: f64,
+    /// Per-scale weights λ_i of L_PA = Σ λ_i L_i (strides 4, 8, 16, 32).
+    pub lambda: [f64; SCALES],
+    /// Weight α of L_PA in L = L_CE + α·L_PA (applied by the trainer, not here).
+    pub alpha: f64,
+    /// Fusion weight of the anchor's own scale.
+    pub w_l: f64,
+    /// Fusion weight of the deepest scale's anchor.
+    pub w_h: f64,
+    /// Share of the training steps with the contrastive loss off.
+    pub warmup_fraction: f64,
+    /// Caps and BANE settings.
+    pub sampling: SamplingConfig,
+}
+
+impl Default for ContrastConfig {
+    fn default() -> Self {
+        ContrastConfig {
+            tau: 0.1,
+            lambda: [0.1, 0.4, 0.7, 1.0],
+            alpha: 0.1,
+            w_l: 0.5,
+            w_h: 0.5,
+            warmup_fraction: 0.1,
+            sampling: SamplingConfig::default(),
+        }
+    }
+}
+
+impl ContrastConfig {
+    /// Checks the ranges; errors name the key as `contrast.<field>`.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |key: &str, msg: String| {
+            Err(Error::Config {
+                path: path.to_path_buf(),
+                key: format!("contrast.{key}"),
+                msg,
+            })
+        };
+        if !(self.tau.is_finite() && self.tau > 0.0) {
+            return bad("tau", format!("{} must be finite and > 0", self.tau));
+        }
+        if let Some(l) = self.lambda.iter().find(|l| !(l.is_finite() && **l >= 0.0)) {
+            return bad("lambda", format!("{l} must be finite and >= 0"));
+        }
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return bad("alpha", format!("{} must be finite and >= 0", self.alpha));
+        }
+        for (key, v) in [("w_l", self.w_l), ("w_h", self.w_h)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(key, format!("{v} must be finite and >= 0"));
+            }
+        }
+        if (self.w_l + self.w_h - 1.0).abs() > 1e-6 {
+            return bad(
+                "w_l",
+                format!("w_l + w_h = {} must be 1", self.w_l + self.w_h),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.warmup_fraction) {
+            return bad(
+                "warmup_fraction",
+                format!("{} is not in [0, 1]", self.warmup_fraction),
+            );
+        }
+        let s = &self.sampling;
+        if !(0.0..=1.0).contains(&s.hard_fraction) {
+            return bad(
+                "sampling.hard_fraction",
+                format!("{} is not in [0, 1]", s.hard_fraction),
+            );
+        }
+        if !(s.k_percentile > 0.0 && s.k_percentile <= 1.0) {
+            return bad(
+                "sampling.k_percentile",
+                format!("{} is not in (0, 1]", s.k_percentile),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One scale's projected features: `z` is `[b, d, h, w]` (L2-normalised per pixel by the model,
+/// which this function does not require), at `stride` from the full-resolution labels.
+#[derive(Clone, Copy, Debug)]
+pub struct ScaleInput<'a> {
+    pub z: &'a [f32],
+    pub b: usize,
+    pub d: usize,
+    pub h: usize,
+    pub w: usize,
+    pub stride: usize,
+}
+
+/// L_PA, its parts and its gradient.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContrastOutput {
+    /// L_PA = Σ λ_i L_i (not multiplied by α).
+    pub loss: f64,
+    /// L_i per scale (unweighted).
+    pub per_scale: [f64; SCALES],
+    /// ∂L_PA/∂z_i, same layout as `z_i`.
+    pub grads: [Vec<f32>; SCALES],
+    /// Anchors with both positives and negatives, per scale.
+    pub anchors_used: [usize; SCALES],
+}
+
+/// Per-class sums and counts of one scale's features over the batch (ignore excluded).
+struct ClassMeans {
+    counts: Vec<usize>,
+    /// `[CLASSES, d]`: the mean a^n (zero for absent classes).
+    means: Vec<f64>,
+}
+
+fn class_means(s: &ScaleInput, y: &[u8]) -> ClassMeans {
+    let (d, hw) = (s.d, s.h * s.w);
+    let mut counts = vec![0usize; CLASSES];
+    let mut means = vec![0f64; CLASSES * d];
+    for (p, &l) in y.iter().enumerate() {
+        if l == IGNORE {
+            continue;
+        }
+        let (bi, pix) = (p / hw, p % hw);
+        let n = usize::from(l);
+        counts[n] += 1;
+        for k in 0..d {
+            means[n * d + k] += f64::from(s.z[bi * d * hw + k * hw + pix]);
+        }
+    }
+    for n in 0..CLASSES {
+        if counts[n] > 0 {
+            let c = counts[n] as f64;
+            means[n * d..(n + 1) * d].iter_mut().for_each(|v| *v /= c);
+        }
+    }
+    ClassMeans { counts, means }
+}
+
+/// Numerically stable softplus log(1 + eˣ).
+fn softplus(x: f64) -> f64 {
+    if x > 0.0 {
+        x + (-x).exp().ln_1p()
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+/// Numerically stable logistic σ(x) = 1 / (1 + e⁻ˣ).
+fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// The loss of one anchor: `mean_{p∈P} softplus(LSE_{q∈N}(s_q) − s_p)` with `s = anchor·z/τ`,
+/// given the similarities' numerators `dots` (â·z) of the positives and of the negatives. Returns
+/// the loss and ∂loss/∂s for positives then negatives. `pos` and `neg` must be non-empty.
+pub fn anchor_loss(pos_dots: &[f64], neg_dots: &[f64], tau: f64) -> (f64, Vec<f64>, Vec<f64>) {
+    let sn: Vec<f64> = neg_dots.iter().map(|v| v / tau).collect();
+    let m = sn.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = sn.iter().map(|s| (s - m).exp()).sum();
+    let lse = m + sum.ln();
+    let inv_p = 1.0 / pos_dots.len() as f64;
+    let mut loss = 0.0;
+    let mut total = 0.0;
+    let g_pos: Vec<f64> = pos_dots
+        .iter()
+        .map(|v| {
+            let x = lse - v / tau;
+            loss += softplus(x);
+            let g = sigmoid(x) * inv_p;
+            total += g;
+            -g
+        })
+        .collect();
+    let g_neg: Vec<f64> = sn.iter().map(|s| total * (s - lse).exp()).collect();
+    (loss * inv_p, g_pos, g_neg)
+}
+
+/// L_PA and ∂L_PA/∂z_i (method doc, sections 2, 3, 5). `labels` and `pred` (the detached argmax)
+/// are `[b, full_h, full_w]`; each scale's Y_i and ŷ_i are their nearest downsampling by the
+/// scale's stride, which must give exactly `h × w`. Sampling keys use `seed`, `step` and the
+/// scale number 1..=4. Gradients flow into positives, negatives and, through the (fused)
+/// anchors, into every pixel that formed a_i^n and a_4^n.
+#[allow(clippy::too_many_arguments)]
+pub fn contrastive_loss(
+    scales: &[ScaleInput; SCALES],
+    labels: &[u8],
+    pred: &[u8],
+    full_h: usize,
+    full_w: usize,
+    cfg: &ContrastConfig,
+    seed: u64,
+    step: u64,
+) -> Result<ContrastOutput> {
+    let b = scales[0].b;
+    let d = scales[0].d;
+    let full = b * full_h * full_w;
+    if labels.len() != full || pred.len() != full {
+        return Err(Error::Shape(format!(
+            "contrastive_loss: labels {} / pred {} values, expected {b}×{full_h}×{full_w}",
+            labels.len(),
+            pred.len()
+        )));
+    }
+    if !(cfg.tau.is_finite() && cfg.tau > 0.0) {
+        return Err(Error::Shape(format!(
+            "contrastive_loss: tau {} must be > 0",
+            cfg.tau
+        )));
+    }
+    for (i, s) in scales.iter().enumerate() {
+        if s.b != b || s.d != d {
+            return Err(Error::Shape(format!(
+                "contrastive_loss: scale {} has b={}, d={}, scale 1 has b={b}, d={d}",
+                i + 1,
+                s.b,
+                s.d
+            )));
+        }
+        if s.stride == 0 || s.h != full_h / s.stride || s.w != full_w / s.stride {
+            return Err(Error::Shape(format!(
+                "contrastive_loss: scale {} is {}×{} at stride {}, labels {full_h}×{full_w}",
+                i + 1,
+                s.h,
+                s.w,
+                s.stride
+            )));
+        }
+        if s.z.len() != b * d * s.h * s.w {
+            return Err(Error::Shape(format!(
+                "contrastive_loss: scale {} z has {} values, expected {b}×{d}×{}×{}",
+                i + 1,
+                s.z.len(),
+                s.h,
+                s.w
+            )));
+        }
+        if b * s.h * s.w > u32::MAX as usize {
+            return Err(Error::Shape("contrastive_loss: scale too large".into()));
+        }
+    }
+
+    let ys: Vec<Vec<u8>> = scales
+        .iter()
+        .map(|s| downsample_nearest(labels, b, full_h, full_w, s.stride))
+        .collect::<Result<_>>()?;
+    let preds: Vec<Vec<u8>> = scales
+        .iter()
+        .map(|s| downsample_nearest(pred, b, full_h, full_w, s.stride))
+        .collect::<Result<_>>()?;
+    let means: Vec<ClassMeans> = scales
+        .iter()
+        .zip(&ys)
+        .map(|(s, y)| class_means(s, y))
+        .collect();
+    let deep = &means[SCALES - 1];
+
+    let mut per_scale = [0f64; SCALES];
+    let mut anchors_used = [0usize; SCALES];
+    let mut grads64: Vec<Vec<f64>> = scales.iter().map(|s| vec![0f64; s.z.len()]).collect();
+    // ∂L_PA/∂a_i^n, [CLASSES, d] per scale.
+    let mut d_anchor: Vec<Vec<f64>> = (0..SCALES).map(|_| vec![0f64; CLASSES * d]).collect();
+
+    for (i, s) in scales.iter().enumerate() {
+        let hw = s.h * s.w;
+        let z = s.z;
+        let at = |p: u32, k: usize| {
+            let p = p as usize;
+            (p / hw) * d * hw + k * hw + p % hw
+        };
+        // Sampling first, so that the number of anchors (the mean's divisor) is known.
+        let mut valid = Vec::new();
+        for n in 0..CLASSES {
+            if means[i].counts[n] == 0 {
+                continue;
+            }
+            let smp = sample_anchor(
+                &ys[i],
+                &preds[i],
+                b,
+                s.h,
+                s.w,
+                n as u8,
+                &cfg.sampling,
+                seed,
+                step,
+                i as u32 + 1,
+            )?;
+            let mut neg = smp.hard_negatives;
+            neg.extend_from_slice(&smp.random_negatives);
+            if !smp.positives.is_empty() && !neg.is_empty() {
+                valid.push((n, smp.positives, neg));
+            }
+        }
+        anchors_used[i] = valid.len();
+        if valid.is_empty() {
+            continue;
+        }
+        let weight = cfg.lambda[i] / valid.len() as f64;
+        let grad = &mut grads64[i];
+        for (n, pos, neg) in valid {
+            let own = &means[i].means[n * d..(n + 1) * d];
+            let fused = i < SCALES - 1 && deep.counts[n] > 0;
+            let anchor: Vec<f64> = if fused {
+                let a4 = &deep.means[n * d..(n + 1) * d];
+                own.iter()
+                    .zip(a4)
+                    .map(|(a, h)| cfg.w_l * a + cfg.w_h * h)
+                    .collect()
+            } else {
+                own.to_vec()
+            };
+            let dot = |p: u32| -> f64 {
+                (0..d)
+                    .map(|k| anchor[k] * f64::from(z[at(p, k)]))
+                    .sum::<f64>()
+            };
+            let pd: Vec<f64> = pos.iter().map(|&p| dot(p)).collect();
+            let nd: Vec<f64> = neg.iter().map(|&q| dot(q)).collect();
+            let (loss, gp, gn) = anchor_loss(&pd, &nd, cfg.tau);
+            per_scale[i] += loss / anchors_used[i] as f64;
+            // s = â·z/τ: ∂s/∂z = â/τ, ∂s/∂â = z/τ.
+            let mut d_hat = vec![0f64; d];
+            for (&p, &g) in pos.iter().zip(&gp).chain(neg.iter().zip(&gn)) {
+                let g = g * weight / cfg.tau;
+                for k in 0..d {
+                    let idx = at(p, k);
+                    grad[idx] += g * anchor[k];
+                    d_hat[k] += g * f64::from(z[idx]);
+                }
+            }
+            let (wl, wh) = if fused {
+                (cfg.w_l, cfg.w_h)
+            } else {
+                (1.0, 0.0)
+            };
+            for k in 0..d {
+                d_anchor[i][n * d + k] += wl * d_hat[k];
+                if fused {
+                    d_anchor[SCALES - 1][n * d + k] += wh * d_hat[k];
+                }
+            }
+        }
+    }
+
+    // Through the means: every pixel of class n at scale i gets ∂L/∂a_i^n / count.
+    for (i, s) in scales.iter().enumerate() {
+        let hw = s.h * s.w;
+        let (m, da, grad) = (&means[i], &d_anchor[i], &mut grads64[i]);
+        for (p, &l) in ys[i].iter().enumerate() {
+            if l == IGNORE {
+                continue;
+            }
+            let n = usize::from(l);
+            let c = m.counts[n] as f64;
+            let (bi, pix) = (p / hw, p % hw);
+            for k in 0..d {
+                grad[bi * d * hw + k * hw + pix] += da[n * d + k] / c;
+            }
+        }
+    }
+
+    let loss = per_scale.iter().zip(&cfg.lambda).map(|(l, w)| l * w).sum();
+    let mut it = grads64
+        .into_iter()
+        .map(|g| g.into_iter().map(|v| v as f32).collect::<Vec<f32>>());
+    let grads = std::array::from_fn(|_| it.next().unwrap_or_default());
+    Ok(ContrastOutput {
+        loss,
+        per_scale,
+        grads,
+        anchors_used,
+    })
+}
