@@ -94,7 +94,7 @@ fn bench_train<B: Backend>(be: &B, b: &TrainBench) -> Result<TrainReport> {
     let mut times = Vec::new();
     for i in 0..b.steps + 2 {
         let t = Instant::now();
-        let loss = train_step(
+        let (loss, _) = train_step(
             be,
             &graph,
             &mut params,
@@ -105,6 +105,7 @@ fn bench_train<B: Backend>(be: &B, b: &TrainBench) -> Result<TrainReport> {
             shape,
             None,
             &sgd,
+            None,
         )?;
         // Downloading the loss synchronises a GPU, as the trainer does every step.
         be.download(&loss)?;

@@ -5,11 +5,14 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Which loss to train with. `Ce` only until the Contextrast loss lands.
+/// Which loss to train with: cross-entropy only; CE + contextual contrastive learning with random
+/// negatives; CE + CCL + BANE hard negatives (the paper's full method).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LossKind {
     Ce,
+    Ccl,
+    Contextrast,
 }
 
 /// Data augmentation (also see `data::augment`).
@@ -41,6 +44,8 @@ pub struct TrainConfig {
     /// Per-class cross-entropy weights (empty = unweighted). Defects are rare; weights help.
     pub class_weights: Vec<f32>,
     pub loss: LossKind,
+    /// Constants of the contrastive loss (method doc defaults); used unless `loss = "ce"`.
+    pub contrast: crate::loss::contrast::ContrastConfig,
     pub model: ModelConfig,
     pub augment: crate::data::augment::AugmentConfig,
 }
@@ -64,6 +69,7 @@ impl Default for TrainConfig {
             std: [0.25, 0.25, 0.25],
             class_weights: Vec::new(),
             loss: LossKind::Ce,
+            contrast: Default::default(),
             model: ModelConfig::default(),
             augment: Default::default(),
         }
@@ -142,6 +148,9 @@ impl TrainConfig {
                     self.class_weights.len()
                 ),
             );
+        }
+        if self.loss != LossKind::Ce {
+            self.contrast.validate(path)?;
         }
         if self.model.width == 0 || self.model.decoder == 0 || self.model.proj_dim == 0 {
             return bad(

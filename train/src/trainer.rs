@@ -2,10 +2,11 @@
 //! checkpoints, and resume from the last checkpoint after a kill.
 use crate::backend::{Backend, Shape, poly_lr};
 use crate::checkpoint::{self, CheckpointMeta};
-use crate::config::TrainConfig;
+use crate::config::{LossKind, TrainConfig};
 use crate::data::dataset::Dataset;
 use crate::data::loader::Loader;
 use crate::evaluate::{EnginePredictor, EvalReport, evaluate};
+use crate::loss::contrast::{ContrastConfig, ScaleInput, contrastive_loss};
 use crate::model::contextrast_net;
 use crate::nn::exec::{Grads, Mode, backward, forward};
 use crate::nn::graph::Graph;
@@ -139,8 +140,19 @@ pub struct Sgd {
     pub weight_decay: f32,
 }
 
-/// One optimiser step with cross-entropy: upload, forward, loss, backward, SGD. Returns the loss
-/// as a 1-element backend buffer (downloading it is the caller's choice: it syncs a GPU).
+/// The contrastive part of a step: its constants and the (seed, step) that key its sampling.
+pub struct ContrastStep<'a> {
+    pub cfg: &'a ContrastConfig,
+    pub seed: u64,
+    pub step: u64,
+}
+
+/// One optimiser step: upload, forward, cross-entropy (+ α·L_PA when `contrast` is given),
+/// backward, SGD. Returns the CE loss as a 1-element backend buffer (downloading it is the
+/// caller's choice: it syncs a GPU) and L_PA (unweighted) when computed.
+///
+/// L_PA runs on the host for now: the projections and the argmax come down once per step and the
+/// gradients go up; the CUDA kernels of the loss will remove that round trip.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<B: Backend>(
     be: &B,
@@ -153,25 +165,53 @@ pub fn train_step<B: Backend>(
     shape: Shape,
     class_weights: Option<&B::Buf>,
     sgd: &Sgd,
-) -> Result<B::Buf> {
+    contrast: Option<ContrastStep>,
+) -> Result<(B::Buf, Option<f64>)> {
     let x = be.upload(images)?;
-    let labels = be.upload_labels(labels)?;
-    let acts = forward(be, graph, params, x, shape, Mode::Train, false)?;
+    let label_buf = be.upload_labels(labels)?;
+    let acts = forward(be, graph, params, x, shape, Mode::Train, contrast.is_some())?;
+    let logit_shape = acts.shapes[graph.logits];
     let (loss, dlogits) = be.softmax_cross_entropy(
         acts.get(graph.logits)?,
-        acts.shapes[graph.logits],
-        &labels,
+        logit_shape,
+        &label_buf,
         class_weights,
     )?;
+    let mut seeds = vec![(graph.logits, dlogits)];
+    let mut l_pa = None;
+    if let Some(c) = contrast {
+        let pred =
+            be.download_labels(&be.argmax_channels(acts.get(graph.logits)?, logit_shape)?)?;
+        let zs = graph
+            .projections
+            .iter()
+            .map(|&id| be.download(acts.get(id)?))
+            .collect::<Result<Vec<_>>>()?;
+        let sh: Vec<Shape> = graph
+            .projections
+            .iter()
+            .map(|&id| acts.shapes[id])
+            .collect();
+        let scales: [ScaleInput; 4] = std::array::from_fn(|i| ScaleInput {
+            z: &zs[i],
+            b: sh[i].n,
+            d: sh[i].c,
+            h: sh[i].h,
+            w: sh[i].w,
+            stride: shape.h / sh[i].h.max(1),
+        });
+        let out = contrastive_loss(
+            &scales, labels, &pred, shape.h, shape.w, c.cfg, c.seed, c.step,
+        )?;
+        let alpha = c.cfg.alpha as f32;
+        for (&id, g) in graph.projections.iter().zip(&out.grads) {
+            let scaled: Vec<f32> = g.iter().map(|v| v * alpha).collect();
+            seeds.push((id, be.upload(&scaled)?));
+        }
+        l_pa = Some(out.loss);
+    }
     grads.clear(be)?;
-    backward(
-        be,
-        graph,
-        params,
-        &acts,
-        vec![(graph.logits, dlogits)],
-        grads,
-    )?;
+    backward(be, graph, params, &acts, seeds, grads)?;
     drop(acts);
     for ((p, g), v) in params
         .values
@@ -183,7 +223,7 @@ pub fn train_step<B: Backend>(
             be.sgd_step(p, g, v, sgd.lr, sgd.momentum, sgd.weight_decay)?;
         }
     }
-    Ok(loss)
+    Ok((loss, l_pa))
 }
 
 /// Trains on `opts.data` into `opts.out`. `stop` ends the run early (after a checkpoint).
@@ -209,6 +249,11 @@ pub fn train<B: Backend>(
         Some(be.upload(&cfg.class_weights)?)
     };
     let mut grads = Grads::zeros(be, &st.params)?;
+    // `loss` picks BANE on or off; the contrastive loss starts after the warm-up (predictions
+    // are meaningless at first, and BANE samples from them).
+    let mut contrast_cfg = cfg.contrast.clone();
+    contrast_cfg.sampling.bane = cfg.loss == LossKind::Contextrast;
+    let warmup = (cfg.contrast.warmup_fraction * cfg.steps as f64).round() as u64;
     let mut aug = cfg.augment.clone();
     aug.crop = (cfg.crop[0], cfg.crop[1]);
     let make_loader = |epoch: u64| {
@@ -277,7 +322,12 @@ pub fn train<B: Backend>(
             momentum: cfg.momentum,
             weight_decay: cfg.weight_decay,
         };
-        let loss_buf = train_step(
+        let contrast = (cfg.loss != LossKind::Ce && st.step >= warmup).then_some(ContrastStep {
+            cfg: &contrast_cfg,
+            seed: cfg.seed,
+            step: st.step,
+        });
+        let (loss_buf, l_pa) = train_step(
             be,
             &graph,
             &mut st.params,
@@ -288,8 +338,10 @@ pub fn train<B: Backend>(
             shape,
             weights.as_ref(),
             &hyper,
+            contrast,
         )?;
-        let loss = be.download(&loss_buf)?.first().copied().unwrap_or(f32::NAN);
+        let ce = be.download(&loss_buf)?.first().copied().unwrap_or(f32::NAN);
+        let loss = ce + l_pa.map_or(0.0, |l| (contrast_cfg.alpha * l) as f32);
         st.step += 1;
         if !loss.is_finite() {
             return Err(Error::Diverged {

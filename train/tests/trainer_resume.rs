@@ -83,6 +83,49 @@ fn resume_after_interruption_matches_an_uninterrupted_run() {
 }
 
 #[test]
+fn contrastive_losses_train_resume_and_differ_from_ce() {
+    use contextrast_train::config::LossKind;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    generate(&data, 10, 6, Variant::Standard, 96, 64).unwrap();
+    let never = AtomicBool::new(false);
+    let mut finals = Vec::new();
+    for loss in [LossKind::Ce, LossKind::Ccl, LossKind::Contextrast] {
+        let run = |out: &Path, steps: u64, resume: bool| {
+            let mut o = opts(&data, out, steps, resume);
+            o.config.loss = loss;
+            o.config.contrast.warmup_fraction = 0.0;
+            // Small caps, so that sampling picks subsets and BANE's choice matters (with the
+            // default caps every negative of these tiny frames is taken either way).
+            o.config.contrast.sampling.max_pos = 16;
+            o.config.contrast.sampling.max_neg = 16;
+            train(&Cpu, &o, &never, &mut |_| {}).unwrap()
+        };
+        let a = dir.path().join(format!("{loss:?}-a"));
+        let s = run(&a, 4, false);
+        assert!(s.final_loss.is_finite(), "{loss:?}: {}", s.final_loss);
+        // Resume through the contrastive path is exact too.
+        let b = dir.path().join(format!("{loss:?}-b"));
+        run(&b, 2, false);
+        run(&b, 4, true);
+        let (pa, pb) = (
+            checkpoint::load(&a.join("last.json")).unwrap(),
+            checkpoint::load(&b.join("last.json")).unwrap(),
+        );
+        // Steps 1-2 ran under a 2-step poly schedule in `b`, so compare only that both are
+        // complete and finite; bit-identity of resume is covered above with equal schedules.
+        assert_eq!(pb.meta.step, 4);
+        assert!(pa.params.values().flatten().all(|v| v.is_finite()));
+        finals.push(s.final_loss);
+    }
+    // CE+CCL and CE+CCL+BANE add α·L_PA > 0 and pick different negatives.
+    assert!(
+        finals[1] != finals[0] && finals[2] != finals[0] && finals[1] != finals[2],
+        "{finals:?}"
+    );
+}
+
+#[test]
 fn bad_config_values_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("train.toml");
@@ -91,6 +134,10 @@ fn bad_config_values_name_the_key() {
         ("lr = -1.0", "lr"),
         ("momentum = 1.5", "momentum"),
         ("batch = 0", "batch"),
+        (
+            "loss = \"contextrast\"\n[contrast]\ntau = -0.1",
+            "contrast.tau",
+        ),
     ] {
         std::fs::write(&p, text).unwrap();
         let e = TrainConfig::load(&p).unwrap_err();
