@@ -37,8 +37,8 @@ impl<B: Backend> Params<B> {
         Self::from_host(be, graph, &host)
     }
 
-    /// Uploads host parameters; every parameter of the graph must be present with its size.
-    /// `source` names where they came from, for the error message.
+    /// Uploads host parameters; every parameter of the graph must be present with its size
+    /// (callers add the file name to the error).
     pub fn from_host(be: &B, graph: &Graph, host: &HostParams) -> Result<Self> {
         let specs = graph.param_specs();
         let mut values = Vec::with_capacity(specs.len());
