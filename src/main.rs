@@ -22,6 +22,8 @@ enum Cmd {
     Eval(cli::eval::EvalArgs),
     /// Export a checkpoint to ONNX for the runtime (batch norm folded, projection heads dropped).
     Export(cli::export::ExportArgs),
+    /// Run a model on images: class-id masks, colour overlays, optionally raw outputs (.npy).
+    Segment(cli::segment::SegmentArgs),
     /// Benchmarks (training step vs GEMM peak).
     #[command(subcommand)]
     Bench(cli::bench::BenchCmd),
@@ -39,6 +41,7 @@ fn main() {
         Cmd::Train(a) => cli::train::run(a),
         Cmd::Eval(a) => cli::eval::run(a),
         Cmd::Export(a) => cli::export::run(a),
+        Cmd::Segment(a) => cli::segment::run(a),
         Cmd::Bench(c) => cli::bench::run(c),
         Cmd::Doctor => cli::doctor::run(),
     };

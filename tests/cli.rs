@@ -161,3 +161,55 @@ fn bad_inputs_get_clear_errors() {
     );
     assert!(err.contains("missing.toml"), "{err}");
 }
+
+#[test]
+fn segment_writes_masks_overlays_and_probs_and_skips_a_bad_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("line");
+    ok(bin().args(["synth", "--out"]).arg(&data).args([
+        "--count", "3", "--seed", "8", "--width", "200", "--height", "120",
+    ]));
+    let images = data.join("images");
+    std::fs::write(images.join("zz_broken.png"), b"\x89PNG not really").unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.onnx");
+    let out = d.join("seg");
+    let mut c = bin();
+    c.env("RUST_LOG", "info")
+        .args(["segment", "--probs", "--model"])
+        .arg(&model)
+        .arg("--input")
+        .arg(&images)
+        .arg("--out")
+        .arg(&out);
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("zz_broken.png") && err.contains("1 failed"),
+        "{err}"
+    );
+    let masks: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with("_mask.png"))
+        .collect();
+    assert_eq!(masks.len(), 3);
+    for m in &masks {
+        let mask = image::open(m).unwrap().to_luma8();
+        // Masks come back at the frame's own size, with valid class ids only.
+        assert_eq!(mask.dimensions(), (200, 120));
+        assert!(mask.pixels().all(|p| p.0[0] < 5));
+        let stem = m
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace("_mask.png", "");
+        assert!(out.join(format!("{stem}_overlay.png")).exists());
+        let (v, shape) =
+            contextrast::train::npy::read_npy(&out.join(format!("{stem}_probs.npy"))).unwrap();
+        // The shipped model's metadata says 256×256 input; 5 classes.
+        assert_eq!(shape, vec![5, 256, 256]);
+        assert!(v.iter().all(|x| x.is_finite()));
+    }
+}

@@ -19,7 +19,7 @@ pub struct ExportArgs {
     size: Option<String>,
 }
 
-fn parse_size(s: &str) -> Result<(usize, usize)> {
+pub fn parse_size(s: &str) -> Result<(usize, usize)> {
     let (h, w) = s
         .split_once(['x', 'X'])
         .context("--size must look like 256x256")?;
