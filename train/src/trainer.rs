@@ -256,28 +256,19 @@ pub fn train<B: Backend>(
     let warmup = (cfg.contrast.warmup_fraction * cfg.steps as f64).round() as u64;
     let mut aug = cfg.augment.clone();
     aug.crop = (cfg.crop[0], cfg.crop[1]);
-    let make_loader = |epoch: u64| {
-        Loader::new(
-            ds.clone(),
-            ds.train.clone(),
-            cfg.batch,
-            Some(aug.clone()),
-            cfg.mean,
-            cfg.std,
-            cfg.seed,
-            epoch,
-            cfg.workers.max(1),
-        )
-    };
-    let mut loader = make_loader(0);
-    if st.step > 0 {
-        // Batches depend only on (seed, epoch, position): restart at the interrupted one.
-        let per_epoch = loader.batches_per_epoch().max(1);
-        loader = make_loader(st.step / per_epoch);
-        for _ in 0..st.step % per_epoch {
-            loader.next_batch()?;
-        }
-    }
+    // Batch k depends only on (seed, k): a resumed run restarts at the interrupted batch.
+    let mut loader = Loader::new_at(
+        ds.clone(),
+        ds.train.clone(),
+        cfg.batch,
+        Some(aug),
+        cfg.mean,
+        cfg.std,
+        cfg.seed,
+        0,
+        cfg.workers.max(1),
+        st.step,
+    );
     on_event(Event::Started {
         start_step: st.step,
         total: cfg.steps,

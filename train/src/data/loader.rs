@@ -202,6 +202,36 @@ impl Loader {
         epoch_start: u64,
         workers: usize,
     ) -> Loader {
+        Self::new_at(
+            ds,
+            indices,
+            batch,
+            aug,
+            mean,
+            std,
+            seed,
+            epoch_start,
+            workers,
+            0,
+        )
+    }
+
+    /// Like [`Loader::new`], but the first batch returned is batch number `first_batch` of the
+    /// same deterministic sequence: a resumed run continues exactly where it stopped, without
+    /// building the batches it already trained on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_at(
+        ds: Arc<Dataset>,
+        indices: Vec<usize>,
+        batch: usize,
+        aug: Option<AugmentConfig>,
+        mean: [f32; 3],
+        std: [f32; 3],
+        seed: u64,
+        epoch_start: u64,
+        workers: usize,
+        first_batch: u64,
+    ) -> Loader {
         let root = ds.root.clone();
         let problem = if indices.is_empty() {
             Some("loader given no items (empty set)".to_string())
@@ -247,20 +277,20 @@ impl Loader {
                 .collect();
             // At most `prefetch` tickets are out at once, so results never block and the
             // reorder buffer stays small.
-            for k in 0..prefetch {
+            for k in first_batch..first_batch + prefetch {
                 let _ = job_tx.send(k);
             }
             Mode::Threads(Workers {
                 jobs: Some(job_tx),
                 results: res_rx,
                 pending: BTreeMap::new(),
-                issued: prefetch,
+                issued: first_batch + prefetch,
                 handles,
             })
         };
         Loader {
             plan,
-            next: 0,
+            next: first_batch,
             mode,
         }
     }
