@@ -8,14 +8,7 @@ pub struct SplitMix64 {
     state: u64,
 }
 
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// SplitMix64's output function: a strong 64-bit mixer, also used to hash seeds together.
-pub fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub use crate::rng::{GOLDEN, mix64};
 
 /// Hashes a list of words into one seed; order matters, so (a, b) and (b, a) differ.
 pub fn hash_words(words: &[u64]) -> u64 {

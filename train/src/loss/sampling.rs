@@ -21,14 +21,7 @@ use crate::{Error, Result};
 /// The multiplier that spreads `step` before mixing (an odd 64-bit constant).
 pub const STEP_MULTIPLIER: u64 = 0xD6E8_FEB8_6659_FD93;
 
-/// One SplitMix64 step: add the golden-ratio increment, then the avalanche finaliser.
-#[inline]
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub use crate::rng::splitmix64;
 
 /// The per-anchor part of the key, computed once per (seed, step, scale, class) so that each
 /// pixel costs one `splitmix64` (on CUDA: a kernel argument).
