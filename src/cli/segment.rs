@@ -138,10 +138,10 @@ fn segment_one(
     let img = image::open(path).context("cannot decode image")?.to_rgb8();
     let (w0, h0) = img.dimensions();
     let resized = match size {
-        Some((h, w)) if (h as u32, w as u32) != (h0, w0) => {
-            image::imageops::resize(&img, w as u32, h as u32, FilterType::Triangle)
-        }
-        _ => img.clone(),
+        Some((h, w)) if (h as u32, w as u32) != (h0, w0) => std::borrow::Cow::Owned(
+            image::imageops::resize(&img, w as u32, h as u32, FilterType::Triangle),
+        ),
+        _ => std::borrow::Cow::Borrowed(&img),
     };
     let (w, h) = (resized.width() as usize, resized.height() as usize);
     let logits = model.logits_chw(&preprocess(&resized, mean, std), h, w)?;
