@@ -48,8 +48,14 @@ fn main() {
     if let Err(e) = result {
         // One clear message with its causes; no backtrace for an operator to decode.
         eprintln!("error: {e}");
+        let mut shown = e.to_string();
         for cause in e.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
+            // Library errors often already print their source; say each thing once.
+            let text = cause.to_string();
+            if !shown.contains(&text) {
+                eprintln!("  caused by: {text}");
+            }
+            shown = text;
         }
         std::process::exit(1);
     }
