@@ -1,3 +1,14 @@
-//! Contextrast Edge runtime library. The inspection pipeline lands here; the training engine is
+//! Contextrast Edge runtime library: frames in, verdicts out. The training engine is
 //! re-exported for the binary and for tests.
 pub use contextrast_train as train;
+
+pub mod capture;
+pub mod config;
+pub mod decide;
+pub mod detection;
+mod error;
+pub mod infer;
+pub mod latency;
+pub mod pipeline;
+
+pub use error::{Error, Result};

@@ -14,6 +14,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the inspection pipeline on a line config: frames → model → verdicts → rejects.
+    Inspect(cli::inspect::InspectArgs),
     /// Write a synthetic production-line dataset (images, pixel-exact masks, classes.toml).
     Synth(cli::synth::SynthArgs),
     /// Train a segmentation model on a dataset.
@@ -37,6 +39,7 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let result: Result<()> = match cli.cmd {
+        Cmd::Inspect(a) => cli::inspect::run(a),
         Cmd::Synth(a) => cli::synth::run(a),
         Cmd::Train(a) => cli::train::run(a),
         Cmd::Eval(a) => cli::eval::run(a),

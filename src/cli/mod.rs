@@ -3,6 +3,7 @@ pub mod bench;
 pub mod doctor;
 pub mod eval;
 pub mod export;
+pub mod inspect;
 pub mod segment;
 pub mod synth;
 pub mod train;

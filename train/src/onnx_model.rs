@@ -14,7 +14,8 @@ use tract_onnx::prelude::*;
 /// Optimised plans kept per (n, h, w); a line camera uses one size, tools a few.
 const MAX_PLANS: usize = 4;
 
-type Plan = Arc<TypedRunnableModel>;
+/// An optimised, runnable tract plan for one input shape.
+pub type Plan = Arc<TypedRunnableModel>;
 
 /// A cached plan: its (n, h, w) key, the plan, and the output channels it produces.
 type CachedPlan = ((usize, usize, usize), Plan, usize);
@@ -27,6 +28,8 @@ pub struct OnnxModel {
     /// The parsed, not yet shaped model: re-planned for each new input size.
     model: InferenceModel,
     num_classes: usize,
+    /// Input height and width when the graph fixes them (a foreign model exported at one size).
+    declared_hw: Option<(usize, usize)>,
     /// Plans by (n, h, w), with the output channels each produces.
     plans: Mutex<Vec<CachedPlan>>,
 }
@@ -87,6 +90,7 @@ impl OnnxModel {
             .ok_or_else(|| err("not an ONNX model (no graph)".into()))?;
         check_input(graph).map_err(err)?;
         let declared_c = declared_channels(graph);
+        let declared_hw = declared_input_hw(graph);
         let props: BTreeMap<String, String> = proto
             .metadata_props
             .iter()
@@ -103,6 +107,7 @@ impl OnnxModel {
             props,
             model,
             num_classes: declared_c.unwrap_or(0),
+            declared_hw,
             plans: Mutex::new(Vec::new()),
         };
         Ok((loaded, declared_c))
@@ -139,6 +144,11 @@ impl OnnxModel {
     /// All `metadata_props` entries, including plain keys of foreign models.
     pub fn metadata_props(&self) -> &BTreeMap<String, String> {
         &self.props
+    }
+
+    /// Input height and width, when the graph fixes them; `None` when they are symbolic.
+    pub fn declared_input_hw(&self) -> Option<(usize, usize)> {
+        self.declared_hw
     }
 
     /// Output channels C of `logits`.
@@ -216,8 +226,9 @@ impl OnnxModel {
         Ok(out)
     }
 
-    /// The cached plan for `(n, h, w)` and the class count, building it if needed.
-    fn plan(&self, n: usize, h: usize, w: usize) -> Result<(Plan, usize)> {
+    /// The cached plan for `(n, h, w)` and the class count, building it if needed. The runtime
+    /// runs it directly, so its input tensor is filled in place instead of copied.
+    pub fn plan(&self, n: usize, h: usize, w: usize) -> Result<(Plan, usize)> {
         let err = |msg: String| Error::Onnx {
             path: self.path.clone(),
             msg,
@@ -292,6 +303,26 @@ fn declared_channels(graph: &pb::GraphProto) -> Option<usize> {
         Value::DimValue(c) if *c > 0 => usize::try_from(*c).ok(),
         _ => None,
     }
+}
+
+/// Height and width of the single input, when both are fixed numbers.
+fn declared_input_hw(graph: &pb::GraphProto) -> Option<(usize, usize)> {
+    use pb::tensor_shape_proto::dimension::Value;
+    let inits: std::collections::BTreeSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let input = graph
+        .input
+        .iter()
+        .find(|i| !inits.contains(i.name.as_str()))?;
+    let Some(pb::type_proto::Value::TensorType(t)) = input.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    let dims = &t.shape.as_ref()?.dim;
+    let fixed = |i: usize| match dims.get(i)?.value.as_ref()? {
+        Value::DimValue(v) if *v > 0 => usize::try_from(*v).ok(),
+        _ => None,
+    };
+    Some((fixed(2)?, fixed(3)?))
 }
 
 /// The graph must have one float input `[N, 3, H, W]` (dims may be symbolic). Checked on the

@@ -1,0 +1,345 @@
+//! The line config (TOML): where frames come from, which model, how defects are decided, what
+//! a reject does. Every error names the file and the key. Relative paths are relative to the
+//! config file, so a config and its model can move together.
+use crate::capture::replay::ReplayConfig;
+use crate::capture::synthetic::SyntheticConfig;
+use crate::capture::v4l::V4lConfig;
+use crate::decide::{DecisionConfig, Roi};
+use crate::infer::{ModelConfig, ModelInfo};
+use crate::pipeline::Overflow;
+use crate::{Error, Result};
+use contextrast_train::data::synth::Variant;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LineConfig {
+    pub source: SourceConfig,
+    pub model: ModelConfig,
+    pub pipeline: PipelineConfig,
+    pub decision: DecisionToml,
+    pub reject: RejectConfig,
+    /// The file this was read from (for error messages); not a TOML key.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    #[default]
+    Synthetic,
+    Replay,
+    V4l2,
+}
+
+/// `[source]`: `kind` picks one of the sub-tables; the others may stay in the file, so switching
+/// a line between camera and replay is one word.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    pub kind: SourceKind,
+    pub synthetic: SyntheticConfig,
+    pub replay: ReplayConfig,
+    pub v4l2: V4lConfig,
+}
+
+/// `[pipeline]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Frames queued between capture and inference.
+    pub queue: usize,
+    /// `auto`, `drop-oldest` or `wait` (see `pipeline::Overflow`).
+    pub overflow: Overflow,
+    /// Seconds between status lines; 0 = none.
+    pub status_every_s: f64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            queue: 4,
+            overflow: Overflow::Auto,
+            status_every_s: 1.0,
+        }
+    }
+}
+
+/// One region of interest: exactly one of `rect = [x, y, w, h]` or `polygon = [[x, y], ...]`,
+/// in frame pixels.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoiToml {
+    pub rect: Option<[f32; 4]>,
+    pub polygon: Option<Vec<[f32; 2]>>,
+}
+
+/// `[decision]`, with class names; resolved against the model's classes at start-up.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionToml {
+    /// Probability a defect class needs, unless `thresholds` names it.
+    pub threshold: f32,
+    pub thresholds: BTreeMap<String, f32>,
+    /// Smallest defect that counts, in frame pixels (or mm² through `px_per_mm`).
+    pub min_area_px: f64,
+    pub min_area_mm2: Option<f64>,
+    /// Camera calibration: pixels per millimetre on the belt plane.
+    pub px_per_mm: Option<f64>,
+    /// Per-class minimum area in frame pixels, overriding the above.
+    pub min_area_px_by_class: BTreeMap<String, f64>,
+    /// Reject only when `k` of the last `n` frames were defective.
+    pub confirm_k: usize,
+    pub confirm_n: usize,
+    pub roi: Vec<RoiToml>,
+}
+
+impl Default for DecisionToml {
+    fn default() -> Self {
+        DecisionToml {
+            threshold: 0.5,
+            thresholds: BTreeMap::new(),
+            min_area_px: 4.0,
+            min_area_mm2: None,
+            px_per_mm: None,
+            min_area_px_by_class: BTreeMap::new(),
+            confirm_k: 1,
+            confirm_n: 1,
+            roi: Vec::new(),
+        }
+    }
+}
+
+/// `[reject]`: what a confirmed defect does.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RejectConfig {
+    /// `log`: write each reject to the log (demo, machines without GPIO).
+    pub output: String,
+    /// Travel time from camera to ejector.
+    pub delay_ms: f64,
+    pub pulse_ms: f64,
+}
+
+impl Default for RejectConfig {
+    fn default() -> Self {
+        RejectConfig {
+            output: "log".into(),
+            delay_ms: 0.0,
+            pulse_ms: 50.0,
+        }
+    }
+}
+
+impl LineConfig {
+    /// Reads, resolves relative paths and checks everything that does not need the model.
+    pub fn load(path: &Path) -> Result<LineConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `text` as if read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<LineConfig> {
+        let mut cfg: LineConfig = toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        cfg.path = path.to_path_buf();
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rel(&mut cfg.model.path);
+        rel(&mut cfg.source.replay.dir);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |key: &str, msg: String| Err(Error::config(&self.path, key, msg));
+        let s = &self.source.synthetic;
+        if Variant::parse(&s.variant).is_none() {
+            return bad(
+                "source.synthetic.variant",
+                format!("`{}` is not standard or shifted", s.variant),
+            );
+        }
+        if s.width == 0 || s.height == 0 {
+            return bad(
+                "source.synthetic.width",
+                "frame size must be positive".into(),
+            );
+        }
+        for (key, fps) in [
+            ("source.synthetic.fps", s.fps),
+            ("source.replay.fps", self.source.replay.fps),
+        ] {
+            if !fps.is_finite() || fps < 0.0 {
+                return bad(key, format!("{fps} is not a rate ≥ 0"));
+            }
+        }
+        if self.pipeline.queue == 0 {
+            return bad("pipeline.queue", "must be at least 1".into());
+        }
+        if !self.pipeline.status_every_s.is_finite() || self.pipeline.status_every_s < 0.0 {
+            return bad("pipeline.status_every_s", "must be ≥ 0".into());
+        }
+        if let Some([h, w]) = self.model.input_size
+            && (h == 0 || w == 0)
+        {
+            return bad("model.input_size", format!("[{h}, {w}] is empty"));
+        }
+        if self.reject.output != "log" {
+            return bad(
+                "reject.output",
+                format!("`{}` is not a known output (log)", self.reject.output),
+            );
+        }
+        for (key, v) in [
+            ("reject.delay_ms", self.reject.delay_ms),
+            ("reject.pulse_ms", self.reject.pulse_ms),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return bad(key, format!("{v} is not a time ≥ 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the source is real-time (a camera, or paced by `fps`): then a full queue drops
+    /// the oldest frame; otherwise capture waits and nothing is lost.
+    pub fn overflow(&self) -> Overflow {
+        match self.pipeline.overflow {
+            Overflow::Auto => {
+                let paced = match self.source.kind {
+                    SourceKind::V4l2 => true,
+                    SourceKind::Replay => self.source.replay.fps > 0.0,
+                    SourceKind::Synthetic => self.source.synthetic.fps > 0.0,
+                };
+                if paced {
+                    Overflow::DropOldest
+                } else {
+                    Overflow::Wait
+                }
+            }
+            o => o,
+        }
+    }
+
+    /// `[decision]` with class names resolved against the loaded model.
+    pub fn decision(&self, model: &ModelInfo) -> Result<DecisionConfig> {
+        let d = &self.decision;
+        let bad = |key: String, msg: String| Error::config(&self.path, key, msg);
+        let class = |key: &str, name: &str| {
+            model
+                .class_names
+                .iter()
+                .position(|n| n == name)
+                .ok_or_else(|| {
+                    bad(
+                        format!("{key}.{name}"),
+                        format!("no class `{name}` in the model ({:?})", model.class_names),
+                    )
+                })
+        };
+        let in_unit = |v: f32| v > 0.0 && v <= 1.0;
+        if !in_unit(d.threshold) {
+            return Err(bad(
+                "decision.threshold".into(),
+                format!("{} is not in (0, 1]", d.threshold),
+            ));
+        }
+        let c = model.num_classes();
+        let mut threshold = vec![d.threshold; c];
+        for (name, &t) in &d.thresholds {
+            let i = class("decision.thresholds", name)?;
+            if !in_unit(t) {
+                return Err(bad(
+                    format!("decision.thresholds.{name}"),
+                    format!("{t} is not in (0, 1]"),
+                ));
+            }
+            threshold[i] = t;
+        }
+        let base = match (d.min_area_mm2, d.px_per_mm) {
+            (Some(mm2), Some(ppm)) if mm2 >= 0.0 && ppm > 0.0 && (mm2 * ppm).is_finite() => {
+                mm2 * ppm * ppm
+            }
+            (Some(_), None) => {
+                return Err(bad(
+                    "decision.min_area_mm2".into(),
+                    "needs `px_per_mm` (the camera's calibration)".into(),
+                ));
+            }
+            (Some(mm2), Some(ppm)) => {
+                return Err(bad(
+                    "decision.min_area_mm2".into(),
+                    format!("{mm2} mm² at {ppm} px/mm is not a valid area"),
+                ));
+            }
+            (None, _) => d.min_area_px,
+        };
+        if !base.is_finite() || base < 0.0 {
+            return Err(bad(
+                "decision.min_area_px".into(),
+                format!("{base} is not an area ≥ 0"),
+            ));
+        }
+        let mut min_area_px = vec![base; c];
+        for (name, &a) in &d.min_area_px_by_class {
+            let i = class("decision.min_area_px_by_class", name)?;
+            if !a.is_finite() || a < 0.0 {
+                return Err(bad(
+                    format!("decision.min_area_px_by_class.{name}"),
+                    format!("{a} is not an area ≥ 0"),
+                ));
+            }
+            min_area_px[i] = a;
+        }
+        if d.confirm_k == 0 || d.confirm_k > d.confirm_n {
+            return Err(bad(
+                "decision.confirm_k".into(),
+                format!(
+                    "needs 1 ≤ confirm_k ≤ confirm_n, got {} of {}",
+                    d.confirm_k, d.confirm_n
+                ),
+            ));
+        }
+        let mut roi = Vec::with_capacity(d.roi.len());
+        for (i, r) in d.roi.iter().enumerate() {
+            let key = format!("decision.roi[{i}]");
+            roi.push(match (&r.rect, &r.polygon) {
+                (Some([x, y, w, h]), None) if *w > 0.0 && *h > 0.0 => Roi::Rect {
+                    x: *x,
+                    y: *y,
+                    w: *w,
+                    h: *h,
+                },
+                (Some(_), None) => {
+                    return Err(bad(key, "rect needs a positive width and height".into()));
+                }
+                (None, Some(p)) if p.len() >= 3 => Roi::Polygon(p.clone()),
+                (None, Some(_)) => {
+                    return Err(bad(key, "a polygon needs at least 3 points".into()));
+                }
+                _ => return Err(bad(key, "give exactly one of `rect` or `polygon`".into())),
+            });
+        }
+        Ok(DecisionConfig {
+            roi,
+            defect: model.defect.clone(),
+            threshold,
+            min_area_px,
+            confirm_k: d.confirm_k,
+            confirm_n: d.confirm_n,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

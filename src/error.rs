@@ -1,0 +1,77 @@
+//! The runtime library's one error type. Every variant about a file or a device names it, so an
+//! operator reading the journal knows what to fix without a backtrace.
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line-config value is missing, out of range or malformed; `key` names the field.
+    #[error("{path}: `{key}`: {msg}")]
+    Config {
+        path: PathBuf,
+        key: String,
+        msg: String,
+    },
+    /// A file is not valid TOML (or not the expected shape); the message has line and column.
+    #[error("{path}: cannot parse: {msg}")]
+    Parse { path: PathBuf, msg: String },
+    /// A camera (or other frame source) cannot be opened or stopped delivering.
+    #[error("camera {device}: {msg}")]
+    Camera { device: String, msg: String },
+    /// One frame could not be read or decoded; the pipeline skips and counts it.
+    #[error("frame {source_name}: {msg}")]
+    Frame { source_name: String, msg: String },
+    /// The model cannot be loaded or run, or does not fit the frames.
+    #[error("model {path}: {msg}")]
+    Model { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Train(#[from] contextrast_train::Error),
+}
+
+/// Result alias used across the runtime.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    /// A config error naming file and key.
+    pub fn config(
+        path: impl Into<PathBuf>,
+        key: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
+        Error::Config {
+            path: path.into(),
+            key: key.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn camera(device: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Camera {
+            device: device.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn frame(source_name: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Frame {
+            source_name: source_name.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn model(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Model {
+            path: path.into(),
+            msg: msg.into(),
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! The inspection pipeline: a capture thread fills a bounded ring of frames, the calling thread
+//! segments and judges them in order. Frames come from a fixed pool and go back to the capture
+//! thread through a lock-free SPSC ring (`ringbuf`), so the steady state allocates no frame.
+//!
+//! When inference falls behind a real-time source, the *oldest* queued frame is dropped (its
+//! part has moved on the most) and counted; an unpaced source (a replay at full speed) waits
+//! instead, since there nothing is lost by waiting. The frame queue is a `ringbuf` ring under a
+//! mutex rather than a split SPSC pair because dropping the oldest means the producer evicts
+//! from the consumer's end, which the split halves cannot do; the lock is held for a pointer swap.
+use crate::capture::{Frame, FrameSource, Next};
+use crate::decide::{Decider, Verdict};
+use crate::infer::{Segmentation, Segmenter};
+use crate::latency::{Histogram, LatencySummary};
+use crate::{Error, Result};
+use ringbuf::HeapRb;
+use ringbuf::traits::{Consumer, Observer, Producer, Split};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the capture thread does when the queue is full.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// Wait for a free slot when the source is not real-time (replay or synthetic at fps 0),
+    /// drop the oldest otherwise.
+    #[default]
+    Auto,
+    DropOldest,
+    Wait,
+}
+
+#[derive(Clone, Debug)]
+pub struct PipelineOptions {
+    /// Frames the queue holds between capture and inference.
+    pub queue: usize,
+    /// Resolved overflow policy (`Auto` is resolved by the caller, who knows the source).
+    pub overflow: Overflow,
+    /// Stop capturing after this many frames (processed or skipped).
+    pub max_frames: Option<u64>,
+    /// Interval of the status line; `None` = no status line.
+    pub status_every: Option<Duration>,
+}
+
+/// Per-stage latency of processed frames.
+#[derive(Clone, Debug, Default)]
+pub struct Stages {
+    /// Capture to the start of inference (time in the queue).
+    pub queue: Histogram,
+    pub preprocess: Histogram,
+    pub model: Histogram,
+    pub postprocess: Histogram,
+    pub decide: Histogram,
+    /// Capture to verdict.
+    pub total: Histogram,
+}
+
+impl Stages {
+    fn clear(&mut self) {
+        for h in self.all_mut() {
+            h.clear();
+        }
+    }
+    fn all_mut(&mut self) -> [&mut Histogram; 6] {
+        [
+            &mut self.queue,
+            &mut self.preprocess,
+            &mut self.model,
+            &mut self.postprocess,
+            &mut self.decide,
+            &mut self.total,
+        ]
+    }
+    /// Summaries by stage name.
+    pub fn summaries(&self) -> BTreeMap<String, LatencySummary> {
+        [
+            ("queue", &self.queue),
+            ("preprocess", &self.preprocess),
+            ("model", &self.model),
+            ("postprocess", &self.postprocess),
+            ("decide", &self.decide),
+            ("total", &self.total),
+        ]
+        .into_iter()
+        .map(|(k, h)| (k.to_string(), h.summary()))
+        .collect()
+    }
+}
+
+/// What one run did; printed and written as JSON at exit.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunStats {
+    pub source: String,
+    pub model: String,
+    pub frames_captured: u64,
+    pub frames_processed: u64,
+    /// Unreadable frames (corrupt file, bad buffer): skipped and counted.
+    pub frames_skipped: u64,
+    /// Frames evicted from a full queue because inference fell behind.
+    pub frames_dropped: u64,
+    /// Frames the model or the decision failed on (logged, no verdict).
+    pub frames_failed: u64,
+    pub defective_frames: u64,
+    pub rejects: u64,
+    pub defects_by_class: BTreeMap<String, u64>,
+    pub wall_s: f64,
+    pub fps_in: f64,
+    pub fps_out: f64,
+    /// Per-stage latency, milliseconds.
+    pub latency_ms: BTreeMap<String, LatencySummary>,
+    /// Why the source stopped, when it failed (camera gone).
+    pub source_error: Option<String>,
+}
+
+#[derive(Default)]
+struct CaptureCounters {
+    captured: AtomicU64,
+    skipped: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// The bounded frame queue between the two threads.
+struct FrameQueue {
+    ring: Mutex<HeapRb<Frame>>,
+    ready: Condvar,
+    space: Condvar,
+    closed: AtomicBool,
+}
+
+enum Popped {
+    Frame(Frame),
+    Timeout,
+    Closed,
+}
+
+impl FrameQueue {
+    fn new(capacity: usize) -> FrameQueue {
+        FrameQueue {
+            ring: Mutex::new(HeapRb::new(capacity.max(1))),
+            ready: Condvar::new(),
+            space: Condvar::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues `frame`; returns the frame evicted to make room (drop-oldest), if any.
+    fn push(&self, frame: Frame, overflow: Overflow) -> Option<Frame> {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        if overflow == Overflow::Wait {
+            // Inference drains until the queue is closed, so this wait always ends.
+            while ring.is_full() {
+                ring = self
+                    .space
+                    .wait_timeout(ring, Duration::from_millis(100))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        let evicted = ring.push_overwrite(frame);
+        drop(ring);
+        self.ready.notify_one();
+        evicted
+    }
+
+    fn pop(&self, timeout: Duration) -> Popped {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(f) = ring.try_pop() {
+                drop(ring);
+                self.space.notify_one();
+                return Popped::Frame(f);
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return Popped::Closed;
+            }
+            let (r, t) = self
+                .ready
+                .wait_timeout(ring, timeout)
+                .unwrap_or_else(|p| p.into_inner());
+            ring = r;
+            if t.timed_out() && ring.is_empty() {
+                return if self.closed.load(Ordering::Acquire) {
+                    Popped::Closed
+                } else {
+                    Popped::Timeout
+                };
+            }
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.ready.notify_all();
+    }
+}
+
+/// Called once per judged frame, in capture order.
+pub type Sink<'a> = dyn FnMut(&Frame, &Segmentation, &Verdict) + 'a;
+
+/// Runs `source` through `segmenter` and `decider` until the source ends, `max_frames` is
+/// reached or `stop` is set; frames already queued are still judged (drained) before it returns.
+pub fn run(
+    mut source: Box<dyn FrameSource>,
+    segmenter: &mut dyn Segmenter,
+    decider: &mut Decider,
+    opts: &PipelineOptions,
+    stop: &AtomicBool,
+    sink: &mut Sink<'_>,
+) -> Result<RunStats> {
+    let class_names = segmenter.info().class_names.clone();
+    let mut stats = RunStats {
+        source: source.describe(),
+        model: segmenter.info().version.clone(),
+        ..RunStats::default()
+    };
+    let (fw, fh) = source.frame_size().unwrap_or((640, 480));
+    if let Some((w, h)) = source.frame_size() {
+        segmenter.prepare(w, h)?;
+    }
+    let queue = FrameQueue::new(opts.queue);
+    // Capture holds one, inference one, the queue the rest.
+    let pool = opts.queue.max(1) + 2;
+    let (mut free_tx, mut free_rx) = HeapRb::<Frame>::new(pool).split();
+    let counters = CaptureCounters::default();
+    let source_error: Mutex<Option<String>> = Mutex::new(None);
+    let started = Instant::now();
+
+    let mut stages = Stages::default();
+    let mut window = Stages::default();
+    let mut seg = Segmentation::default();
+    let mut verdict = Verdict::new();
+    let mut by_class = vec![0u64; class_names.len()];
+
+    std::thread::scope(|scope| -> Result<()> {
+        let capture = std::thread::Builder::new()
+            .name("capture".into())
+            .spawn_scoped(scope, || {
+                capture_loop(
+                    source.as_mut(),
+                    &queue,
+                    &mut free_rx,
+                    &counters,
+                    &source_error,
+                    opts,
+                    stop,
+                    (fw, fh, pool),
+                );
+                queue.close();
+            })
+            .map_err(|e| Error::io("capture thread", e))?;
+
+        let tick = opts.status_every.unwrap_or(Duration::from_secs(1));
+        let mut next_status = Instant::now() + tick;
+        let mut last = (Instant::now(), 0u64, 0u64, 0u64);
+        loop {
+            let popped = queue.pop(next_status.saturating_duration_since(Instant::now()));
+            let frame = match popped {
+                Popped::Frame(f) => Some(f),
+                Popped::Timeout => None,
+                Popped::Closed => break,
+            };
+            if let Some(frame) = frame {
+                let ok = judge(
+                    &frame,
+                    segmenter,
+                    decider,
+                    &mut seg,
+                    &mut verdict,
+                    &mut [&mut stages, &mut window],
+                );
+                match ok {
+                    Ok(()) => {
+                        stats.frames_processed += 1;
+                        if verdict.defective {
+                            stats.defective_frames += 1;
+                        }
+                        if verdict.reject {
+                            stats.rejects += 1;
+                        }
+                        for d in &verdict.defects {
+                            if let Some(c) = by_class.get_mut(usize::from(d.class_id)) {
+                                *c += 1;
+                            }
+                        }
+                        sink(&frame, &seg, &verdict);
+                    }
+                    Err(e) => {
+                        stats.frames_failed += 1;
+                        log::error!("frame {} ({}): {e}", frame.seq, frame.name);
+                    }
+                }
+                // The pool is sized so this never fails; if it did, the frame is simply freed.
+                let _ = free_tx.try_push(frame);
+            }
+            if opts.status_every.is_some() && Instant::now() >= next_status {
+                let now = Instant::now();
+                let dt = (now - last.0).as_secs_f64().max(1e-9);
+                let captured = counters.captured.load(Ordering::Relaxed);
+                let dropped = counters.dropped.load(Ordering::Relaxed);
+                log::info!(
+                    "in {:.1} fps, out {:.1} fps | model p50 {:.1} ms p99 {:.1} ms | total p50 {:.1} ms p99 {:.1} ms | dropped {} (+{}) skipped {} | defective {} rejects {}",
+                    (captured - last.1) as f64 / dt,
+                    (stats.frames_processed - last.2) as f64 / dt,
+                    window.model.quantile_ms(0.5),
+                    window.model.quantile_ms(0.99),
+                    window.total.quantile_ms(0.5),
+                    window.total.quantile_ms(0.99),
+                    dropped,
+                    dropped - last.3,
+                    counters.skipped.load(Ordering::Relaxed),
+                    stats.defective_frames,
+                    stats.rejects,
+                );
+                window.clear();
+                last = (now, captured, stats.frames_processed, dropped);
+                next_status = now + tick;
+            } else if opts.status_every.is_none() {
+                next_status = Instant::now() + tick;
+            }
+        }
+        capture
+            .join()
+            .map_err(|_| Error::camera(stats.source.clone(), "capture thread panicked"))?;
+        Ok(())
+    })?;
+
+    stats.wall_s = started.elapsed().as_secs_f64();
+    stats.frames_captured = counters.captured.load(Ordering::Relaxed);
+    stats.frames_skipped = counters.skipped.load(Ordering::Relaxed);
+    stats.frames_dropped = counters.dropped.load(Ordering::Relaxed);
+    stats.fps_in = stats.frames_captured as f64 / stats.wall_s.max(1e-9);
+    stats.fps_out = stats.frames_processed as f64 / stats.wall_s.max(1e-9);
+    stats.latency_ms = stages.summaries();
+    stats.defects_by_class = class_names.into_iter().zip(by_class).collect();
+    stats.source_error = source_error.into_inner().unwrap_or_else(|p| p.into_inner());
+    Ok(stats)
+}
+
+/// Segments and judges one frame, recording each stage into every histogram set given.
+fn judge(
+    frame: &Frame,
+    segmenter: &mut dyn Segmenter,
+    decider: &mut Decider,
+    seg: &mut Segmentation,
+    verdict: &mut Verdict,
+    hists: &mut [&mut Stages; 2],
+) -> Result<()> {
+    let start = Instant::now();
+    segmenter.segment(frame, seg)?;
+    let t_decide = Instant::now();
+    decider
+        .decide(frame.seq, &seg.probs, &seg.geom, verdict)
+        .map_err(|msg| Error::frame(frame.name.clone(), msg))?;
+    let end = Instant::now();
+    for h in hists.iter_mut() {
+        h.queue
+            .record(start.saturating_duration_since(frame.captured));
+        h.preprocess.record(seg.preprocess);
+        h.model.record(seg.model);
+        h.postprocess.record(seg.postprocess);
+        h.decide.record(end - t_decide);
+        h.total
+            .record(end.saturating_duration_since(frame.captured));
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn capture_loop(
+    source: &mut dyn FrameSource,
+    queue: &FrameQueue,
+    free: &mut ringbuf::HeapCons<Frame>,
+    counters: &CaptureCounters,
+    source_error: &Mutex<Option<String>>,
+    opts: &PipelineOptions,
+    stop: &AtomicBool,
+    (fw, fh, pool): (u32, u32, usize),
+) {
+    let mut spare: Vec<Frame> = (0..pool).map(|_| Frame::with_capacity(fw, fh)).collect();
+    let mut seen = 0u64;
+    let overflow = match opts.overflow {
+        Overflow::Auto => Overflow::DropOldest,
+        o => o,
+    };
+    while !stop.load(Ordering::Relaxed) && opts.max_frames.is_none_or(|m| seen < m) {
+        let mut frame = match spare.pop().or_else(|| free.try_pop()) {
+            Some(f) => f,
+            None => {
+                log::debug!("frame pool empty; allocating one more frame");
+                Frame::with_capacity(fw, fh)
+            }
+        };
+        match source.next_frame(&mut frame) {
+            Ok(Next::Frame) => {
+                seen += 1;
+                counters.captured.fetch_add(1, Ordering::Relaxed);
+                if let Some(old) = queue.push(frame, overflow) {
+                    let n = counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        log::warn!(
+                            "inference is behind: dropped frame {} ({n} so far)",
+                            old.seq
+                        );
+                    }
+                    spare.push(old);
+                }
+            }
+            Ok(Next::Skipped(why)) => {
+                seen += 1;
+                let n = counters.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+                // Every one of the first ten, then at powers of two: visible, not flooding.
+                if n <= 10 || n.is_power_of_two() {
+                    log::warn!("skipped frame ({n} so far): {why}");
+                }
+                spare.push(frame);
+            }
+            Ok(Next::End) => {
+                spare.push(frame);
+                break;
+            }
+            Err(e) => {
+                log::error!("{e}");
+                *source_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
