@@ -74,7 +74,7 @@ impl Segmenter for Fake {
         if self.fail_seq == Some(frame.seq) {
             return Err(Error::model("fake.onnx", "cannot run"));
         }
-        let even = frame.rgb[0] % 2 == 0;
+        let even = frame.rgb[0].is_multiple_of(2);
         out.classes = 2;
         out.geom = MapGeom {
             map_w: 4,
