@@ -2,6 +2,7 @@
 //! re-exported for the binary and for tests.
 pub use contextrast_train as train;
 
+pub mod alloc_count;
 pub mod capture;
 pub mod config;
 pub mod decide;

@@ -4,6 +4,10 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
+/// Counts allocations for `bench pipeline` (one relaxed atomic add per allocation).
+#[global_allocator]
+static ALLOC: contextrast::alloc_count::CountingAlloc = contextrast::alloc_count::CountingAlloc;
+
 /// Contextrast Edge: inline defect inspection with on-device Contextrast retraining.
 #[derive(Parser)]
 #[command(version, about)]

@@ -2,6 +2,7 @@
 //! (synthetic, with ground truth). The pipeline sees only [`FrameSource`], so every downstream
 //! stage is exercised the same way on the bench as on the line.
 pub mod convert;
+pub mod memory;
 mod pace;
 pub mod replay;
 pub mod synthetic;

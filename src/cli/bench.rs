@@ -1,4 +1,4 @@
-//! `contextrast bench train`: training step time and achieved GFLOP/s, next to the GEMM peak of
+//! `contextrast bench`: `infer` and `pipeline` live in their own files. `train`: training step time and achieved GFLOP/s, next to the GEMM peak of
 //! the same machine measured in the same run.
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -18,6 +18,10 @@ use std::time::Instant;
 pub enum BenchCmd {
     /// Training step of the default model on synthetic tensors.
     Train(TrainBench),
+    /// The model alone: tract vs onnxruntime, same file, size and threads.
+    Infer(super::bench_infer::InferBench),
+    /// The whole runtime on in-memory frames: fps, stage latency, allocations, memory.
+    Pipeline(super::bench_pipeline::PipelineBench),
 }
 
 #[derive(Args)]
@@ -56,6 +60,8 @@ struct TrainReport {
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
+        BenchCmd::Infer(b) => super::bench_infer::run(b),
+        BenchCmd::Pipeline(b) => super::bench_pipeline::run(b),
         BenchCmd::Train(b) => {
             if b.size == 0 || b.size % 32 != 0 || b.batch == 0 || b.steps == 0 {
                 anyhow::bail!("need --size a multiple of 32, --batch ≥ 1, --steps ≥ 1");

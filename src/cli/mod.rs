@@ -1,5 +1,7 @@
 //! One file per subcommand: argument parsing and presentation only; the work is in the libraries.
 pub mod bench;
+pub mod bench_infer;
+pub mod bench_pipeline;
 pub mod doctor;
 pub mod eval;
 pub mod export;

@@ -50,8 +50,6 @@ pub struct TractSegmenter {
     executor: Executor,
     pre: Option<Preprocess>,
     plan: Option<Plan>,
-    /// Softmax scratch (max and sum per pixel), reused across frames.
-    scratch: (Vec<f32>, Vec<f32>),
 }
 
 impl TractSegmenter {
@@ -153,7 +151,6 @@ impl TractSegmenter {
             executor,
             pre: None,
             plan: None,
-            scratch: (Vec::new(), Vec::new()),
         })
     }
 
@@ -195,8 +192,6 @@ impl Segmenter for TractSegmenter {
             pre.geom.map_h,
             t0.elapsed().as_secs_f64()
         );
-        let n = pre.geom.map_w * pre.geom.map_h;
-        self.scratch = (vec![0.0; n], vec![0.0; n]);
         self.pre = Some(pre);
         self.plan = Some(plan);
         Ok(())
@@ -257,21 +252,17 @@ impl Segmenter for TractSegmenter {
         let t2 = Instant::now();
         let view = y.try_as_plain_ram().map_err(err)?;
         let data = view.as_slice::<f32>().map_err(err)?;
-        out.probs.clear();
-        out.probs.extend_from_slice(data);
+        out.probs.resize(data.len(), 0.0);
         out.classes = c;
         out.geom = g;
         match (self.output, c) {
             (OutputKind::Logits, 1) => {
-                for v in &mut out.probs {
-                    *v = 1.0 / (1.0 + (-*v).exp());
+                for (p, &v) in out.probs.iter_mut().zip(data) {
+                    *p = 1.0 / (1.0 + (-v).exp());
                 }
             }
-            (OutputKind::Logits, _) => {
-                let (m, s) = &mut self.scratch;
-                softmax_channels(&mut out.probs, c, m, s);
-            }
-            _ => {}
+            (OutputKind::Logits, _) => softmax_channels(data, &mut out.probs, c),
+            (OutputKind::Probabilities | OutputKind::Auto, _) => out.probs.copy_from_slice(data),
         }
         out.preprocess = t1 - t0;
         out.model = t2 - t1;
