@@ -9,7 +9,7 @@
 //! from the consumer's end, which the split halves cannot do; the lock is held for a pointer swap.
 use crate::capture::{Frame, FrameSource, Next};
 use crate::decide::{Decider, Verdict};
-use crate::infer::{Segmentation, Segmenter};
+use crate::infer::{ModelInfo, Segmentation, Segmenter};
 use crate::latency::{Histogram, LatencySummary};
 use crate::{Error, Result};
 use ringbuf::HeapRb;
@@ -17,6 +17,7 @@ use ringbuf::traits::{Consumer, Observer, Producer, Split};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -102,6 +103,10 @@ pub struct RunStats {
     pub frames_dropped: u64,
     /// Frames the model or the decision failed on (logged, no verdict).
     pub frames_failed: u64,
+    /// Times the source failed (each followed by a reopen, when configured).
+    pub source_failures: u64,
+    /// Engines swapped in by hot reload.
+    pub engine_swaps: u64,
     pub defective_frames: u64,
     pub rejects: u64,
     pub defects_by_class: BTreeMap<String, u64>,
@@ -196,28 +201,90 @@ impl FrameQueue {
     }
 }
 
-/// Called once per judged frame, in capture order.
-pub type Sink<'a> = dyn FnMut(&Frame, &Segmentation, &Verdict) + 'a;
+/// The model and the decision that judge frames; swapped as one between frames on a hot reload,
+/// so a new model never runs with a decision resolved for another model's classes.
+pub struct Engine {
+    pub segmenter: Box<dyn Segmenter>,
+    pub decider: Decider,
+}
 
-/// Runs `source` through `segmenter` and `decider` until the source ends, `max_frames` is
-/// reached or `stop` is set; frames already queued are still judged (drained) before it returns.
+/// Messages to a running pipeline, applied between frames.
+pub enum Control {
+    /// Replace the engine (a reloaded model or config), already loaded and prepared off the hot
+    /// path; `why` goes to the log and the sink.
+    Swap { engine: Engine, why: String },
+}
+
+/// Reopens the frame source after it failed (a camera unplugged): called with backoff.
+pub type Reopen = Box<dyn FnMut() -> Result<Box<dyn FrameSource>> + Send>;
+
+/// Something the operator must know about, beyond verdicts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// The source failed; the pipeline is blind until it recovers (or ends, without `reopen`).
+    SourceDown(String),
+    /// The source delivers again after `down_s` seconds blind.
+    SourceUp { down_s: f64 },
+    /// The engine was replaced (not a fault, but an event worth recording).
+    EngineSwapped(String),
+}
+
+/// Once per status interval, also when no frame arrives.
+#[derive(Clone, Debug, Default)]
+pub struct Tick {
+    /// Frames judged since the previous tick.
+    pub judged: u64,
+    /// Whether the source is down and being reopened (a known fault, not a stall).
+    pub source_down: bool,
+    /// One-line status (fps, latency, counts) for logs and systemd's STATUS=.
+    pub status: String,
+}
+
+/// Receives the pipeline's output on the inference thread, in capture order.
+pub trait Sink {
+    fn verdict(&mut self, frame: &Frame, seg: &Segmentation, verdict: &Verdict, model: &ModelInfo);
+    fn fault(&mut self, _fault: &Fault) {}
+    fn tick(&mut self, _tick: &Tick) {}
+}
+
+impl<F: FnMut(&Frame, &Segmentation, &Verdict)> Sink for F {
+    fn verdict(&mut self, frame: &Frame, seg: &Segmentation, verdict: &Verdict, _: &ModelInfo) {
+        self(frame, seg, verdict)
+    }
+}
+
+/// Optional connections of a run.
+#[derive(Default)]
+pub struct Hooks<'a> {
+    pub reopen: Option<Reopen>,
+    pub control: Option<&'a Receiver<Control>>,
+}
+
+/// From the capture thread to the inference thread.
+enum CaptureNote {
+    Down(String),
+    Up(f64),
+}
+
+/// Runs `source` through the engine until the source ends (or fails without `reopen`),
+/// `max_frames` is reached or `stop` is set; frames already queued are still judged (drained)
+/// before it returns.
 pub fn run(
-    mut source: Box<dyn FrameSource>,
-    segmenter: &mut dyn Segmenter,
-    decider: &mut Decider,
+    source: Box<dyn FrameSource>,
+    engine: &mut Engine,
     opts: &PipelineOptions,
     stop: &AtomicBool,
-    sink: &mut Sink<'_>,
+    hooks: Hooks<'_>,
+    sink: &mut dyn Sink,
 ) -> Result<RunStats> {
-    let class_names = segmenter.info().class_names.clone();
     let mut stats = RunStats {
         source: source.describe(),
-        model: segmenter.info().version.clone(),
+        model: engine.segmenter.info().version.clone(),
         ..RunStats::default()
     };
     let (fw, fh) = source.frame_size().unwrap_or((640, 480));
     if let Some((w, h)) = source.frame_size() {
-        segmenter.prepare(w, h)?;
+        engine.segmenter.prepare(w, h)?;
     }
     let queue = FrameQueue::new(opts.queue);
     // Capture holds one, inference one, the queue the rest.
@@ -225,37 +292,63 @@ pub fn run(
     let (mut free_tx, mut free_rx) = HeapRb::<Frame>::new(pool).split();
     let counters = CaptureCounters::default();
     let source_error: Mutex<Option<String>> = Mutex::new(None);
+    let (note_tx, note_rx) = std::sync::mpsc::channel::<CaptureNote>();
     let started = Instant::now();
+    let Hooks { reopen, control } = hooks;
 
     let mut stages = Stages::default();
     let mut window = Stages::default();
     let mut seg = Segmentation::default();
     let mut verdict = Verdict::new();
-    let mut by_class = vec![0u64; class_names.len()];
+    let mut by_class: BTreeMap<String, u64> = BTreeMap::new();
+    let mut source_down = false;
 
     std::thread::scope(|scope| -> Result<()> {
         let capture = std::thread::Builder::new()
             .name("capture".into())
             .spawn_scoped(scope, || {
-                capture_loop(
-                    source.as_mut(),
-                    &queue,
-                    &mut free_rx,
-                    &counters,
-                    &source_error,
+                let mut cap = Capture {
+                    queue: &queue,
+                    free: &mut free_rx,
+                    counters: &counters,
+                    source_error: &source_error,
+                    notes: note_tx,
                     opts,
                     stop,
-                    (fw, fh, pool),
-                );
+                };
+                cap.run(source, reopen, (fw, fh, pool));
                 queue.close();
             })
             .map_err(|e| Error::io("capture thread", e))?;
 
         let tick = opts.status_every.unwrap_or(Duration::from_secs(1));
-        let mut next_status = Instant::now() + tick;
+        let mut next_tick = Instant::now() + tick;
         let mut last = (Instant::now(), 0u64, 0u64, 0u64);
         loop {
-            let popped = queue.pop(next_status.saturating_duration_since(Instant::now()));
+            // Between frames: swaps and notes from the capture thread.
+            while let Some(Ok(Control::Swap { engine: new, why })) = control.map(Receiver::try_recv)
+            {
+                log::info!("engine swapped: {why}");
+                *engine = new;
+                stats.model = engine.segmenter.info().version.clone();
+                stats.engine_swaps += 1;
+                sink.fault(&Fault::EngineSwapped(why));
+            }
+            while let Ok(note) = note_rx.try_recv() {
+                let fault = match note {
+                    CaptureNote::Down(msg) => {
+                        source_down = true;
+                        stats.source_failures += 1;
+                        Fault::SourceDown(msg)
+                    }
+                    CaptureNote::Up(down_s) => {
+                        source_down = false;
+                        Fault::SourceUp { down_s }
+                    }
+                };
+                sink.fault(&fault);
+            }
+            let popped = queue.pop(next_tick.saturating_duration_since(Instant::now()));
             let frame = match popped {
                 Popped::Frame(f) => Some(f),
                 Popped::Timeout => None,
@@ -264,8 +357,7 @@ pub fn run(
             if let Some(frame) = frame {
                 let ok = judge(
                     &frame,
-                    segmenter,
-                    decider,
+                    engine,
                     &mut seg,
                     &mut verdict,
                     &mut [&mut stages, &mut window],
@@ -279,12 +371,18 @@ pub fn run(
                         if verdict.reject {
                             stats.rejects += 1;
                         }
+                        let info = engine.segmenter.info();
                         for d in &verdict.defects {
-                            if let Some(c) = by_class.get_mut(usize::from(d.class_id)) {
-                                *c += 1;
+                            if let Some(name) = info.class_names.get(usize::from(d.class_id)) {
+                                // Allocates only the first time a class is seen.
+                                if let Some(c) = by_class.get_mut(name) {
+                                    *c += 1;
+                                } else {
+                                    by_class.insert(name.clone(), 1);
+                                }
                             }
                         }
-                        sink(&frame, &seg, &verdict);
+                        sink.verdict(&frame, &seg, &verdict, info);
                     }
                     Err(e) => {
                         stats.frames_failed += 1;
@@ -294,13 +392,13 @@ pub fn run(
                 // The pool is sized so this never fails; if it did, the frame is simply freed.
                 let _ = free_tx.try_push(frame);
             }
-            if opts.status_every.is_some() && Instant::now() >= next_status {
-                let now = Instant::now();
+            let now = Instant::now();
+            if now >= next_tick {
                 let dt = (now - last.0).as_secs_f64().max(1e-9);
                 let captured = counters.captured.load(Ordering::Relaxed);
                 let dropped = counters.dropped.load(Ordering::Relaxed);
-                log::info!(
-                    "in {:.1} fps, out {:.1} fps | model p50 {:.1} ms p99 {:.1} ms | total p50 {:.1} ms p99 {:.1} ms | dropped {} (+{}) skipped {} | defective {} rejects {}",
+                let status = format!(
+                    "in {:.1} fps, out {:.1} fps | model p50 {:.1} ms p99 {:.1} ms | total p50 {:.1} ms p99 {:.1} ms | dropped {} (+{}) skipped {} | defective {} rejects {}{}",
                     (captured - last.1) as f64 / dt,
                     (stats.frames_processed - last.2) as f64 / dt,
                     window.model.quantile_ms(0.5),
@@ -312,12 +410,19 @@ pub fn run(
                     counters.skipped.load(Ordering::Relaxed),
                     stats.defective_frames,
                     stats.rejects,
+                    if source_down { " | SOURCE DOWN" } else { "" },
                 );
+                if opts.status_every.is_some() {
+                    log::info!("{status}");
+                }
+                sink.tick(&Tick {
+                    judged: stats.frames_processed - last.2,
+                    source_down,
+                    status,
+                });
                 window.clear();
                 last = (now, captured, stats.frames_processed, dropped);
-                next_status = now + tick;
-            } else if opts.status_every.is_none() {
-                next_status = Instant::now() + tick;
+                next_tick = now + tick;
             }
         }
         capture
@@ -333,7 +438,7 @@ pub fn run(
     stats.fps_in = stats.frames_captured as f64 / stats.wall_s.max(1e-9);
     stats.fps_out = stats.frames_processed as f64 / stats.wall_s.max(1e-9);
     stats.latency_ms = stages.summaries();
-    stats.defects_by_class = class_names.into_iter().zip(by_class).collect();
+    stats.defects_by_class = by_class;
     stats.source_error = source_error.into_inner().unwrap_or_else(|p| p.into_inner());
     Ok(stats)
 }
@@ -341,16 +446,16 @@ pub fn run(
 /// Segments and judges one frame, recording each stage into every histogram set given.
 fn judge(
     frame: &Frame,
-    segmenter: &mut dyn Segmenter,
-    decider: &mut Decider,
+    engine: &mut Engine,
     seg: &mut Segmentation,
     verdict: &mut Verdict,
     hists: &mut [&mut Stages; 2],
 ) -> Result<()> {
     let start = Instant::now();
-    segmenter.segment(frame, seg)?;
+    engine.segmenter.segment(frame, seg)?;
     let t_decide = Instant::now();
-    decider
+    engine
+        .decider
         .decide(frame.seq, &seg.probs, &seg.geom, verdict)
         .map_err(|msg| Error::frame(frame.name.clone(), msg))?;
     let end = Instant::now();
@@ -367,64 +472,118 @@ fn judge(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn capture_loop(
-    source: &mut dyn FrameSource,
-    queue: &FrameQueue,
-    free: &mut ringbuf::HeapCons<Frame>,
-    counters: &CaptureCounters,
-    source_error: &Mutex<Option<String>>,
-    opts: &PipelineOptions,
-    stop: &AtomicBool,
-    (fw, fh, pool): (u32, u32, usize),
-) {
-    let mut spare: Vec<Frame> = (0..pool).map(|_| Frame::with_capacity(fw, fh)).collect();
-    let mut seen = 0u64;
-    let overflow = match opts.overflow {
-        Overflow::Auto => Overflow::DropOldest,
-        o => o,
-    };
-    while !stop.load(Ordering::Relaxed) && opts.max_frames.is_none_or(|m| seen < m) {
-        let mut frame = match spare.pop().or_else(|| free.try_pop()) {
-            Some(f) => f,
-            None => {
-                log::debug!("frame pool empty; allocating one more frame");
-                Frame::with_capacity(fw, fh)
-            }
+/// The capture thread's side.
+struct Capture<'a> {
+    queue: &'a FrameQueue,
+    free: &'a mut ringbuf::HeapCons<Frame>,
+    counters: &'a CaptureCounters,
+    source_error: &'a Mutex<Option<String>>,
+    notes: std::sync::mpsc::Sender<CaptureNote>,
+    opts: &'a PipelineOptions,
+    stop: &'a AtomicBool,
+}
+
+/// First and longest wait between attempts to reopen a failed source.
+const REOPEN_FIRST: Duration = Duration::from_millis(500);
+const REOPEN_MAX: Duration = Duration::from_secs(30);
+
+impl Capture<'_> {
+    fn run(
+        &mut self,
+        mut source: Box<dyn FrameSource>,
+        mut reopen: Option<Reopen>,
+        (fw, fh, pool): (u32, u32, usize),
+    ) {
+        let mut spare: Vec<Frame> = (0..pool).map(|_| Frame::with_capacity(fw, fh)).collect();
+        let mut seen = 0u64;
+        let overflow = match self.opts.overflow {
+            Overflow::Auto => Overflow::DropOldest,
+            o => o,
         };
-        match source.next_frame(&mut frame) {
-            Ok(Next::Frame) => {
-                seen += 1;
-                counters.captured.fetch_add(1, Ordering::Relaxed);
-                if let Some(old) = queue.push(frame, overflow) {
-                    let n = counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n.is_power_of_two() {
-                        log::warn!(
-                            "inference is behind: dropped frame {} ({n} so far)",
-                            old.seq
-                        );
+        while !self.stop.load(Ordering::Relaxed) && self.opts.max_frames.is_none_or(|m| seen < m) {
+            let mut frame = match spare.pop().or_else(|| self.free.try_pop()) {
+                Some(f) => f,
+                None => {
+                    log::debug!("frame pool empty; allocating one more frame");
+                    Frame::with_capacity(fw, fh)
+                }
+            };
+            match source.next_frame(&mut frame) {
+                Ok(Next::Frame) => {
+                    seen += 1;
+                    self.counters.captured.fetch_add(1, Ordering::Relaxed);
+                    if let Some(old) = self.queue.push(frame, overflow) {
+                        let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                        if n.is_power_of_two() {
+                            log::warn!(
+                                "inference is behind: dropped frame {} ({n} so far)",
+                                old.seq
+                            );
+                        }
+                        spare.push(old);
                     }
-                    spare.push(old);
+                }
+                Ok(Next::Skipped(why)) => {
+                    seen += 1;
+                    let n = self.counters.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+                    // Every one of the first ten, then at powers of two: visible, not flooding.
+                    if n <= 10 || n.is_power_of_two() {
+                        log::warn!("skipped frame ({n} so far): {why}");
+                    }
+                    spare.push(frame);
+                }
+                Ok(Next::End) => {
+                    spare.push(frame);
+                    break;
+                }
+                Err(e) => {
+                    spare.push(frame);
+                    log::error!("{e}");
+                    let _ = self.notes.send(CaptureNote::Down(e.to_string()));
+                    let Some(r) = reopen.as_mut() else {
+                        *self.source_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(e.to_string());
+                        break;
+                    };
+                    let down = Instant::now();
+                    match self.reopen(r) {
+                        Some(s) => {
+                            log::info!(
+                                "source back after {:.1} s: {}",
+                                down.elapsed().as_secs_f64(),
+                                s.describe()
+                            );
+                            source = s;
+                            let _ = self
+                                .notes
+                                .send(CaptureNote::Up(down.elapsed().as_secs_f64()));
+                        }
+                        None => break,
+                    }
                 }
             }
-            Ok(Next::Skipped(why)) => {
-                seen += 1;
-                let n = counters.skipped.fetch_add(1, Ordering::Relaxed) + 1;
-                // Every one of the first ten, then at powers of two: visible, not flooding.
-                if n <= 10 || n.is_power_of_two() {
-                    log::warn!("skipped frame ({n} so far): {why}");
+        }
+    }
+
+    /// Retries `reopen` with exponential backoff until it succeeds or `stop` is set.
+    fn reopen(&self, reopen: &mut Reopen) -> Option<Box<dyn FrameSource>> {
+        let mut wait = REOPEN_FIRST;
+        loop {
+            let until = Instant::now() + wait;
+            while Instant::now() < until {
+                if self.stop.load(Ordering::Relaxed) {
+                    return None;
                 }
-                spare.push(frame);
+                std::thread::sleep(Duration::from_millis(20).min(until - Instant::now()));
             }
-            Ok(Next::End) => {
-                spare.push(frame);
-                break;
+            match reopen() {
+                Ok(s) => return Some(s),
+                Err(e) => log::warn!(
+                    "reopening the source failed (next try in {:.1} s): {e}",
+                    (wait * 2).min(REOPEN_MAX).as_secs_f64()
+                ),
             }
-            Err(e) => {
-                log::error!("{e}");
-                *source_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                break;
-            }
+            wait = (wait * 2).min(REOPEN_MAX);
         }
     }
 }

@@ -4,13 +4,16 @@
 use anyhow::Result;
 use clap::Args;
 use contextrast::alloc_count::{allocations, resident_mib};
+use contextrast::capture::Frame;
 use contextrast::capture::memory::MemorySource;
 use contextrast::config::DecisionToml;
 use contextrast::decide::Decider;
+use contextrast::decide::Verdict;
+use contextrast::infer::Segmentation;
 use contextrast::infer::tract::TractSegmenter;
 use contextrast::infer::{ModelConfig, Segmenter};
 use contextrast::latency::LatencySummary;
-use contextrast::pipeline::{self, Overflow, PipelineOptions};
+use contextrast::pipeline::{self, Engine, Hooks, Overflow, PipelineOptions};
 use contextrast_train::data::synth::{Variant, render};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -62,7 +65,7 @@ pub fn run(b: PipelineBench) -> Result<()> {
         .map(|i| render(9001, i, Variant::Standard, w, h).0.into_raw())
         .collect();
     let source = MemorySource::new(w, h, frames, b.frames).map_err(anyhow::Error::msg)?;
-    let mut seg = TractSegmenter::load(&ModelConfig {
+    let seg = TractSegmenter::load(&ModelConfig {
         path: b.model.clone(),
         threads: b.threads,
         ..ModelConfig::default()
@@ -73,7 +76,11 @@ pub fn run(b: PipelineBench) -> Result<()> {
         ..Default::default()
     }
     .decision(&info)?;
-    let mut decider = Decider::new(decision).map_err(anyhow::Error::msg)?;
+    let decider = Decider::new(decision).map_err(anyhow::Error::msg)?;
+    let mut engine = Engine {
+        segmenter: Box::new(seg),
+        decider,
+    };
     let opts = PipelineOptions {
         queue: 4,
         overflow: Overflow::Wait,
@@ -85,11 +92,11 @@ pub fn run(b: PipelineBench) -> Result<()> {
     let warmup = b.warmup;
     let stats = pipeline::run(
         Box::new(source),
-        &mut seg,
-        &mut decider,
+        &mut engine,
         &opts,
         &stop,
-        &mut |f, _, _| {
+        Hooks::default(),
+        &mut |f: &Frame, _: &Segmentation, _: &Verdict| {
             if f.seq + 1 == warmup {
                 mark = Some(allocations());
             }

@@ -3,16 +3,19 @@
 //! SIGINT/SIGTERM arrives (frames already captured are still judged).
 use anyhow::{Context, Result};
 use clap::Args;
+use contextrast::capture::Frame;
 use contextrast::capture::FrameSource;
 use contextrast::capture::replay::ReplaySource;
 use contextrast::capture::synthetic::SyntheticSource;
 use contextrast::capture::v4l::V4lSource;
 use contextrast::config::{LineConfig, SourceKind};
 use contextrast::decide::Decider;
+use contextrast::decide::Verdict;
 use contextrast::detection::{DetectionSummary, DetectionTally};
+use contextrast::infer::Segmentation;
 use contextrast::infer::Segmenter;
 use contextrast::infer::tract::TractSegmenter;
-use contextrast::pipeline::{self, PipelineOptions, RunStats};
+use contextrast::pipeline::{self, Engine, Hooks, PipelineOptions, RunStats};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,10 +56,14 @@ pub fn open_source(cfg: &LineConfig) -> contextrast::Result<Box<dyn FrameSource>
 
 pub fn run(a: InspectArgs) -> Result<()> {
     let cfg = LineConfig::load(&a.config)?;
-    let mut segmenter = TractSegmenter::load(&cfg.model)?;
+    let segmenter = TractSegmenter::load(&cfg.model)?;
     let info = segmenter.info().clone();
-    let mut decider = Decider::new(cfg.decision(&info)?)
+    let decider = Decider::new(cfg.decision(&info)?)
         .map_err(|m| anyhow::anyhow!("{}: [decision]: {m}", cfg.path.display()))?;
+    let mut engine = Engine {
+        segmenter: Box::new(segmenter),
+        decider,
+    };
     let source = open_source(&cfg)?;
     log::info!("source: {}", source.describe());
     log::info!(
@@ -88,11 +95,11 @@ pub fn run(a: InspectArgs) -> Result<()> {
     let delay = cfg.reject.delay_ms;
     let stats = pipeline::run(
         source,
-        &mut segmenter,
-        &mut decider,
+        &mut engine,
         &opts,
         &stop,
-        &mut |frame, _seg, verdict| {
+        Hooks::default(),
+        &mut |frame: &Frame, _: &Segmentation, verdict: &Verdict| {
             if let Some(t) = &frame.truth {
                 tally.add(t, verdict);
             }

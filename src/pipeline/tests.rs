@@ -107,6 +107,19 @@ fn decider() -> Decider {
     .expect("valid decision config")
 }
 
+/// Gives a closure the sink signature (closures passed as `&mut dyn Sink` need their argument
+/// types spelled out otherwise).
+fn sink<F: FnMut(&Frame, &Segmentation, &Verdict)>(f: F) -> F {
+    f
+}
+
+fn engine(fake: Fake) -> Engine {
+    Engine {
+        segmenter: Box::new(fake),
+        decider: decider(),
+    }
+}
+
 fn opts(queue: usize, overflow: Overflow) -> PipelineOptions {
     PipelineOptions {
         queue,
@@ -131,18 +144,18 @@ fn waiting_overflow_loses_nothing_and_keeps_order() {
     let mut seen = Vec::new();
     let stats = run(
         counting(40),
-        &mut Fake::new(Duration::from_millis(1)),
-        &mut decider(),
+        &mut engine(Fake::new(Duration::from_millis(1))),
         &opts(2, Overflow::Wait),
         &stop,
-        &mut |f, _, v| seen.push((f.seq, v.defective, v.defects.len())),
+        Hooks::default(),
+        &mut sink(|f, _, v| seen.push((f.seq, v.defective, v.defects.len()))),
     )
     .expect("run");
     assert_eq!(stats.frames_captured, 40);
     assert_eq!(stats.frames_processed, 40);
     assert_eq!(stats.frames_dropped, 0);
     assert_eq!(stats.defective_frames, 20);
-    assert_eq!(stats.defects_by_class["bad"], 20);
+    assert_eq!(stats.defects_by_class.get("bad"), Some(&20));
     assert_eq!(stats.latency_ms["total"].count, 40);
     let want: Vec<_> = (0..40)
         .map(|s| (s, s % 2 == 0, usize::from(s % 2 == 0)))
@@ -156,11 +169,11 @@ fn a_slow_model_drops_the_oldest_frames_and_counts_them() {
     let mut seen = Vec::new();
     let stats = run(
         counting(60),
-        &mut Fake::new(Duration::from_millis(5)),
-        &mut decider(),
+        &mut engine(Fake::new(Duration::from_millis(5))),
         &opts(2, Overflow::DropOldest),
         &stop,
-        &mut |f, _, _| seen.push(f.seq),
+        Hooks::default(),
+        &mut sink(|f, _, _| seen.push(f.seq)),
     )
     .expect("run");
     assert_eq!(stats.frames_captured, 60);
@@ -178,16 +191,16 @@ fn stop_drains_queued_frames() {
     let mut n = 0;
     let stats = run(
         counting(u64::MAX),
-        &mut Fake::new(Duration::from_millis(2)),
-        &mut decider(),
+        &mut engine(Fake::new(Duration::from_millis(2))),
         &opts(4, Overflow::Wait),
         &stop,
-        &mut |_, _, _| {
+        Hooks::default(),
+        &mut sink(|_, _, _| {
             n += 1;
             if n == 5 {
                 stop.store(true, Ordering::Relaxed);
             }
-        },
+        }),
     )
     .expect("run");
     assert!(stats.frames_processed >= 5);
@@ -207,11 +220,11 @@ fn bad_frames_and_failed_inference_are_counted_and_the_run_goes_on() {
     });
     let stats = run(
         source,
-        &mut fake,
-        &mut decider(),
+        &mut engine(fake),
         &opts(4, Overflow::Wait),
         &stop,
-        &mut |_, _, _| {},
+        Hooks::default(),
+        &mut sink(|_, _, _| {}),
     )
     .expect("run");
     assert_eq!(stats.frames_skipped, 1);
@@ -231,11 +244,11 @@ fn a_failing_source_ends_the_run_with_its_error_and_keeps_what_was_judged() {
     });
     let stats = run(
         source,
-        &mut Fake::new(Duration::ZERO),
-        &mut decider(),
+        &mut engine(Fake::new(Duration::ZERO)),
         &opts(4, Overflow::Wait),
         &stop,
-        &mut |_, _, _| {},
+        Hooks::default(),
+        &mut sink(|_, _, _| {}),
     )
     .expect("run");
     assert_eq!(stats.frames_processed, 10);
@@ -255,13 +268,120 @@ fn max_frames_stops_capture() {
     o.max_frames = Some(7);
     let stats = run(
         counting(100),
-        &mut Fake::new(Duration::ZERO),
-        &mut decider(),
+        &mut engine(Fake::new(Duration::ZERO)),
         &o,
         &stop,
-        &mut |_, _, _| {},
+        Hooks::default(),
+        &mut sink(|_, _, _| {}),
     )
     .expect("run");
     assert_eq!(stats.frames_captured, 7);
     assert_eq!(stats.frames_processed, 7);
+}
+
+/// Records faults and verdict flags.
+#[derive(Default)]
+struct Recorder {
+    faults: Vec<Fault>,
+    verdicts: Vec<(u64, bool, String)>,
+    ticks: u64,
+}
+
+impl Sink for Recorder {
+    fn verdict(&mut self, frame: &Frame, _: &Segmentation, v: &Verdict, model: &ModelInfo) {
+        self.verdicts
+            .push((frame.seq, v.defective, model.version.clone()));
+    }
+    fn fault(&mut self, fault: &Fault) {
+        self.faults.push(fault.clone());
+    }
+    fn tick(&mut self, _: &Tick) {
+        self.ticks += 1;
+    }
+}
+
+#[test]
+fn a_failed_source_is_reopened_and_the_faults_are_reported() {
+    let stop = AtomicBool::new(false);
+    let source = Box::new(Counting {
+        n: 20,
+        seq: 0,
+        skip_at: None,
+        error_at: Some(5),
+    });
+    let mut reopened = 0;
+    let reopen: Reopen = Box::new(move || {
+        reopened += 1;
+        // The first attempt fails too (camera still gone), the second works.
+        if reopened == 1 {
+            Err(Error::camera("counting", "still gone"))
+        } else {
+            Ok(counting(3) as Box<dyn FrameSource>)
+        }
+    });
+    let mut rec = Recorder::default();
+    let stats = run(
+        source,
+        &mut engine(Fake::new(Duration::ZERO)),
+        &opts(4, Overflow::Wait),
+        &stop,
+        Hooks {
+            reopen: Some(reopen),
+            control: None,
+        },
+        &mut rec,
+    )
+    .expect("run");
+    assert_eq!(stats.source_failures, 1);
+    assert_eq!(stats.source_error, None, "recovered, so no terminal error");
+    // Five frames before the failure, three from the reopened source.
+    assert_eq!(stats.frames_processed, 8);
+    assert!(
+        matches!(&rec.faults[0], Fault::SourceDown(m) if m.contains("unplugged")),
+        "{:?}",
+        rec.faults
+    );
+    // Two waits with backoff: 0.5 s, then 1 s.
+    assert!(
+        matches!(rec.faults[1], Fault::SourceUp { down_s } if down_s >= 1.5),
+        "{:?}",
+        rec.faults
+    );
+}
+
+#[test]
+fn an_engine_swap_applies_between_frames() {
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut replacement = Fake::new(Duration::ZERO);
+    replacement.info.version = "v2".into();
+    tx.send(Control::Swap {
+        engine: engine(replacement),
+        why: "model file changed".into(),
+    })
+    .expect("send");
+    let mut rec = Recorder::default();
+    let stats = run(
+        counting(4),
+        &mut engine(Fake::new(Duration::ZERO)),
+        &opts(4, Overflow::Wait),
+        &stop,
+        Hooks {
+            reopen: None,
+            control: Some(&rx),
+        },
+        &mut rec,
+    )
+    .expect("run");
+    assert_eq!(stats.engine_swaps, 1);
+    assert_eq!(stats.model, "v2");
+    assert!(
+        rec.verdicts.iter().all(|(_, _, v)| v == "v2"),
+        "{:?}",
+        rec.verdicts
+    );
+    assert_eq!(
+        rec.faults,
+        [Fault::EngineSwapped("model file changed".into())]
+    );
 }
