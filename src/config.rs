@@ -113,23 +113,42 @@ impl Default for DecisionToml {
     }
 }
 
-/// `[reject]`: what a confirmed defect does.
+/// `[reject]`: what a confirmed defect does. The pulse starts at the frame's capture time +
+/// `delay_ms` (the part's travel from camera to ejector), so the delay must exceed the
+/// pipeline's worst latency + `min_lead_ms`; a verdict later than that is counted late and
+/// raises an event instead of kicking the wrong part.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RejectConfig {
-    /// `log`: write each reject to the log (demo, machines without GPIO).
+    /// `log`: pulses written to the log (demo, machines without GPIO); `gpio`: the line `gpio`.
     pub output: String,
-    /// Travel time from camera to ejector.
+    pub gpio: Option<crate::gpio::LineSpec>,
     pub delay_ms: f64,
     pub pulse_ms: f64,
+    pub min_lead_ms: f64,
 }
 
 impl Default for RejectConfig {
     fn default() -> Self {
         RejectConfig {
             output: "log".into(),
-            delay_ms: 0.0,
+            gpio: None,
+            delay_ms: 250.0,
             pulse_ms: 50.0,
+            min_lead_ms: 1.0,
+        }
+    }
+}
+
+impl RejectConfig {
+    /// The scheduler's timing, in microseconds.
+    pub fn timing(&self) -> crate::reject::RejectTiming {
+        let us = |ms: f64| (ms * 1e3).round() as u64;
+        crate::reject::RejectTiming {
+            delay_us: us(self.delay_ms),
+            pulse_us: us(self.pulse_ms),
+            min_lead_us: us(self.min_lead_ms),
+            ..crate::reject::RejectTiming::default()
         }
     }
 }
@@ -194,19 +213,47 @@ impl LineConfig {
         {
             return bad("model.input_size", format!("[{h}, {w}] is empty"));
         }
-        if self.reject.output != "log" {
-            return bad(
-                "reject.output",
-                format!("`{}` is not a known output (log)", self.reject.output),
-            );
+        match (self.reject.output.as_str(), &self.reject.gpio) {
+            ("log", _) => {}
+            ("gpio", Some(spec)) => {
+                if let Err(m) = spec.check() {
+                    return bad("reject.gpio", m);
+                }
+            }
+            ("gpio", None) => {
+                return bad(
+                    "reject.gpio",
+                    "output = \"gpio\" needs the line: gpio = { name = \"PQ.05\" } or { chip, offset }"
+                        .into(),
+                );
+            }
+            (other, _) => {
+                return bad(
+                    "reject.output",
+                    format!("`{other}` is not a known output (log, gpio)"),
+                );
+            }
         }
         for (key, v) in [
             ("reject.delay_ms", self.reject.delay_ms),
             ("reject.pulse_ms", self.reject.pulse_ms),
+            ("reject.min_lead_ms", self.reject.min_lead_ms),
         ] {
-            if !v.is_finite() || v < 0.0 {
-                return bad(key, format!("{v} is not a time ≥ 0"));
+            if !v.is_finite() || v < 0.0 || v > 600_000.0 {
+                return bad(key, format!("{v} is not a time in 0..600000 ms"));
             }
+        }
+        if self.reject.pulse_ms <= 0.0 {
+            return bad("reject.pulse_ms", "a pulse needs a width > 0".into());
+        }
+        if self.reject.delay_ms <= self.reject.min_lead_ms {
+            return bad(
+                "reject.delay_ms",
+                format!(
+                    "{} ms leaves no time to judge a frame (must exceed min_lead_ms = {})",
+                    self.reject.delay_ms, self.reject.min_lead_ms
+                ),
+            );
         }
         Ok(())
     }

@@ -26,6 +26,9 @@ pub enum Error {
     /// One frame could not be read or decoded; the pipeline skips and counts it.
     #[error("frame {source_name}: {msg}")]
     Frame { source_name: String, msg: String },
+    /// A GPIO line cannot be found, requested or driven.
+    #[error("gpio {line}: {msg}")]
+    Gpio { line: String, msg: String },
     /// The model cannot be loaded or run, or does not fit the frames.
     #[error("model {path}: {msg}")]
     Model { path: PathBuf, msg: String },
@@ -65,6 +68,12 @@ impl Error {
     pub fn frame(source_name: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Frame {
             source_name: source_name.into(),
+            msg: msg.into(),
+        }
+    }
+    pub fn gpio(line: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Gpio {
+            line: line.into(),
             msg: msg.into(),
         }
     }

@@ -8,8 +8,12 @@ pub mod config;
 pub mod decide;
 pub mod detection;
 mod error;
+pub mod gpio;
 pub mod infer;
 pub mod latency;
 pub mod pipeline;
+pub mod reject;
+pub mod reload;
+pub mod service;
 
 pub use error::{Error, Result};

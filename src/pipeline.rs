@@ -105,8 +105,9 @@ pub struct RunStats {
     pub frames_failed: u64,
     /// Times the source failed (each followed by a reopen, when configured).
     pub source_failures: u64,
-    /// Engines swapped in by hot reload.
+    /// Engines swapped in by hot reload, and reloads refused.
     pub engine_swaps: u64,
+    pub reloads_refused: u64,
     pub defective_frames: u64,
     pub rejects: u64,
     pub defects_by_class: BTreeMap<String, u64>,
@@ -213,6 +214,8 @@ pub enum Control {
     /// Replace the engine (a reloaded model or config), already loaded and prepared off the hot
     /// path; `why` goes to the log and the sink.
     Swap { engine: Engine, why: String },
+    /// A reload was refused (corrupt or incompatible model, bad config); the engine stays.
+    Refused { why: String },
 }
 
 /// Reopens the frame source after it failed (a camera unplugged): called with backoff.
@@ -227,6 +230,8 @@ pub enum Fault {
     SourceUp { down_s: f64 },
     /// The engine was replaced (not a fault, but an event worth recording).
     EngineSwapped(String),
+    /// A reload was refused; the running engine stays.
+    ReloadRefused(String),
 }
 
 /// Once per status interval, also when no frame arrives.

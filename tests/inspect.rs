@@ -145,6 +145,8 @@ fn synthetic_line_verdicts_match_the_model_offline() {
     assert_eq!(run["frames_processed"], frames);
     assert_eq!(run["frames_dropped"], 0, "an unpaced source must not drop");
     assert_eq!(run["latency_ms"]["model"]["count"], frames);
+    // Every reject verdict reached the reject scheduler (fired, merged, late or abandoned).
+    assert_eq!(s["reject"]["scheduled"], run["rejects"], "{s:#}");
 
     let model = OnnxModel::load(&shipped_model()).expect("model");
     let defect = model.meta().expect("meta").defect.clone();

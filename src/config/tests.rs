@@ -52,7 +52,7 @@ roi = [ { rect = [0, 0, 100, 50] }, { polygon = [[0, 0], [10, 0], [0, 10]] } ]
 
 #[test]
 fn errors_name_the_file_and_the_key() {
-    let cases: [(&str, &str); 9] = [
+    let cases: [(&str, &str); 11] = [
         ("[pipeline]\nqueue = 0\n", "pipeline.queue"),
         (
             "[source.synthetic]\nvariant = \"purple\"\n",
@@ -73,6 +73,8 @@ fn errors_name_the_file_and_the_key() {
             "decision.roi[0]",
         ),
         ("[reject]\noutput = \"gpio9\"\n", "reject.output"),
+        ("[reject]\noutput = \"gpio\"\n", "reject.gpio"),
+        ("[reject]\ndelay_ms = 0\n", "reject.delay_ms"),
         ("[model]\nthreads = \"many\"\n", "threads"),
     ];
     for (text, key) in cases {
