@@ -21,6 +21,8 @@ pub struct LineConfig {
     pub pipeline: PipelineConfig,
     pub decision: DecisionToml,
     pub reject: RejectConfig,
+    /// `[events]`: JSONL events and defect images; absent = none written.
+    pub events: Option<crate::events::EventsConfig>,
     /// The file this was read from (for error messages); not a TOML key.
     #[serde(skip)]
     pub path: PathBuf,
@@ -175,6 +177,9 @@ impl LineConfig {
         };
         rel(&mut cfg.model.path);
         rel(&mut cfg.source.replay.dir);
+        if let Some(ev) = cfg.events.as_mut() {
+            rel(&mut ev.dir);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -201,6 +206,9 @@ impl LineConfig {
             if !fps.is_finite() || fps < 0.0 {
                 return bad(key, format!("{fps} is not a rate ≥ 0"));
             }
+        }
+        if let Some(ev) = &self.events {
+            ev.validate(&self.path)?;
         }
         if self.pipeline.queue == 0 {
             return bad("pipeline.queue", "must be at least 1".into());

@@ -118,6 +118,15 @@ fn offline_defective(
     false
 }
 
+/// Number of files below `dir`.
+fn walk_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.filter_map(|e| e.ok().map(|e| e.path()))
+            .map(|p| if p.is_dir() { walk_files(&p) } else { 1 })
+            .sum()
+    })
+}
+
 #[test]
 fn synthetic_line_verdicts_match_the_model_offline() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -127,7 +136,8 @@ fn synthetic_line_verdicts_match_the_model_offline() {
         dir.path(),
         &format!(
             "[source]\nkind = \"synthetic\"\n[source.synthetic]\nseed = 4242\nwidth = {w}\nheight = {h}\nfps = 0\nframes = {frames}\n\
-             [model]\npath = \"{}\"\nthreads = 1\n[pipeline]\nstatus_every_s = 0\n[decision]\nthreshold = 0.5\nmin_area_px = 4\n",
+             [model]\npath = \"{}\"\nthreads = 1\n[pipeline]\nstatus_every_s = 0\n[decision]\nthreshold = 0.5\nmin_area_px = 4\n\
+             [events]\ndir = \"events\"\n",
             shipped_model().display()
         ),
     );
@@ -147,6 +157,37 @@ fn synthetic_line_verdicts_match_the_model_offline() {
     assert_eq!(run["latency_ms"]["model"]["count"], frames);
     // Every reject verdict reached the reject scheduler (fired, merged, late or abandoned).
     assert_eq!(s["reject"]["scheduled"], run["rejects"], "{s:#}");
+    // One event line per defective frame, each naming its saved image (original + overlay).
+    let events_dir = dir.path().join("events");
+    let file = std::fs::read_dir(&events_dir)
+        .expect("events dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .expect("an events file");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .expect("read events")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    let verdicts: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l.get("seq").is_some()).collect();
+    assert_eq!(
+        verdicts.len() as u64,
+        run["defective_frames"].as_u64().unwrap_or(0),
+        "{lines:#?}"
+    );
+    assert!(
+        verdicts
+            .iter()
+            .all(|v| v["action"] == "reject"
+                && v["defects"].as_array().is_some_and(|d| !d.is_empty()))
+    );
+    let images: usize = walk_files(&events_dir.join("images"));
+    assert_eq!(
+        images as u64,
+        2 * s["images"]["written"].as_u64().unwrap_or(0)
+    );
+    assert_eq!(s["events"]["written"].as_u64(), Some(lines.len() as u64));
 
     let model = OnnxModel::load(&shipped_model()).expect("model");
     let defect = model.meta().expect("meta").defect.clone();

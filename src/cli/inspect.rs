@@ -10,7 +10,11 @@ use contextrast::capture::{Frame, FrameSource};
 use contextrast::config::{LineConfig, SourceKind};
 use contextrast::decide::Verdict;
 use contextrast::detection::{DetectionSummary, DetectionTally};
+use contextrast::events::{
+    DefectRecord, EventLog, EventSink, EventStats, FaultEvent, VerdictEvent, rfc3339_ms,
+};
 use contextrast::gpio::OutPin;
+use contextrast::images::{ImageJob, ImageStats, ImageWriter};
 use contextrast::infer::{ModelInfo, Segmentation};
 use contextrast::pipeline::{self, Fault, Hooks, PipelineOptions, Reopen, RunStats, Sink, Tick};
 use contextrast::reject::{
@@ -23,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 #[derive(Args)]
 pub struct InspectArgs {
@@ -45,6 +49,8 @@ struct Summary<'a> {
     run: &'a RunStats,
     detection: Option<DetectionSummary>,
     reject: RejectStats,
+    events: Option<EventStats>,
+    images: Option<ImageStats>,
 }
 
 pub fn open_source(cfg: &LineConfig) -> contextrast::Result<Box<dyn FrameSource>> {
@@ -61,7 +67,9 @@ pub fn open_source(cfg: &LineConfig) -> contextrast::Result<Box<dyn FrameSource>
 /// The inspect run's side of the pipeline: ground-truth tally, reject pulses, the log, systemd.
 struct InspectSink<'a> {
     tally: DetectionTally,
-    runner: RejectRunner,
+    events: Option<EventSink>,
+    images: Option<ImageWriter>,
+    runner: Option<RejectRunner>,
     clock: MonotonicClock,
     late: Receiver<(u64, u64)>,
     late_count: u64,
@@ -71,43 +79,83 @@ struct InspectSink<'a> {
 
 impl InspectSink<'_> {
     /// Ends the reject thread (pulses already due still fire) and reports what it did.
-    fn finish(self) -> (RejectStats, DetectionTally) {
-        let InspectSink {
-            tally,
-            runner,
-            late,
-            mut late_count,
-            ..
-        } = self;
-        let stats = runner.shutdown();
-        for (seq, by_us) in late.try_iter() {
-            late_count += 1;
+    /// Ends the reject thread (pulses already due still fire; then the line is inactive) and
+    /// the image writer, and reports what they did.
+    fn finish(mut self) -> (RejectStats, DetectionTally, Option<ImageStats>) {
+        let stats = self
+            .runner
+            .take()
+            .map(RejectRunner::shutdown)
+            .unwrap_or_default();
+        self.drain_late();
+        if self.late_count > 0 {
             log::error!(
-                "frame {seq}: verdict {:.1} ms too late for its reject window",
-                by_us as f64 / 1e3
+                "{} verdict(s) arrived too late to reject their part",
+                self.late_count
             );
         }
-        if late_count > 0 {
-            log::error!("{late_count} verdict(s) arrived too late to reject their part");
-        }
-        (stats, tally)
+        let images = self.images.take().map(ImageWriter::close);
+        (stats, std::mem::take(&mut self.tally), images)
     }
 
     fn drain_late(&mut self) {
-        // The reject thread has logged each one; counted here for the summary and events.
-        while let Ok((_seq, _by_us)) = self.late.try_recv() {
+        // The reject thread has logged each one; counted here and recorded as an event.
+        while let Ok((seq, by_us)) = self.late.try_recv() {
             self.late_count += 1;
+            if let Some(ev) = &self.events {
+                ev.fault(FaultEvent::now(
+                    "reject_late",
+                    format!(
+                        "frame {seq}: verdict {:.1} ms too late for its reject window; not fired",
+                        by_us as f64 / 1e3
+                    ),
+                ));
+            }
         }
     }
 }
 
 impl Sink for InspectSink<'_> {
-    fn verdict(&mut self, frame: &Frame, _: &Segmentation, verdict: &Verdict, model: &ModelInfo) {
+    fn verdict(&mut self, frame: &Frame, seg: &Segmentation, verdict: &Verdict, model: &ModelInfo) {
         if let Some(t) = &frame.truth {
             self.tally.add(t, verdict);
         }
         if verdict.reject {
-            self.runner.reject(frame.seq, self.clock.at(frame.captured));
+            if let Some(r) = &self.runner {
+                r.reject(frame.seq, self.clock.at(frame.captured));
+            }
+        }
+        if let Some(ev) = &self.events
+            && (verdict.reject || !verdict.defects.is_empty())
+        {
+            let image = self.images.as_ref().and_then(|w| {
+                let job = image_job(frame, seg, verdict, model);
+                w.submit(job).then(|| w.file_name(frame.seq, &frame.name))
+            });
+            ev.verdict(VerdictEvent {
+                time: rfc3339_ms(SystemTime::now()),
+                seq: frame.seq,
+                frame: frame.name.clone(),
+                defects: verdict
+                    .defects
+                    .iter()
+                    .map(|d| DefectRecord {
+                        class: model
+                            .class_names
+                            .get(usize::from(d.class_id))
+                            .cloned()
+                            .unwrap_or_default(),
+                        area_px: d.area_px,
+                        bbox: d.bbox,
+                        score: d.score,
+                    })
+                    .collect(),
+                action: if verdict.reject { "reject" } else { "pass" }.into(),
+                model: model.version.clone(),
+                image,
+            });
+        }
+        if verdict.reject {
             if log::log_enabled!(log::Level::Debug) || !self.status_every {
                 let what: Vec<String> = verdict
                     .defects
@@ -138,17 +186,54 @@ impl Sink for InspectSink<'_> {
     }
 
     fn fault(&mut self, fault: &Fault) {
-        match fault {
-            Fault::SourceDown(m) => log::error!("source down, reconnecting: {m}"),
-            Fault::SourceUp { down_s } => log::warn!("source back after {down_s:.1} s blind"),
-            Fault::EngineSwapped(m) => log::info!("{m}"),
-            Fault::ReloadRefused(m) => log::error!("{m}"),
+        // The pipeline has logged it; here it becomes an event.
+        let (kind, msg) = match fault {
+            Fault::SourceDown(m) => ("camera", format!("source down, reconnecting: {m}")),
+            Fault::SourceUp { down_s } => {
+                ("camera", format!("source back after {down_s:.1} s blind"))
+            }
+            Fault::EngineSwapped(m) => ("model_reload", m.clone()),
+            Fault::ReloadRefused(m) => ("model_reload", format!("refused: {m}")),
+        };
+        if let Some(ev) = &self.events {
+            ev.fault(FaultEvent::now(kind, msg));
         }
     }
 
     fn tick(&mut self, tick: &Tick) {
         self.drain_late();
         self.service.tick(tick);
+    }
+}
+
+/// A defect image job: the frame and, per frame pixel, the defect class the model found most
+/// probable there (0 elsewhere), for the overlay.
+fn image_job(frame: &Frame, seg: &Segmentation, verdict: &Verdict, model: &ModelInfo) -> ImageJob {
+    let g = seg.geom;
+    let (fw, fh) = (frame.width as usize, frame.height as usize);
+    let plane = g.map_w * g.map_h;
+    let mut mask = vec![0u8; fw * fh];
+    for y in 0..fh {
+        let my = (y * g.content_h / fh.max(1)).min(g.map_h.saturating_sub(1));
+        for x in 0..fw {
+            let mx = (x * g.content_w / fw.max(1)).min(g.map_w.saturating_sub(1));
+            let p = my * g.map_w + mx;
+            let best = (0..seg.classes)
+                .max_by(|&a, &b| seg.probs[a * plane + p].total_cmp(&seg.probs[b * plane + p]));
+            if let Some(c) = best.filter(|&c| model.defect.get(c).copied().unwrap_or(false)) {
+                mask[y * fw + x] = c as u8;
+            }
+        }
+    }
+    ImageJob {
+        seq: frame.seq,
+        name: frame.name.clone(),
+        width: frame.width,
+        height: frame.height,
+        rgb: frame.rgb.clone(),
+        mask,
+        colors: model.colors.clone(),
+        boxes: verdict.defects.iter().map(|d| d.bbox).collect(),
     }
 }
 
@@ -231,9 +316,22 @@ pub fn run(a: InspectArgs) -> Result<()> {
         status_every: (cfg.pipeline.status_every_s > 0.0)
             .then(|| Duration::from_secs_f64(cfg.pipeline.status_every_s)),
     };
+    let (event_log, images) = match &cfg.events {
+        Some(ec) => {
+            let log = EventLog::open(ec)?;
+            log::info!("events: {}", ec.dir.display());
+            (Some(log), ImageWriter::open(ec)?)
+        }
+        None => {
+            log::info!("events: off (no [events] in the config)");
+            (None, None)
+        }
+    };
     let mut sink = InspectSink {
         tally: DetectionTally::default(),
-        runner,
+        events: event_log.as_ref().map(EventLog::sink),
+        images,
+        runner: Some(runner),
         clock,
         late: late_rx,
         late_count: 0,
@@ -255,8 +353,27 @@ pub fn run(a: InspectArgs) -> Result<()> {
     service.stopping();
     watcher_stop.store(true, Ordering::Relaxed);
     // Pulses already due still fire; then the line is driven inactive.
-    let (reject, tally) = sink.finish();
+    let (reject, tally, image_stats) = sink.finish();
     let _ = watcher.join();
+    let event_stats = event_log.map(EventLog::close);
+    if let Some(e) = &event_stats {
+        log::info!(
+            "events: {} written, {} pending, {} write errors, {} dropped",
+            e.written,
+            e.pending,
+            e.write_errors,
+            e.dropped
+        );
+    }
+    if let Some(i) = &image_stats {
+        log::info!(
+            "defect images: {} written, {} shed (queue full), {} shed (write errors), {} deleted by retention",
+            i.written,
+            i.shed_queue_full,
+            i.shed_errors,
+            i.deleted
+        );
+    }
     let stats = result?;
     let names: Vec<String> = engine.segmenter.info().class_names.clone();
     let detection = (tally.frames() > 0).then(|| tally.summary(&names));
@@ -266,6 +383,8 @@ pub fn run(a: InspectArgs) -> Result<()> {
             run: &stats,
             detection,
             reject,
+            events: event_stats,
+            images: image_stats,
         })?;
         contextrast::train::atomic::write_atomic(path, &json)
             .with_context(|| format!("writing {}", path.display()))?;
