@@ -247,7 +247,7 @@ impl LineConfig {
             ("reject.pulse_ms", self.reject.pulse_ms),
             ("reject.min_lead_ms", self.reject.min_lead_ms),
         ] {
-            if !v.is_finite() || v < 0.0 || v > 600_000.0 {
+            if !(0.0..=600_000.0).contains(&v) {
                 return bad(key, format!("{v} is not a time in 0..600000 ms"));
             }
         }

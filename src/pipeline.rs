@@ -213,7 +213,7 @@ pub struct Engine {
 pub enum Control {
     /// Replace the engine (a reloaded model or config), already loaded and prepared off the hot
     /// path; `why` goes to the log and the sink.
-    Swap { engine: Engine, why: String },
+    Swap { engine: Box<Engine>, why: String },
     /// A reload was refused (corrupt or incompatible model, bad config); the engine stays.
     Refused { why: String },
 }
@@ -334,7 +334,7 @@ pub fn run(
             while let Some(Ok(Control::Swap { engine: new, why })) = control.map(Receiver::try_recv)
             {
                 log::info!("engine swapped: {why}");
-                *engine = new;
+                *engine = *new;
                 stats.model = engine.segmenter.info().version.clone();
                 stats.engine_swaps += 1;
                 sink.fault(&Fault::EngineSwapped(why));

@@ -153,7 +153,10 @@ fn watch(w: Watch, mut seen: Option<FileSig>, tx: Sender<Control>) {
             Ok(engine) => {
                 let why = format!("{why}: now {}", engine.segmenter.info().version);
                 config = cfg;
-                Control::Swap { engine, why }
+                Control::Swap {
+                    engine: Box::new(engine),
+                    why,
+                }
             }
             // The same broken file is not retried until it changes again.
             Err(e) => Control::Refused {

@@ -1,3 +1,5 @@
+//! `contextrast doctor`: what this machine offers the runtime and the trainer — CPU, CUDA,
+//! cameras, GPIO chips — each line saying what will be used.
 use anyhow::Result;
 use contextrast_train::backend::Backend;
 use contextrast_train::backend::cuda::{Cuda, cuda_available};
@@ -9,11 +11,33 @@ pub fn run() -> Result<()> {
     println!("cpu: {threads} threads ({})", std::env::consts::ARCH);
     if !cuda_available() {
         println!("cuda: not found (libcuda, libnvrtc or libcublas missing): training uses the CPU");
-        return Ok(());
+    } else {
+        match Cuda::new(0) {
+            Ok(c) => println!("cuda: {} (kernels for {})", c.name(), c.arch()),
+            Err(e) => println!("cuda: present but unusable: {e}"),
+        }
     }
-    match Cuda::new(0) {
-        Ok(c) => println!("cuda: {} (kernels for {})", c.name(), c.arch()),
-        Err(e) => println!("cuda: present but unusable: {e}"),
+    let mut cameras: Vec<String> = std::fs::read_dir("/dev")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("video"))
+                .collect()
+        })
+        .unwrap_or_default();
+    cameras.sort();
+    if cameras.is_empty() {
+        println!("cameras: none (/dev/video*): use a replay or the synthetic source");
+    } else {
+        println!("cameras: /dev/{}", cameras.join(", /dev/"));
+    }
+    let chips = contextrast::gpio::describe_chips();
+    if chips.is_empty() {
+        println!("gpio: no chips (/dev/gpiochip*): rejects can only go to the log");
+    } else {
+        for c in chips {
+            println!("gpio: {c}");
+        }
     }
     Ok(())
 }

@@ -74,7 +74,6 @@ struct InspectSink<'a> {
     late: Receiver<(u64, u64)>,
     late_count: u64,
     service: &'a Service,
-    status_every: bool,
 }
 
 impl InspectSink<'_> {
@@ -120,10 +119,10 @@ impl Sink for InspectSink<'_> {
         if let Some(t) = &frame.truth {
             self.tally.add(t, verdict);
         }
-        if verdict.reject {
-            if let Some(r) = &self.runner {
-                r.reject(frame.seq, self.clock.at(frame.captured));
-            }
+        if verdict.reject
+            && let Some(r) = &self.runner
+        {
+            r.reject(frame.seq, self.clock.at(frame.captured));
         }
         if let Some(ev) = &self.events
             && (verdict.reject || !verdict.defects.is_empty())
@@ -156,7 +155,7 @@ impl Sink for InspectSink<'_> {
             });
         }
         if verdict.reject {
-            if log::log_enabled!(log::Level::Debug) || !self.status_every {
+            {
                 let what: Vec<String> = verdict
                     .defects
                     .iter()
@@ -336,7 +335,6 @@ pub fn run(a: InspectArgs) -> Result<()> {
         late: late_rx,
         late_count: 0,
         service: &service,
-        status_every: opts.status_every.is_some(),
     };
     service.ready(&format!("inspecting with {}", info.version));
     let result = pipeline::run(

@@ -356,7 +356,7 @@ fn an_engine_swap_applies_between_frames() {
     let mut replacement = Fake::new(Duration::ZERO);
     replacement.info.version = "v2".into();
     tx.send(Control::Swap {
-        engine: engine(replacement),
+        engine: Box::new(engine(replacement)),
         why: "model file changed".into(),
     })
     .expect("send");
