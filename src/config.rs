@@ -21,6 +21,8 @@ pub struct LineConfig {
     pub pipeline: PipelineConfig,
     pub decision: DecisionToml,
     pub reject: RejectConfig,
+    /// `[faults]`: outputs that tell the line something is wrong.
+    pub faults: FaultsConfig,
     /// `[events]`: JSONL events and defect images; absent = none written.
     pub events: Option<crate::events::EventsConfig>,
     /// The file this was read from (for error messages); not a TOML key.
@@ -142,6 +144,29 @@ impl Default for RejectConfig {
     }
 }
 
+/// What the line does while the inspection is blind (camera down).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlindPolicy {
+    /// Only the fault line (if any) and an event.
+    None,
+    /// Also hold the stop-line output: the conveyor stops until frames flow again.
+    #[default]
+    StopLine,
+}
+
+/// `[faults]`: a fault line (active while the camera is down or a reload was refused, until the
+/// next good frame), a heartbeat line (toggled each second while frames are judged), and the
+/// stop-line output of the blind policy. Each is a GPIO line, or the log when absent.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultsConfig {
+    pub fault_line: Option<crate::gpio::LineSpec>,
+    pub heartbeat_line: Option<crate::gpio::LineSpec>,
+    pub stop_line: Option<crate::gpio::LineSpec>,
+    pub on_blind: BlindPolicy,
+}
+
 impl RejectConfig {
     /// The scheduler's timing, in microseconds.
     pub fn timing(&self) -> crate::reject::RejectTiming {
@@ -209,6 +234,15 @@ impl LineConfig {
         }
         if let Some(ev) = &self.events {
             ev.validate(&self.path)?;
+        }
+        for (key, spec) in [
+            ("faults.fault_line", &self.faults.fault_line),
+            ("faults.heartbeat_line", &self.faults.heartbeat_line),
+            ("faults.stop_line", &self.faults.stop_line),
+        ] {
+            if let Some(Err(m)) = spec.as_ref().map(crate::gpio::LineSpec::check) {
+                return bad(key, m);
+            }
         }
         if self.pipeline.queue == 0 {
             return bad("pipeline.queue", "must be at least 1".into());

@@ -38,9 +38,24 @@ enum Cmd {
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    logger.format_target(false);
+    // Under systemd stderr goes to the journal: prefix each line with its syslog priority
+    // (sd-daemon(3)) so `journalctl -p warning` works; the journal adds its own timestamps.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        logger.format(|buf, record| {
+            use std::io::Write;
+            let prio = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(buf, "<{prio}>{}", record.args())
+        });
+    }
+    logger.init();
     let cli = Cli::parse();
     let result: Result<()> = match cli.cmd {
         Cmd::Inspect(a) => cli::inspect::run(a),

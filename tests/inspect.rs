@@ -337,13 +337,19 @@ fn bad_inputs_give_clear_errors_or_counted_skips() {
     };
     let cfg = write_config(d, &body(&shipped_model(), ""));
     let summary = d.join("s.json");
+    // As under systemd: each log line carries its syslog priority for the journal.
     let (ok, _, err) = run(bin()
+        .env("JOURNAL_STREAM", "8:1234")
         .args(["inspect", "--config"])
         .arg(&cfg)
         .arg("--summary-json")
         .arg(&summary));
     assert!(ok, "{err}");
     assert!(err.contains("f1.png"), "the skipped file is named: {err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("<4>skipped frame")),
+        "journal priority prefix: {err}"
+    );
     let s: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
     assert_eq!(s["run"]["frames_skipped"], 1);

@@ -7,7 +7,7 @@ use contextrast::capture::replay::ReplaySource;
 use contextrast::capture::synthetic::SyntheticSource;
 use contextrast::capture::v4l::V4lSource;
 use contextrast::capture::{Frame, FrameSource};
-use contextrast::config::{LineConfig, SourceKind};
+use contextrast::config::{BlindPolicy, LineConfig, SourceKind};
 use contextrast::decide::Verdict;
 use contextrast::detection::{DetectionSummary, DetectionTally};
 use contextrast::events::{
@@ -22,6 +22,7 @@ use contextrast::reject::{
 };
 use contextrast::reload::{Watch, build_engine, spawn_watcher};
 use contextrast::service::Service;
+use embedded_hal::digital::OutputPin;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,6 +75,13 @@ struct InspectSink<'a> {
     late: Receiver<(u64, u64)>,
     late_count: u64,
     service: &'a Service,
+    /// Fault line, heartbeat and stop line (log pins where no GPIO line is configured).
+    fault_pin: OutPin,
+    /// Only with a configured line: a log pin would print a line every second.
+    heartbeat_pin: Option<OutPin>,
+    stop_pin: OutPin,
+    heartbeat: bool,
+    blind_policy: BlindPolicy,
 }
 
 impl InspectSink<'_> {
@@ -155,36 +163,52 @@ impl Sink for InspectSink<'_> {
             });
         }
         if verdict.reject {
-            {
-                let what: Vec<String> = verdict
-                    .defects
-                    .iter()
-                    .map(|d| {
-                        format!(
-                            "{} {:.0} px at ({}, {}) p={:.2}",
-                            model
-                                .class_names
-                                .get(usize::from(d.class_id))
-                                .map_or("?", String::as_str),
-                            d.area_px,
-                            d.bbox[0],
-                            d.bbox[1],
-                            d.score
-                        )
-                    })
-                    .collect();
-                log::info!(
-                    "REJECT frame {} ({}): {}",
-                    frame.seq,
-                    frame.name,
-                    what.join("; ")
-                );
-            }
+            let what: Vec<String> = verdict
+                .defects
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} {:.0} px at ({}, {}) p={:.2}",
+                        model
+                            .class_names
+                            .get(usize::from(d.class_id))
+                            .map_or("?", String::as_str),
+                        d.area_px,
+                        d.bbox[0],
+                        d.bbox[1],
+                        d.score
+                    )
+                })
+                .collect();
+            log::info!(
+                "REJECT frame {} ({}): {}",
+                frame.seq,
+                frame.name,
+                what.join("; ")
+            );
         }
         self.drain_late();
     }
 
     fn fault(&mut self, fault: &Fault) {
+        // Outputs first: the line must know before anything is written.
+        let (fault_on, stop_on) = match fault {
+            Fault::SourceDown(_) => (Some(true), Some(self.blind_policy == BlindPolicy::StopLine)),
+            Fault::SourceUp { .. } => (Some(false), Some(false)),
+            Fault::ReloadRefused(_) => (Some(true), None),
+            Fault::EngineSwapped(_) => (Some(false), None),
+        };
+        for (pin, on) in [
+            (&mut self.fault_pin, fault_on),
+            (&mut self.stop_pin, stop_on),
+        ] {
+            if let Some(on) = on {
+                let r = if on { pin.set_high() } else { pin.set_low() };
+                if let Err(e) = r {
+                    log::error!("{e}");
+                }
+            }
+        }
         // The pipeline has logged it; here it becomes an event.
         let (kind, msg) = match fault {
             Fault::SourceDown(m) => ("camera", format!("source down, reconnecting: {m}")),
@@ -202,6 +226,20 @@ impl Sink for InspectSink<'_> {
     fn tick(&mut self, tick: &Tick) {
         self.drain_late();
         self.service.tick(tick);
+        // The heartbeat toggles only while frames are judged: a stalled pipeline holds it still.
+        if tick.judged > 0
+            && let Some(pin) = self.heartbeat_pin.as_mut()
+        {
+            self.heartbeat = !self.heartbeat;
+            let r = if self.heartbeat {
+                pin.set_high()
+            } else {
+                pin.set_low()
+            };
+            if let Err(e) = r {
+                log::error!("{e}");
+            }
+        }
     }
 }
 
@@ -326,7 +364,23 @@ pub fn run(a: InspectArgs) -> Result<()> {
             (None, None)
         }
     };
+    let f = &cfg.faults;
+    let fault_pin = OutPin::open(f.fault_line.as_ref(), "fault", "contextrast-fault")?;
+    let heartbeat_pin = match &f.heartbeat_line {
+        Some(spec) => Some(OutPin::open(
+            Some(spec),
+            "heartbeat",
+            "contextrast-heartbeat",
+        )?),
+        None => None,
+    };
+    let stop_pin = OutPin::open(f.stop_line.as_ref(), "stop-line", "contextrast-stop")?;
     let mut sink = InspectSink {
+        fault_pin,
+        heartbeat_pin,
+        stop_pin,
+        heartbeat: false,
+        blind_policy: f.on_blind,
         tally: DetectionTally::default(),
         events: event_log.as_ref().map(EventLog::sink),
         images,
