@@ -130,6 +130,19 @@ pub struct RejectConfig {
     pub delay_ms: f64,
     pub pulse_ms: f64,
     pub min_lead_ms: f64,
+    /// Time pulses by belt travel instead: encoder edges on a GPIO input line.
+    pub encoder: Option<EncoderConfig>,
+}
+
+/// `[reject.encoder]`: the pulse starts when the belt has moved `delay_counts` encoder edges
+/// since the frame (the pulse width stays `pulse_ms`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    pub line: crate::gpio::LineSpec,
+    pub delay_counts: u64,
+    #[serde(default)]
+    pub min_lead_counts: u64,
 }
 
 impl Default for RejectConfig {
@@ -140,6 +153,7 @@ impl Default for RejectConfig {
             delay_ms: 250.0,
             pulse_ms: 50.0,
             min_lead_ms: 1.0,
+            encoder: None,
         }
     }
 }
@@ -283,6 +297,20 @@ impl LineConfig {
         ] {
             if !(0.0..=600_000.0).contains(&v) {
                 return bad(key, format!("{v} is not a time in 0..600000 ms"));
+            }
+        }
+        if let Some(e) = &self.reject.encoder {
+            if let Err(m) = e.line.check() {
+                return bad("reject.encoder.line", m);
+            }
+            if e.delay_counts <= e.min_lead_counts {
+                return bad(
+                    "reject.encoder.delay_counts",
+                    format!(
+                        "{} must exceed min_lead_counts = {}",
+                        e.delay_counts, e.min_lead_counts
+                    ),
+                );
             }
         }
         if self.reject.pulse_ms <= 0.0 {

@@ -11,6 +11,7 @@ use crate::capture::{Frame, FrameSource, Next};
 use crate::decide::{Decider, Verdict};
 use crate::infer::{ModelInfo, Segmentation, Segmenter};
 use crate::latency::{Histogram, LatencySummary};
+use crate::reject::{EncoderCount, Position};
 use crate::{Error, Result};
 use ringbuf::HeapRb;
 use ringbuf::traits::{Consumer, Observer, Producer, Split};
@@ -43,6 +44,9 @@ pub struct PipelineOptions {
     pub max_frames: Option<u64>,
     /// Interval of the status line; `None` = no status line.
     pub status_every: Option<Duration>,
+    /// Belt encoder: its count is stamped on each frame as it is delivered, for rejects timed
+    /// in encoder counts instead of milliseconds.
+    pub encoder: Option<EncoderCount>,
 }
 
 /// Per-stage latency of processed frames.
@@ -516,6 +520,7 @@ impl Capture<'_> {
             match source.next_frame(&mut frame) {
                 Ok(Next::Frame) => {
                     seen += 1;
+                    frame.position = self.opts.encoder.as_ref().map(Position::position);
                     self.counters.captured.fetch_add(1, Ordering::Relaxed);
                     if let Some(old) = self.queue.push(frame, overflow) {
                         let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;

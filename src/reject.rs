@@ -106,6 +106,11 @@ impl EncoderCount {
     pub fn set(&self, count: u64) {
         self.0.store(count, Ordering::Relaxed);
     }
+
+    /// The shared counter, for the GPIO edge-event thread that increments it.
+    pub fn counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.0)
+    }
 }
 
 impl Position for EncoderCount {

@@ -30,6 +30,8 @@ pub struct Frame {
     pub name: String,
     /// Ground truth, when the source knows it (synthetic line, replay of a generated set).
     pub truth: Option<FrameTruth>,
+    /// Belt encoder count read as the frame was delivered (encoder-timed rejects).
+    pub position: Option<u64>,
 }
 
 impl Frame {
@@ -43,6 +45,7 @@ impl Frame {
             rgb: Vec::with_capacity(width as usize * height as usize * 3),
             name: String::with_capacity(64),
             truth: None,
+            position: None,
         }
     }
 
@@ -53,6 +56,7 @@ impl Frame {
         self.rgb.resize(width as usize * height as usize * 3, 0);
         self.name.clear();
         self.truth = None;
+        self.position = None;
     }
 }
 

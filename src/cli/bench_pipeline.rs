@@ -86,6 +86,7 @@ pub fn run(b: PipelineBench) -> Result<()> {
         overflow: Overflow::Wait,
         max_frames: None,
         status_every: None,
+        encoder: None,
     };
     let stop = AtomicBool::new(false);
     let mut mark = None;

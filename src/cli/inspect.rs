@@ -13,12 +13,12 @@ use contextrast::detection::{DetectionSummary, DetectionTally};
 use contextrast::events::{
     DefectRecord, EventLog, EventSink, EventStats, FaultEvent, VerdictEvent, rfc3339_ms,
 };
-use contextrast::gpio::OutPin;
+use contextrast::gpio::{OutPin, spawn_edge_counter};
 use contextrast::images::{ImageJob, ImageStats, ImageWriter};
 use contextrast::infer::{ModelInfo, Segmentation};
 use contextrast::pipeline::{self, Fault, Hooks, PipelineOptions, Reopen, RunStats, Sink, Tick};
 use contextrast::reject::{
-    MonotonicClock, OnLate, RejectRunner, RejectScheduler, RejectStats, Trigger,
+    EncoderCount, MonotonicClock, OnLate, RejectRunner, RejectScheduler, RejectStats, Trigger,
 };
 use contextrast::reload::{Watch, build_engine, spawn_watcher};
 use contextrast::service::Service;
@@ -130,7 +130,11 @@ impl Sink for InspectSink<'_> {
         if verdict.reject
             && let Some(r) = &self.runner
         {
-            r.reject(frame.seq, self.clock.at(frame.captured));
+            // Encoder mode schedules by the belt count stamped on the frame.
+            let at = frame
+                .position
+                .unwrap_or_else(|| self.clock.at(frame.captured));
+            r.reject(frame.seq, at);
         }
         if let Some(ev) = &self.events
             && (verdict.reject || !verdict.defects.is_empty())
@@ -311,7 +315,36 @@ pub fn run(a: InspectArgs) -> Result<()> {
         cfg.reject.pulse_ms,
         cfg.reject.delay_ms
     );
-    let scheduler = RejectScheduler::new(pin, clock, cfg.reject.timing(), Trigger::Time)
+    // Encoder mode: a thread counts the belt encoder's edges; frames carry the count.
+    let stop = Arc::new(AtomicBool::new(false));
+    let encoder = match &cfg.reject.encoder {
+        Some(e) => {
+            let count = EncoderCount::new(0);
+            spawn_edge_counter(
+                &e.line,
+                "contextrast-encoder",
+                count.counter(),
+                Arc::clone(&stop),
+            )?;
+            log::info!(
+                "reject timing: {} encoder counts after the frame ({})",
+                e.delay_counts,
+                e.line.label()
+            );
+            Some((count, e.delay_counts, e.min_lead_counts))
+        }
+        None => None,
+    };
+    let trigger = match &encoder {
+        Some((count, delay_counts, min_lead_counts)) => Trigger::Encoder {
+            source: Box::new(count.clone()),
+            delay_counts: *delay_counts,
+            min_lead_counts: *min_lead_counts,
+            poll_us: 1000,
+        },
+        None => Trigger::Time,
+    };
+    let scheduler = RejectScheduler::new(pin, clock, cfg.reject.timing(), trigger)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let (late_tx, late_rx) = std::sync::mpsc::channel();
     let on_late: OnLate = Box::new(move |seq, by| {
@@ -320,7 +353,6 @@ pub fn run(a: InspectArgs) -> Result<()> {
     let runner =
         RejectRunner::spawn_with(scheduler, Some(on_late)).context("starting the reject thread")?;
 
-    let stop = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handler")?;
@@ -352,6 +384,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         max_frames: a.max_frames,
         status_every: (cfg.pipeline.status_every_s > 0.0)
             .then(|| Duration::from_secs_f64(cfg.pipeline.status_every_s)),
+        encoder: encoder.as_ref().map(|e| e.0.clone()),
     };
     let (event_log, images) = match &cfg.events {
         Some(ec) => {

@@ -126,6 +126,7 @@ fn opts(queue: usize, overflow: Overflow) -> PipelineOptions {
         overflow,
         max_frames: None,
         status_every: None,
+        encoder: None,
     }
 }
 
