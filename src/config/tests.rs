@@ -75,8 +75,14 @@ fn errors_name_the_file_and_the_key() {
         ("[reject]\noutput = \"gpio9\"\n", "reject.output"),
         ("[reject]\noutput = \"gpio\"\n", "reject.gpio"),
         ("[reject]\ndelay_ms = 0\n", "reject.delay_ms"),
-        ("[reject.encoder]\nline = { name = \"PQ.06\" }\ndelay_counts = 0\n", "reject.encoder.delay_counts"),
-        ("[reject.encoder]\nline = { offset = 3 }\ndelay_counts = 9\n", "reject.encoder.line"),
+        (
+            "[reject.encoder]\nline = { name = \"PQ.06\" }\ndelay_counts = 0\n",
+            "reject.encoder.delay_counts",
+        ),
+        (
+            "[reject.encoder]\nline = { offset = 3 }\ndelay_counts = 9\n",
+            "reject.encoder.line",
+        ),
         ("[model]\nthreads = \"many\"\n", "threads"),
     ];
     for (text, key) in cases {
