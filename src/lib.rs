@@ -14,8 +14,10 @@ pub mod images;
 pub mod infer;
 pub mod latency;
 pub mod pipeline;
+pub mod plots;
 pub mod reject;
 pub mod reload;
+pub mod retrain;
 pub mod service;
 
 pub use error::{Error, Result};

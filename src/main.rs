@@ -20,6 +20,10 @@ struct Cli {
 enum Cmd {
     /// Run the inspection pipeline on a line config: frames → model → verdicts → rejects.
     Inspect(cli::inspect::InspectArgs),
+    /// Fine-tune the running model on new labelled data; promote it only if it is no worse.
+    Retrain(cli::retrain::RetrainArgs),
+    /// Put the previous model back (after a promotion).
+    Rollback(cli::retrain::RollbackArgs),
     /// Write a synthetic production-line dataset (images, pixel-exact masks, classes.toml).
     Synth(cli::synth::SynthArgs),
     /// Train a segmentation model on a dataset.
@@ -59,6 +63,8 @@ fn main() {
     let cli = Cli::parse();
     let result: Result<()> = match cli.cmd {
         Cmd::Inspect(a) => cli::inspect::run(a),
+        Cmd::Retrain(a) => cli::retrain::run(a),
+        Cmd::Rollback(a) => cli::retrain::run_rollback(a),
         Cmd::Synth(a) => cli::synth::run(a),
         Cmd::Train(a) => cli::train::run(a),
         Cmd::Eval(a) => cli::eval::run(a),

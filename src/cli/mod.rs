@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod eval;
 pub mod export;
 pub mod inspect;
+pub mod retrain;
 pub mod segment;
 pub mod synth;
 pub mod train;

@@ -24,6 +24,9 @@ pub struct TrainArgs {
     /// Continue from OUT/last.json after an interruption.
     #[arg(long)]
     resume: bool,
+    /// Fine-tune: start from this checkpoint's weights instead of a random initialisation.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
     /// Override the config's step count.
     #[arg(long)]
     steps: Option<u64>,
@@ -59,6 +62,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         out: a.out.clone(),
         config: cfg,
         resume: a.resume,
+        init_from: a.init_from.clone(),
         provenance,
     };
     let bar = ProgressBar::new(opts.config.steps);
@@ -144,7 +148,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
 }
 
 /// `Some(cuda)` for the GPU, `None` for the CPU. `auto` falls back to the CPU with one clear line.
-fn pick_device(device: &str) -> Result<Option<Cuda>> {
+pub fn pick_device(device: &str) -> Result<Option<Cuda>> {
     match device {
         "cpu" => Ok(None),
         "cuda" => Ok(Some(Cuda::new(0).context("--device cuda")?)),
@@ -165,7 +169,7 @@ fn pick_device(device: &str) -> Result<Option<Cuda>> {
     }
 }
 
-fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -25,6 +25,9 @@ pub struct TrainOptions {
     pub config: TrainConfig,
     /// Continue from `{out}/last.json` if it exists.
     pub resume: bool,
+    /// Fine-tune: start from this checkpoint's parameters (fresh optimiser, step 0) instead of a
+    /// random initialisation. Ignored when resuming.
+    pub init_from: Option<PathBuf>,
     /// Extra provenance (command line, git revision...).
     pub provenance: BTreeMap<String, String>,
 }
@@ -122,7 +125,30 @@ fn init_state<B: Backend>(be: &B, opts: &TrainOptions, classes: usize) -> Result
         });
     }
     let graph = contextrast_net(&cfg.model, classes);
-    let params = Params::init(be, &graph, cfg.seed)?;
+    let params = match &opts.init_from {
+        Some(path) => {
+            let ck = checkpoint::load(path)?;
+            if ck.meta.config.model != cfg.model || ck.meta.classes.len() != classes {
+                return Err(Error::Checkpoint {
+                    path: path.clone(),
+                    msg: format!(
+                        "cannot fine-tune from it: it has {} classes and model {:?}, this run {} classes and {:?}",
+                        ck.meta.classes.len(),
+                        ck.meta.config.model,
+                        classes,
+                        cfg.model
+                    ),
+                });
+            }
+            log::info!(
+                "fine-tuning from {} (step {})",
+                path.display(),
+                ck.meta.step
+            );
+            Params::from_host(be, &graph, &ck.params)?
+        }
+        None => Params::init(be, &graph, cfg.seed)?,
+    };
     let velocity = Grads::zeros(be, &params)?.values;
     Ok(State {
         graph,

@@ -32,6 +32,7 @@ fn config(steps: u64) -> TrainConfig {
 
 fn opts(data: &Path, out: &Path, steps: u64, resume: bool) -> TrainOptions {
     TrainOptions {
+        init_from: None,
         data: data.to_path_buf(),
         out: out.to_path_buf(),
         config: config(steps),

@@ -2,6 +2,7 @@
 //! procedural production line that produces it, augmentation, and the prefetching loader.
 pub mod augment;
 pub mod classes;
+pub mod cvat;
 pub mod dataset;
 pub mod loader;
 pub mod rng;
