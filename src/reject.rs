@@ -533,6 +533,10 @@ pub type OnLate = Box<dyn FnMut(u64, u64) + Send>;
 const PIN_RETRY_US: u64 = 1_000;
 /// Retries of a failed write while shutting down before giving up on finishing the pulse.
 const SHUTDOWN_RETRIES: u32 = 10;
+/// How long past the camera-to-ejector travel a shutdown waits for pending pulses.
+const DRAIN_MARGIN: Duration = Duration::from_millis(100);
+/// The least a shutdown waits for them (encoder mode has no travel time to go by).
+const DRAIN_MIN: Duration = Duration::from_millis(500);
 
 struct Shared {
     stats: Mutex<RejectStats>,
@@ -672,11 +676,20 @@ fn run<P: OutputPin, C: Clock>(
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    // The part in front of the ejector still gets its pulse.
+    // Parts already past the camera are still on their way to the ejector: their pulses fire
+    // (a service restart must not let them through), within the travel time; later ones, and
+    // any that wait on a stopped encoder, are abandoned and counted.
+    let t = s.timing();
+    let horizon = Duration::from_micros(t.delay_us.saturating_add(t.pulse_us)) + DRAIN_MARGIN;
+    let deadline = Instant::now() + horizon.max(DRAIN_MIN);
     let mut retries = 0;
     loop {
         match s.poll() {
             Ok(Some(us)) if s.is_active() => std::thread::sleep(Duration::from_micros(us)),
+            Ok(Some(us)) if s.pending_len() > 0 && Instant::now() < deadline => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                std::thread::sleep(Duration::from_micros(us).min(left));
+            }
             Ok(_) => break,
             Err(e) => {
                 log_pin_error(&e, s.stats().pin_errors);

@@ -165,6 +165,9 @@ impl Segmenter for TractSegmenter {
     }
 
     fn prepare(&mut self, frame_w: u32, frame_h: u32) -> Result<()> {
+        if self.plan.is_some() && self.pre.as_ref().is_some_and(|p| p.fits(frame_w, frame_h)) {
+            return Ok(());
+        }
         if frame_w == 0 || frame_h == 0 {
             return Err(Error::model(
                 self.path(),

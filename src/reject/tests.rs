@@ -586,3 +586,27 @@ fn runner_reports_late_and_finishes_raised_pulse_on_shutdown() {
         }
     );
 }
+
+#[test]
+fn runner_shutdown_fires_pulses_of_parts_still_on_their_way() {
+    // A verdict whose pulse is due 30 ms after capture, then an immediate shutdown (a service
+    // restart): the part is already past the camera, so its pulse must still fire.
+    let clock = MonotonicClock::new();
+    let pin = RecordingPin {
+        clock,
+        log: Arc::default(),
+    };
+    let t = RejectTiming {
+        delay_us: 30_000,
+        pulse_us: 10_000,
+        min_lead_us: 1_000,
+        ..timing()
+    };
+    let s = RejectScheduler::new(pin.clone(), clock, t, Trigger::Time).unwrap();
+    let runner = RejectRunner::spawn(s).unwrap();
+    runner.reject(1, clock.at(Instant::now()));
+    let stats = runner.shutdown();
+    assert_eq!((stats.fired, stats.abandoned), (1, 0), "{stats:?}");
+    let levels: Vec<bool> = pin.log.lock().unwrap().iter().map(|&(l, _)| l).collect();
+    assert_eq!(levels, [false, true, false, false]);
+}
