@@ -102,9 +102,12 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(Error::frame(
-            dir.display().to_string(),
-            "no PNG or JPEG images in this folder",
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no PNG or JPEG images in this folder",
+            ),
         ));
     }
     Ok(files)

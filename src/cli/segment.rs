@@ -2,6 +2,7 @@
 //! overlays and, with `--probs`, the raw model output — so a model can be tried before the line.
 use anyhow::{Context, Result};
 use clap::Args;
+use contextrast::infer::tract::{DEFAULT_MEAN, DEFAULT_STD, palette};
 use contextrast_train::data::preprocess;
 use contextrast_train::evaluate::argmax_chw;
 use contextrast_train::npy::write_npy;
@@ -43,32 +44,15 @@ fn triple(v: &Option<Vec<f32>>, name: &str, default: [f32; 3]) -> Result<[f32; 3
     }
 }
 
-/// A colour per class: the model's own, else a fixed palette.
-fn palette(n: usize, colors: Option<&[[u8; 3]]>) -> Vec<[u8; 3]> {
-    const P: [[u8; 3]; 8] = [
-        [0, 0, 0],
-        [0, 160, 0],
-        [230, 25, 75],
-        [255, 225, 25],
-        [0, 130, 200],
-        [245, 130, 48],
-        [145, 30, 180],
-        [70, 240, 240],
-    ];
-    (0..n)
-        .map(|i| {
-            colors
-                .and_then(|c| c.get(i).copied())
-                .unwrap_or(P[i % P.len()])
-        })
-        .collect()
-}
-
 pub fn run(a: SegmentArgs) -> Result<()> {
     let model = OnnxModel::load(&a.model)?;
     let meta = model.meta().cloned();
-    let mean = triple(&a.mean, "mean", meta.as_ref().map_or([0.45; 3], |m| m.mean))?;
-    let std = triple(&a.std, "std", meta.as_ref().map_or([0.25; 3], |m| m.std))?;
+    let mean = triple(
+        &a.mean,
+        "mean",
+        meta.as_ref().map_or(DEFAULT_MEAN, |m| m.mean),
+    )?;
+    let std = triple(&a.std, "std", meta.as_ref().map_or(DEFAULT_STD, |m| m.std))?;
     if std.iter().any(|&s| s <= 0.0) {
         anyhow::bail!("--std must be positive");
     }
@@ -104,24 +88,12 @@ pub fn run(a: SegmentArgs) -> Result<()> {
     Ok(())
 }
 
+/// The image itself, or the folder's PNG/JPEG files in name order (as the replay source plays them).
 fn list_images(input: &Path) -> Result<Vec<PathBuf>> {
     if input.is_file() {
         return Ok(vec![input.to_path_buf()]);
     }
-    let mut v: Vec<PathBuf> = std::fs::read_dir(input)
-        .with_context(|| format!("reading {}", input.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-        })
-        .collect();
-    v.sort();
-    if v.is_empty() {
-        anyhow::bail!("{}: no PNG or JPEG images", input.display());
-    }
-    Ok(v)
+    Ok(contextrast::capture::replay::list_images(input)?)
 }
 
 #[allow(clippy::too_many_arguments)]
