@@ -6,8 +6,8 @@
 use crate::capture::Frame;
 use crate::config::LineConfig;
 use crate::decide::Decider;
-use crate::infer::tract::TractSegmenter;
-use crate::infer::{Segmentation, Segmenter};
+use crate::infer::Segmentation;
+use crate::infer::native::load_segmenter;
 use crate::pipeline::{Control, Engine};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 /// Loads the model, plans it for the frame size, runs it once on a grey frame (a model that
 /// loads but produces NaN is refused here, not on the line), and resolves the decision.
 pub fn build_engine(cfg: &LineConfig, frame_size: Option<(u32, u32)>) -> Result<Engine> {
-    let mut seg = TractSegmenter::load(&cfg.model)?;
+    let mut seg = load_segmenter(&cfg.model)?;
     if let Some((w, h)) = frame_size {
         seg.prepare(w, h)?;
         let mut frame = Frame::with_capacity(w, h);
@@ -37,7 +37,7 @@ pub fn build_engine(cfg: &LineConfig, frame_size: Option<(u32, u32)>) -> Result<
     let decider = Decider::new(cfg.decision(seg.info())?)
         .map_err(|m| Error::config(&cfg.path, "decision", m))?;
     Ok(Engine {
-        segmenter: Box::new(seg),
+        segmenter: seg,
         decider,
     })
 }

@@ -10,8 +10,8 @@ use contextrast::config::DecisionToml;
 use contextrast::decide::Decider;
 use contextrast::decide::Verdict;
 use contextrast::infer::Segmentation;
-use contextrast::infer::tract::TractSegmenter;
-use contextrast::infer::{ModelConfig, Segmenter};
+use contextrast::infer::native::load_segmenter;
+use contextrast::infer::{EngineKind, ModelConfig};
 use contextrast::latency::LatencySummary;
 use contextrast::pipeline::{self, Engine, Hooks, Overflow, PipelineOptions};
 use contextrast_train::data::synth::{Variant, render};
@@ -35,6 +35,9 @@ pub struct PipelineBench {
     /// Inference threads; 0 = all cores.
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Inference engine: auto (native for our models), native or tract.
+    #[arg(long, default_value = "auto")]
+    engine: String,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -42,6 +45,7 @@ pub struct PipelineBench {
 #[derive(Serialize)]
 struct PipelineReport {
     frames: u64,
+    engine: String,
     width: u32,
     height: u32,
     threads: usize,
@@ -65,9 +69,16 @@ pub fn run(b: PipelineBench) -> Result<()> {
         .map(|i| render(9001, i, Variant::Standard, w, h).0.into_raw())
         .collect();
     let source = MemorySource::new(w, h, frames, b.frames).map_err(anyhow::Error::msg)?;
-    let seg = TractSegmenter::load(&ModelConfig {
+    let engine = match b.engine.as_str() {
+        "auto" => EngineKind::Auto,
+        "native" => EngineKind::Native,
+        "tract" => EngineKind::Tract,
+        other => anyhow::bail!("--engine: unknown engine `{other}` (auto, native, tract)"),
+    };
+    let seg = load_segmenter(&ModelConfig {
         path: b.model.clone(),
         threads: b.threads,
+        engine,
         ..ModelConfig::default()
     })?;
     let info = seg.info().clone();
@@ -78,7 +89,7 @@ pub fn run(b: PipelineBench) -> Result<()> {
     .decision(&info)?;
     let decider = Decider::new(decision).map_err(anyhow::Error::msg)?;
     let mut engine = Engine {
-        segmenter: Box::new(seg),
+        segmenter: seg,
         decider,
     };
     let opts = PipelineOptions {
@@ -111,6 +122,7 @@ pub fn run(b: PipelineBench) -> Result<()> {
     let p50 = |k: &str| l.get(k).map_or(0.0, |s| s.p50_ms);
     let report = PipelineReport {
         frames: stats.frames_processed,
+        engine: info.engine.to_string(),
         width: w,
         height: h,
         threads: if b.threads == 0 {

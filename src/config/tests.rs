@@ -9,6 +9,7 @@ fn model() -> ModelInfo {
         defect: vec![false, false, true, true, true],
         colors: vec![[0; 3]; 5],
         version: "m".into(),
+        engine: "native",
     }
 }
 

@@ -1,7 +1,9 @@
 //! Segmentation of one frame: the [`Segmenter`] trait and its tract implementation (any ONNX
 //! model, CPU). The pipeline holds a `Box<dyn Segmenter>`, so a faster engine for our own models
 //! can be added beside tract without touching the rest.
+pub mod native;
 pub mod preprocess;
+pub mod setup;
 pub mod tract;
 
 use crate::Result;
@@ -45,6 +47,21 @@ pub struct ModelConfig {
     pub std: Option<[f32; 3]>,
     /// Input sides must be multiples of this (default: from metadata, else 32).
     pub size_multiple: Option<usize>,
+    /// Which engine runs the model.
+    pub engine: EngineKind,
+}
+
+/// The inference engine. The native engine runs the ops our exports use (convolution, ReLU,
+/// add, concat, integer-factor bilinear resize) with planned memory and no per-frame
+/// allocation; tract runs any ONNX.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// Native when the graph uses only the ops it runs, else tract.
+    #[default]
+    Auto,
+    Native,
+    Tract,
 }
 
 impl Default for ModelConfig {
@@ -59,6 +76,7 @@ impl Default for ModelConfig {
             mean: None,
             std: None,
             size_multiple: None,
+            engine: EngineKind::Auto,
         }
     }
 }
@@ -72,6 +90,8 @@ pub struct ModelInfo {
     pub colors: Vec<[u8; 3]>,
     /// Short identity for events: file stem and a hash of the bytes.
     pub version: String,
+    /// Which engine runs it: "native" or "tract".
+    pub engine: &'static str,
 }
 
 impl ModelInfo {
@@ -123,19 +143,68 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     // Round to nearest by the 1.5·2^23 trick: `f32::round` is a libm call on baseline x86-64
     // (no SSE4.1) and would stop the loop from vectorising.
     const MAGIC: f32 = 12_582_912.0;
-    let i = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let i = t - MAGIC;
     let r = (x - i * LN2_HI) - i * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    f32::from_bits(((i as i32 + 127) as u32) << 23) * p
+    // The integer i sits in t's low mantissa bits: read it there rather than by `as i32`,
+    // whose saturating conversion does not vectorise. i ∈ [-126, 0], so the exponent is valid.
+    let i_bits = t.to_bits().wrapping_sub(MAGIC.to_bits());
+    f32::from_bits(i_bits.wrapping_add(127) << 23) * p
 }
 
 /// Softmax over channels of a channel-major `[C, n]` block of logits `src`, written to `dst`,
 /// in pixel blocks so each logit is read once from memory and no scratch is allocated.
 pub fn softmax_channels(src: &[f32], dst: &mut [f32], c: usize) {
     let n = src.len() / c.max(1);
+    softmax_strided(src, n, dst, n, c, n);
+}
+
+/// [`softmax_channels`] over `n` pixels whose channel `k` starts at `k·src_stride` in `src`
+/// and is written at `k·dst_stride` in `dst`: a row of a plane-major output, for instance.
+/// Runs with AVX2 where the CPU has it (the build targets baseline x86-64, SSE2 only).
+pub fn softmax_strided(
+    src: &[f32],
+    src_stride: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+    c: usize,
+    n: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { softmax_avx2(src, src_stride, dst, dst_stride, c, n) };
+    }
+    softmax_body(src, src_stride, dst, dst_stride, c, n);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn softmax_avx2(
+    src: &[f32],
+    src_stride: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+    c: usize,
+    n: usize,
+) {
+    softmax_body(src, src_stride, dst, dst_stride, c, n);
+}
+
+/// The portable body, inlined into each instruction-set variant.
+#[inline(always)]
+fn softmax_body(
+    src: &[f32],
+    src_stride: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+    c: usize,
+    n: usize,
+) {
     let (mut mb, mut sb) = ([0f32; BLOCK], [0f32; BLOCK]);
     let mut p0 = 0;
     while p0 < n {
@@ -143,15 +212,15 @@ pub fn softmax_channels(src: &[f32], dst: &mut [f32], c: usize) {
         let (m, s) = (&mut mb[..len], &mut sb[..len]);
         m.copy_from_slice(&src[p0..p0 + len]);
         for k in 1..c {
-            for (mi, &v) in m.iter_mut().zip(&src[k * n + p0..k * n + p0 + len]) {
+            for (mi, &v) in m.iter_mut().zip(&src[k * src_stride + p0..][..len]) {
                 *mi = mi.max(v);
             }
         }
         s.fill(0.0);
         for k in 0..c {
             // Equal-length slices let the compiler drop bounds checks and vectorise.
-            let sk = &src[k * n + p0..][..len];
-            let dk = &mut dst[k * n + p0..][..len];
+            let sk = &src[k * src_stride + p0..][..len];
+            let dk = &mut dst[k * dst_stride + p0..][..len];
             for j in 0..len {
                 let e = exp_nonpositive(sk[j] - m[j]);
                 dk[j] = e;
@@ -162,7 +231,7 @@ pub fn softmax_channels(src: &[f32], dst: &mut [f32], c: usize) {
             *si = 1.0 / *si;
         }
         for k in 0..c {
-            let dk = &mut dst[k * n + p0..][..len];
+            let dk = &mut dst[k * dst_stride + p0..][..len];
             for j in 0..len {
                 dk[j] *= s[j];
             }

@@ -3,9 +3,8 @@
 //! size in their metadata; a foreign model gets them from the `[model]` config.
 use crate::capture::Frame;
 use crate::infer::preprocess::Preprocess;
-use crate::infer::{
-    ModelConfig, ModelInfo, OutputKind, Segmentation, Segmenter, fingerprint, softmax_channels,
-};
+use crate::infer::setup::{ModelSetup, check_frame};
+use crate::infer::{ModelConfig, ModelInfo, Segmentation, Segmenter};
 use crate::{Error, Result};
 use contextrast_train::onnx_model::{OnnxModel, Plan};
 use std::path::Path;
@@ -40,13 +39,7 @@ pub fn palette(n: usize, colors: Option<&[[u8; 3]]>) -> Vec<[u8; 3]> {
 
 pub struct TractSegmenter {
     model: OnnxModel,
-    info: ModelInfo,
-    mean: [f32; 3],
-    std: [f32; 3],
-    /// Resize to this (h, w); `None` = the frame's own size, padded.
-    fixed: Option<(usize, usize)>,
-    multiple: usize,
-    output: OutputKind,
+    setup: ModelSetup,
     executor: Executor,
     pre: Option<Preprocess>,
     plan: Option<Plan>,
@@ -66,88 +59,22 @@ impl TractSegmenter {
             }
             Err(e) => return Err(e.into()),
         };
-        let c = model.num_classes();
-        let meta = model.meta().cloned();
-        let bad = |msg: String| Error::model(path, msg);
-        let class_names = match (&meta, &cfg.classes) {
-            (Some(m), _) => m.class_names.clone(),
-            (None, Some(names)) if names.len() == c => names.clone(),
-            (None, Some(names)) => {
-                return Err(bad(format!(
-                    "the config names {} classes, the model outputs {c}",
-                    names.len()
-                )));
-            }
-            (None, None) => (0..c).map(|i| format!("class{i}")).collect(),
-        };
-        let defect = match (&meta, &cfg.defects) {
-            (Some(m), _) => m.defect.clone(),
-            (None, Some(d)) => {
-                if let Some(unknown) = d.iter().find(|n| !class_names.contains(n)) {
-                    return Err(bad(format!(
-                        "defect class `{unknown}` is not one of {class_names:?}"
-                    )));
-                }
-                class_names.iter().map(|n| d.contains(n)).collect()
-            }
-            (None, None) => (0..c).map(|i| c == 1 || i > 0).collect(),
-        };
-        let mean = cfg
-            .mean
-            .or(meta.as_ref().map(|m| m.mean))
-            .unwrap_or(DEFAULT_MEAN);
-        let std = cfg
-            .std
-            .or(meta.as_ref().map(|m| m.std))
-            .unwrap_or(DEFAULT_STD);
-        if std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || mean.iter().any(|m| !m.is_finite()) {
-            return Err(bad(format!(
-                "normalisation mean {mean:?} / std {std:?} is invalid"
-            )));
-        }
-        let multiple = cfg
-            .size_multiple
-            .or(meta.as_ref().map(|m| m.size_multiple))
-            .unwrap_or(32)
-            .max(1);
-        let fixed = cfg
-            .input_size
-            .map(|[h, w]| (h, w))
-            .or(model.declared_input_hw());
-        let output = match (cfg.output, c) {
-            (OutputKind::Auto, 1) if meta.is_none() => OutputKind::Probabilities,
-            (OutputKind::Auto, _) => OutputKind::Logits,
-            (k, _) => k,
-        };
-        let threads = if cfg.threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            cfg.threads
-        };
-        let executor = if threads > 1 {
-            Executor::multithread_with_name(threads, "infer")
+        let setup = ModelSetup::resolve(
+            cfg,
+            &bytes,
+            model.meta(),
+            model.num_classes(),
+            model.declared_input_hw(),
+            "tract",
+        )?;
+        let executor = if setup.threads > 1 {
+            Executor::multithread_with_name(setup.threads, "infer")
         } else {
             Executor::SingleThread
         };
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let info = ModelInfo {
-            path: path.to_path_buf(),
-            colors: palette(c, meta.as_ref().map(|m| m.colors.as_slice())),
-            class_names,
-            defect,
-            version: format!("{stem}-{:012x}", fingerprint(&bytes) >> 16),
-        };
         Ok(TractSegmenter {
             model,
-            info,
-            mean,
-            std,
-            fixed,
-            multiple,
-            output,
+            setup,
             executor,
             pre: None,
             plan: None,
@@ -155,40 +82,34 @@ impl TractSegmenter {
     }
 
     pub fn path(&self) -> &Path {
-        &self.info.path
+        &self.setup.info.path
     }
 }
 
 impl Segmenter for TractSegmenter {
     fn info(&self) -> &ModelInfo {
-        &self.info
+        &self.setup.info
     }
 
     fn prepare(&mut self, frame_w: u32, frame_h: u32) -> Result<()> {
         if self.plan.is_some() && self.pre.as_ref().is_some_and(|p| p.fits(frame_w, frame_h)) {
             return Ok(());
         }
-        if frame_w == 0 || frame_h == 0 {
-            return Err(Error::model(
-                self.path(),
-                format!("empty frame size {frame_w}x{frame_h}"),
-            ));
-        }
-        let pre = match self.fixed {
-            Some((h, w)) => Preprocess::resized(frame_w, frame_h, w, h, self.mean, self.std),
-            None => Preprocess::padded(frame_w, frame_h, self.multiple, self.mean, self.std),
-        };
+        let pre = self.setup.layout(frame_w, frame_h)?;
         let t0 = Instant::now();
         let (plan, c) = self.model.plan(1, pre.geom.map_h, pre.geom.map_w)?;
-        if c != self.info.num_classes() {
+        if c != self.setup.info.num_classes() {
             return Err(Error::model(
                 self.path(),
-                format!("outputs {c} channels, expected {}", self.info.num_classes()),
+                format!(
+                    "outputs {c} channels, expected {}",
+                    self.setup.info.num_classes()
+                ),
             ));
         }
         log::info!(
             "model {} planned for {}x{} frames as {}x{} input in {:.1} s",
-            self.info.version,
+            self.setup.info.version,
             frame_w,
             frame_h,
             pre.geom.map_w,
@@ -201,17 +122,7 @@ impl Segmenter for TractSegmenter {
     }
 
     fn segment(&mut self, frame: &Frame, out: &mut Segmentation) -> Result<()> {
-        if frame.rgb.len() != frame.width as usize * frame.height as usize * 3 {
-            return Err(Error::frame(
-                frame.name.clone(),
-                format!(
-                    "{} bytes for a {}x{} RGB frame",
-                    frame.rgb.len(),
-                    frame.width,
-                    frame.height
-                ),
-            ));
-        }
+        check_frame(frame)?;
         if !self
             .pre
             .as_ref()
@@ -223,7 +134,7 @@ impl Segmenter for TractSegmenter {
             return Err(Error::model(self.path(), "not prepared"));
         };
         let g = pre.geom;
-        let err = |e: TractError| Error::model(&self.info.path, format!("{e:#}"));
+        let err = |e: TractError| Error::model(&self.setup.info.path, format!("{e:#}"));
         // SAFETY: f32 has no invalid bit patterns and `Preprocess::run` writes every element
         // (content and padding), so nothing uninitialised is read.
         let mut input =
@@ -239,11 +150,11 @@ impl Segmenter for TractSegmenter {
                 .map_err(err)?;
         let y = outputs
             .first()
-            .ok_or_else(|| Error::model(&self.info.path, "the model produced no output"))?;
-        let c = self.info.num_classes();
+            .ok_or_else(|| Error::model(&self.setup.info.path, "the model produced no output"))?;
+        let c = self.setup.info.num_classes();
         if y.shape() != [1, c, g.map_h, g.map_w] {
             return Err(Error::model(
-                &self.info.path,
+                &self.setup.info.path,
                 format!(
                     "output shape {:?}, expected [1, {c}, {}, {}]",
                     y.shape(),
@@ -255,18 +166,9 @@ impl Segmenter for TractSegmenter {
         let t2 = Instant::now();
         let view = y.try_as_plain_ram().map_err(err)?;
         let data = view.as_slice::<f32>().map_err(err)?;
-        out.probs.resize(data.len(), 0.0);
+        self.setup.probabilities(data, &mut out.probs);
         out.classes = c;
         out.geom = g;
-        match (self.output, c) {
-            (OutputKind::Logits, 1) => {
-                for (p, &v) in out.probs.iter_mut().zip(data) {
-                    *p = 1.0 / (1.0 + (-v).exp());
-                }
-            }
-            (OutputKind::Logits, _) => softmax_channels(data, &mut out.probs, c),
-            (OutputKind::Probabilities | OutputKind::Auto, _) => out.probs.copy_from_slice(data),
-        }
         out.preprocess = t1 - t0;
         out.model = t2 - t1;
         out.postprocess = t2.elapsed();

@@ -55,6 +55,7 @@ impl Fake {
                 defect: vec![false, true],
                 colors: vec![[0, 0, 0], [255, 0, 0]],
                 version: "fake".into(),
+                engine: "fake",
             },
             delay,
             fail_seq: None,

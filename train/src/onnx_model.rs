@@ -306,7 +306,7 @@ fn declared_channels(graph: &pb::GraphProto) -> Option<usize> {
 }
 
 /// Height and width of the single input, when both are fixed numbers.
-fn declared_input_hw(graph: &pb::GraphProto) -> Option<(usize, usize)> {
+pub fn declared_input_hw(graph: &pb::GraphProto) -> Option<(usize, usize)> {
     use pb::tensor_shape_proto::dimension::Value;
     let inits: std::collections::BTreeSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
@@ -327,7 +327,7 @@ fn declared_input_hw(graph: &pb::GraphProto) -> Option<(usize, usize)> {
 
 /// The graph must have one float input `[N, 3, H, W]` (dims may be symbolic). Checked on the
 /// proto, before tract, so the error says what is wrong instead of a shape-inference failure.
-fn check_input(graph: &pb::GraphProto) -> std::result::Result<(), String> {
+pub fn check_input(graph: &pb::GraphProto) -> std::result::Result<(), String> {
     use pb::tensor_shape_proto::dimension::Value;
     let inits: std::collections::BTreeSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();

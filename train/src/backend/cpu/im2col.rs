@@ -6,7 +6,7 @@ use crate::backend::ConvSpec;
 
 /// The geometry of one image's convolution.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Geom {
+pub struct Geom {
     pub c_in: usize,
     pub h: usize,
     pub w: usize,
@@ -68,7 +68,7 @@ fn src_index(o: usize, off: usize, g: &Geom, len: usize) -> Option<usize> {
 
 /// Writes output columns `p0..p0 + t` of the column matrix of `x` (`c_in × h × w`) into `col`
 /// (`rows × t`, row-major).
-pub(super) fn im2col(x: &[f32], g: &Geom, p0: usize, t: usize, col: &mut [f32]) {
+pub fn im2col(x: &[f32], g: &Geom, p0: usize, t: usize, col: &mut [f32]) {
     let (k, s, hw) = (g.k, g.stride, g.h * g.w);
     for c in 0..g.c_in {
         let plane = &x[c * hw..(c + 1) * hw];
@@ -92,11 +92,15 @@ pub(super) fn im2col(x: &[f32], g: &Geom, p0: usize, t: usize, col: &mut [f32]) 
                             dst[hi - ox0..].fill(0.0);
                             let first = lo * s + kj - g.pad;
                             let out = &mut dst[lo - ox0..hi - ox0];
+                            let n = hi - lo;
                             if s == 1 {
-                                out.copy_from_slice(&src[first..first + (hi - lo)]);
+                                out.copy_from_slice(&src[first..first + n]);
                             } else {
-                                for (o, v) in out.iter_mut().zip(src[first..].iter().step_by(s)) {
-                                    *o = *v;
+                                // An exact-length source slice lets the compiler drop the
+                                // bounds checks; `step_by` does not vectorise.
+                                let src = &src[first..first + s * (n - 1) + 1];
+                                for (i, o) in out.iter_mut().enumerate() {
+                                    *o = src[i * s];
                                 }
                             }
                         }

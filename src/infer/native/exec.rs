@@ -1,0 +1,322 @@
+//! Running a [`Plan`]: convolutions as im2col + GEMM per tile with the bias, ReLU and fused
+//! sum applied while the tile is in cache; bilinear upsampling from two cached, horizontally
+//! interpolated source rows; the rest element-wise. Work units go to the engine's own thread
+//! pool (none for one thread). Nothing here allocates.
+use super::graph::{Conv, Epilogue, Layer};
+use super::plan::{ConvWork, Plan, RESIZE_BAND, Tap, Work};
+use contextrast_train::backend::cpu::im2col::im2col;
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// A raw arena pointer that may cross threads: every work unit writes a disjoint set of
+/// elements (checked by the planner and by each unit's index arithmetic).
+#[derive(Clone, Copy)]
+struct Arena(*mut f32);
+// SAFETY: see the type's doc; readers only read values no unit of the same step writes.
+unsafe impl Send for Arena {}
+unsafe impl Sync for Arena {}
+
+impl Arena {
+    /// The element `i` floats past this pointer.
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+
+    /// # Safety
+    /// `r` lies in the arena and no live `&mut` covers it.
+    unsafe fn get(self, r: std::ops::Range<usize>) -> &'static [f32] {
+        unsafe { std::slice::from_raw_parts(self.0.add(r.start), r.len()) }
+    }
+}
+
+/// Per-thread scratch and the pool that runs work units.
+pub struct Workers {
+    pool: Option<rayon::ThreadPool>,
+    scratch: Vec<Mutex<Vec<f32>>>,
+}
+
+impl Workers {
+    /// `threads` workers (1 = the calling thread, no pool).
+    pub fn new(threads: usize) -> Result<Workers, String> {
+        let threads = threads.max(1);
+        let pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("infer-{i}"))
+                    .build()
+                    .map_err(|e| format!("cannot start {threads} inference threads: {e}"))?,
+            )
+        } else {
+            None
+        };
+        Ok(Workers {
+            pool,
+            scratch: (0..threads).map(|_| Mutex::new(Vec::new())).collect(),
+        })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.scratch.len()
+    }
+
+    /// Grows every thread's scratch to `len` floats (planning time, not per frame).
+    pub fn reserve(&mut self, len: usize) {
+        for s in &mut self.scratch {
+            let s = s.get_mut().unwrap_or_else(|e| e.into_inner());
+            if s.len() < len {
+                s.resize(len, 0.0);
+            }
+        }
+    }
+
+    /// Runs `f(unit, scratch)` for every unit in `0..n`.
+    fn each(&self, n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+        let lock = |t: usize| {
+            self.scratch[t.min(self.scratch.len() - 1)]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        match &self.pool {
+            None => {
+                let mut s = lock(0);
+                (0..n).for_each(|i| f(i, &mut s));
+            }
+            Some(pool) => {
+                let units = || {
+                    (0..n).into_par_iter().for_each(|i| {
+                        // `f` never re-enters rayon, so a worker holds at most its own lock.
+                        let mut s = lock(rayon::current_thread_index().unwrap_or(0));
+                        f(i, &mut s);
+                    })
+                };
+                if pool.current_thread_index().is_some() {
+                    units();
+                } else {
+                    pool.install(units);
+                }
+            }
+        }
+    }
+
+    /// Runs `f` (one frame's steps) on the pool, so the steps' work units are split among
+    /// its threads without handing a job to the pool per step: each hand-off can allocate a
+    /// block of rayon's injector queue.
+    pub fn frame<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
+    }
+}
+
+impl Plan {
+    /// Runs the network on the input written through [`Plan::input_mut`].
+    pub fn run(&mut self, workers: &Workers) {
+        let arena = Arena(self.arena.as_mut_ptr());
+        for (step, work) in self.net.steps.iter().zip(&self.work) {
+            let out = self.range(step.output);
+            // SAFETY (all views below): ranges come from the plan, which checked that each
+            // step's output is disjoint from its inputs and that all lie in the arena.
+            let input = |i: usize| unsafe { arena.get(self.range(step.inputs[i])) };
+            match (&step.layer, work) {
+                (Layer::Conv(conv), Work::Conv(cw)) => {
+                    let x = input(0);
+                    let add = conv.epi.add.map(|_| input(1));
+                    let dst = Arena(arena.at(out.start));
+                    workers.each(cw.tiles, |t, col| {
+                        // SAFETY: tile `t` writes only its own columns of every output row.
+                        unsafe { conv_tile(conv, cw, x, add, dst, t, col) }
+                    });
+                }
+                (Layer::Resize { epi, .. }, Work::Resize { rows, cols }) => {
+                    let [c, ih, iw] = self.shapes[step.inputs[0]];
+                    let (oh, ow) = (rows.len(), cols.len());
+                    let x = input(0);
+                    let add = epi.add.map(|_| input(1));
+                    let dst = Arena(arena.at(out.start));
+                    let bands = oh.div_ceil(RESIZE_BAND);
+                    workers.each(c * bands, |u, tmp| {
+                        let (ch, b) = (u / bands, u % bands);
+                        let y0 = b * RESIZE_BAND;
+                        let y1 = (y0 + RESIZE_BAND).min(oh);
+                        let src = &x[ch * ih * iw..(ch + 1) * ih * iw];
+                        // SAFETY: unit (ch, b) writes only rows y0..y1 of plane ch.
+                        let plane = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                dst.at(ch * oh * ow + y0 * ow),
+                                (y1 - y0) * ow,
+                            )
+                        };
+                        let add = add.map(|a| &a[ch * oh * ow + y0 * ow..ch * oh * ow + y1 * ow]);
+                        resize_rows(src, iw, &rows[y0..y1], cols, plane, tmp);
+                        epilogue(plane, 0.0, add, epi);
+                    });
+                }
+                (Layer::Relu, _) => {
+                    let x = input(0);
+                    let y =
+                        unsafe { std::slice::from_raw_parts_mut(arena.at(out.start), out.len()) };
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = x.max(0.0);
+                    }
+                }
+                (Layer::Add, _) => {
+                    let (a, b) = (input(0), input(1));
+                    let y =
+                        unsafe { std::slice::from_raw_parts_mut(arena.at(out.start), out.len()) };
+                    for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+                        *y = a + b;
+                    }
+                }
+                (Layer::Concat, _) => {
+                    let mut off = out.start;
+                    for &v in &step.inputs {
+                        let r = self.range(v);
+                        if !self.in_place[v] {
+                            let src = unsafe { arena.get(r.clone()) };
+                            let y =
+                                unsafe { std::slice::from_raw_parts_mut(arena.at(off), r.len()) };
+                            y.copy_from_slice(src);
+                        }
+                        off += r.len();
+                    }
+                }
+                _ => unreachable!("the planner pairs every layer with its work"),
+            }
+        }
+    }
+}
+
+/// One column tile of a convolution: `dst[:, p0..p0+t] = W · col + b`, then ReLU, then the
+/// fused sum.
+///
+/// # Safety
+/// `dst` points at the output's `c_out × P` block, and no other thread writes columns
+/// `p0..p0 + t` of it.
+unsafe fn conv_tile(
+    conv: &Conv,
+    cw: &ConvWork,
+    x: &[f32],
+    add: Option<&[f32]>,
+    dst: Arena,
+    t_idx: usize,
+    col: &mut [f32],
+) {
+    let g = &cw.geom;
+    let (p, k, c_out) = (g.p(), g.rows(), conv.spec.c_out);
+    let p0 = t_idx * cw.tile;
+    let t = cw.tile.min(p - p0);
+    let (rhs, ldb) = if g.is_pointwise() {
+        (x[p0..].as_ptr(), p)
+    } else {
+        let col = &mut col[..k * t];
+        im2col(x, g, p0, t, col);
+        (col.as_ptr(), t)
+    };
+    // SAFETY: rhs is `k × t` with rows `ldb` apart inside `x` or `col`; dst rows are `p` apart
+    // and this tile's columns are its own.
+    unsafe { super::gemm::gemm(&cw.packed, rhs, ldb, t, dst.at(p0), p) };
+    for o in 0..c_out {
+        // SAFETY: row `o` of this tile, inside the block and owned by this tile.
+        let row = unsafe { std::slice::from_raw_parts_mut(dst.at(o * p + p0), t) };
+        let add = add.map(|a| &a[o * p + p0..o * p + p0 + t]);
+        epilogue(row, conv.bias[o], add, &conv.epi);
+    }
+}
+
+/// `v = v + b`, then ReLU, `+ add`, ReLU as `epi` asks; one loop per case so each vectorises.
+fn epilogue(row: &mut [f32], b: f32, add: Option<&[f32]>, epi: &Epilogue) {
+    let lo = |on: bool| if on { 0.0 } else { f32::NEG_INFINITY };
+    match add {
+        None => {
+            let lo = lo(epi.relu || epi.relu_after);
+            row.iter_mut().for_each(|v| *v = (*v + b).max(lo));
+        }
+        Some(a) => {
+            let (lo1, lo2) = (lo(epi.relu), lo(epi.relu_after));
+            for (v, &a) in row.iter_mut().zip(a) {
+                *v = ((*v + b).max(lo1) + a).max(lo2);
+            }
+        }
+    }
+}
+
+/// The network's last upsampling fused with the softmax over channels: `x` (`[c, ih, iw]`
+/// logits) is upsampled by the taps band by band into scratch (L2-sized) and each output row's
+/// probabilities are written straight into `out` (`[c, rows, cols]`), so the full-size logits
+/// never travel through memory.
+pub(super) fn upsample_softmax(
+    x: &[f32],
+    [c, ih, iw]: [usize; 3],
+    rows: &[Tap],
+    cols: &[Tap],
+    out: &mut [f32],
+    workers: &Workers,
+) {
+    let (oh, ow) = (rows.len(), cols.len());
+    let plane = oh * ow;
+    debug_assert_eq!(out.len(), c * plane);
+    let dst = Arena(out.as_mut_ptr());
+    let bands = oh.div_ceil(RESIZE_BAND);
+    workers.each(bands, |b, scratch| {
+        let y0 = b * RESIZE_BAND;
+        let y1 = (y0 + RESIZE_BAND).min(oh);
+        let n = (y1 - y0) * ow;
+        let (buf, tmp) = scratch.split_at_mut(c * RESIZE_BAND * ow);
+        for ch in 0..c {
+            let src = &x[ch * ih * iw..(ch + 1) * ih * iw];
+            resize_rows(
+                src,
+                iw,
+                &rows[y0..y1],
+                cols,
+                &mut buf[ch * n..(ch + 1) * n],
+                tmp,
+            );
+        }
+        // SAFETY: band `b` writes only rows y0..y1 of every plane of `out`.
+        let o = unsafe { std::slice::from_raw_parts_mut(dst.at(y0 * ow), (c - 1) * plane + n) };
+        crate::infer::softmax_strided(buf, n, o, plane, c, n);
+    });
+}
+
+/// Scratch floats [`upsample_softmax`] needs per thread for `c` channels of width `ow`.
+pub(super) fn upsample_softmax_scratch(c: usize, ow: usize) -> usize {
+    c * RESIZE_BAND * ow + 2 * ow
+}
+
+/// Output rows `rows` of one plane: each from two source rows interpolated horizontally,
+/// cached in `tmp` (2 × out width) so consecutive output rows sharing a source pair reuse them.
+fn resize_rows(
+    src: &[f32],
+    iw: usize,
+    rows: &[Tap],
+    cols: &[Tap],
+    out: &mut [f32],
+    tmp: &mut [f32],
+) {
+    let ow = cols.len();
+    let (h0, h1) = tmp[..2 * ow].split_at_mut(ow);
+    let mut cached = (usize::MAX, usize::MAX);
+    let hinterp = |r: &[f32], dst: &mut [f32]| {
+        for (d, c) in dst.iter_mut().zip(cols) {
+            *d = r[c.i0] + c.l * (r[c.i1] - r[c.i0]);
+        }
+    };
+    for (y, ty) in rows.iter().enumerate() {
+        if cached != (ty.i0, ty.i1) {
+            if cached.1 == ty.i0 {
+                h0.copy_from_slice(h1);
+            } else {
+                hinterp(&src[ty.i0 * iw..(ty.i0 + 1) * iw], h0);
+            }
+            hinterp(&src[ty.i1 * iw..(ty.i1 + 1) * iw], h1);
+            cached = (ty.i0, ty.i1);
+        }
+        let l = ty.l;
+        for ((o, &a), &b) in out[y * ow..(y + 1) * ow].iter_mut().zip(&*h0).zip(&*h1) {
+            *o = a + l * (b - a);
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The convolution's matrix product, `C[m × n] = A[m × k] · B[k × n]`, with A (the weights)
+//! packed once per plan. Our own rather than the `gemm` crate's for two reasons measured in
+//! `bench pipeline`: that crate allocates its packing buffers on every call (one heap
+//! allocation per convolution tile, ~340 per frame), and on stable Rust it stops at AVX2
+//! while the Xeons we develop on have AVX-512. The kernel is plain Rust over fixed-size
+//! arrays that the compiler keeps in vector registers; `target_feature` variants pick the
+//! register tile for the CPU at run time.
+
+/// A's rows, packed per block of `mr` rows as `[k][mr]` (zero rows pad the last block).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Packed {
+    pub m: usize,
+    pub k: usize,
+    isa: Isa,
+    data: Vec<f32>,
+}
+
+/// The register tile (rows × columns of C per kernel call) for this CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+fn isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Portable
+}
+
+/// Rows per register tile of a kernel.
+fn mr(isa: Isa) -> usize {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => 8,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => 4,
+        Isa::Portable => 4,
+    }
+}
+
+impl Packed {
+    /// Packs the row-major `m × k` matrix `a` for this CPU's kernel.
+    pub fn new(a: &[f32], m: usize, k: usize) -> Packed {
+        Self::for_isa(a, m, k, isa())
+    }
+
+    fn for_isa(a: &[f32], m: usize, k: usize, isa: Isa) -> Packed {
+        let mr = mr(isa);
+        let blocks = m.div_ceil(mr);
+        let mut data = vec![0.0; blocks * k * mr];
+        for b in 0..blocks {
+            for kk in 0..k {
+                for r in 0..mr {
+                    let i = b * mr + r;
+                    if i < m {
+                        data[(b * k + kk) * mr + r] = a[i * k + kk];
+                    }
+                }
+            }
+        }
+        Packed { m, k, isa, data }
+    }
+}
+
+/// `C = A · B` for `n` columns: B is `k × n` with rows `ldb` apart, C is `m × n` with rows
+/// `ldc` apart.
+///
+/// # Safety
+/// `b` and `c` are valid for those strided reads and writes, and no other thread writes the
+/// elements of C addressed here.
+pub unsafe fn gemm(a: &Packed, b: *const f32, ldb: usize, n: usize, c: *mut f32, ldc: usize) {
+    // SAFETY (each arm): `a.isa` came from `isa()` (or a test that checked the CPU), so the
+    // CPU has the features the variant is compiled for; the pointer contract is the caller's.
+    unsafe {
+        match a.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx512(a, b, ldb, n, c, ldc),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2(a, b, ldb, n, c, ldc),
+            Isa::Portable => portable(a, b, ldb, n, c, ldc),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn avx512(a: &Packed, b: *const f32, ldb: usize, n: usize, c: *mut f32, ldc: usize) {
+    use std::arch::x86_64::*;
+    const MR: usize = 8;
+    const NR: usize = 32;
+    let (m, k) = (a.m, a.k);
+    let mut j0 = 0;
+    while j0 < n {
+        let cols = NR.min(n - j0);
+        // A narrow last panel is read through a zero-padded copy, one row at a time.
+        let mut pad = [0f32; NR];
+        for blk in 0..m.div_ceil(MR) {
+            let ap = a.data[blk * k * MR..(blk + 1) * k * MR].as_ptr();
+            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+            for kk in 0..k {
+                // SAFETY: row kk of B holds columns j0..j0+cols (the caller's contract);
+                // `ap` holds k·MR values.
+                unsafe {
+                    let row = b.add(kk * ldb + j0);
+                    let src = if cols == NR {
+                        row
+                    } else {
+                        std::ptr::copy_nonoverlapping(row, pad.as_mut_ptr(), cols);
+                        pad.as_ptr()
+                    };
+                    let b0 = _mm512_loadu_ps(src);
+                    let b1 = _mm512_loadu_ps(src.add(16));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let av = _mm512_set1_ps(*ap.add(kk * MR + r));
+                        acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
+                        acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
+                    }
+                }
+            }
+            let rows = MR.min(m - blk * MR);
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                let mut out = [0f32; NR];
+                // SAFETY: `out` holds NR floats; row blk·MR + r < m and columns j0..j0+cols
+                // of C are the caller's.
+                unsafe {
+                    _mm512_storeu_ps(out.as_mut_ptr(), acc[0]);
+                    _mm512_storeu_ps(out.as_mut_ptr().add(16), acc[1]);
+                    let dst = c.add((blk * MR + r) * ldc + j0);
+                    std::ptr::copy_nonoverlapping(out.as_ptr(), dst, cols);
+                }
+            }
+        }
+        j0 += NR;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2(a: &Packed, b: *const f32, ldb: usize, n: usize, c: *mut f32, ldc: usize) {
+    use std::arch::x86_64::*;
+    const MR: usize = 4;
+    const NR: usize = 16;
+    let (m, k) = (a.m, a.k);
+    let mut j0 = 0;
+    while j0 < n {
+        let cols = NR.min(n - j0);
+        let mut pad = [0f32; NR];
+        for blk in 0..m.div_ceil(MR) {
+            let ap = a.data[blk * k * MR..(blk + 1) * k * MR].as_ptr();
+            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            for kk in 0..k {
+                // SAFETY: as in `avx512`.
+                unsafe {
+                    let row = b.add(kk * ldb + j0);
+                    let src = if cols == NR {
+                        row
+                    } else {
+                        std::ptr::copy_nonoverlapping(row, pad.as_mut_ptr(), cols);
+                        pad.as_ptr()
+                    };
+                    let b0 = _mm256_loadu_ps(src);
+                    let b1 = _mm256_loadu_ps(src.add(8));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let av = _mm256_set1_ps(*ap.add(kk * MR + r));
+                        acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
+                    }
+                }
+            }
+            let rows = MR.min(m - blk * MR);
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                let mut out = [0f32; NR];
+                // SAFETY: as in `avx512`.
+                unsafe {
+                    _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
+                    _mm256_storeu_ps(out.as_mut_ptr().add(8), acc[1]);
+                    let dst = c.add((blk * MR + r) * ldc + j0);
+                    std::ptr::copy_nonoverlapping(out.as_ptr(), dst, cols);
+                }
+            }
+        }
+        j0 += NR;
+    }
+}
+
+/// Lanes of the portable kernel's pseudo-vectors: 4 f32 = one SSE or NEON register, which
+/// the compiler's SLP vectoriser maps each `[f32; 4]` operation onto.
+const L: usize = 4;
+
+/// Multiply-add of 4 lanes: fused where the target has FMA (aarch64), plain elsewhere
+/// (`mul_add` would be a libm call on baseline x86-64).
+#[inline(always)]
+fn madd4(acc: &mut [f32; L], a: f32, b: &[f32; L]) {
+    for i in 0..L {
+        acc[i] = if cfg!(target_arch = "aarch64") {
+            a.mul_add(b[i], acc[i])
+        } else {
+            acc[i] + a * b[i]
+        };
+    }
+}
+
+/// The portable kernel: 4 rows × 16 columns of C in 16 four-lane accumulators (NEON has 32
+/// registers, SSE 16).
+unsafe fn portable(a: &Packed, b: *const f32, ldb: usize, n: usize, c: *mut f32, ldc: usize) {
+    const MR: usize = 4;
+    const NR: usize = 16;
+    let (m, k) = (a.m, a.k);
+    let mut j0 = 0;
+    while j0 < n {
+        let cols = NR.min(n - j0);
+        for blk in 0..m.div_ceil(MR) {
+            let ap = &a.data[blk * k * MR..(blk + 1) * k * MR];
+            let mut acc = [[[0f32; L]; NR / L]; MR];
+            let mut brow = [[0f32; L]; NR / L];
+            for kk in 0..k {
+                // SAFETY: row kk of B holds columns j0..j0+cols (the caller's contract).
+                unsafe {
+                    let row = b.add(kk * ldb + j0);
+                    std::ptr::copy_nonoverlapping(row, brow.as_mut_ptr().cast::<f32>(), cols);
+                }
+                let av = &ap[kk * MR..kk * MR + MR];
+                for r in 0..MR {
+                    for q in 0..NR / L {
+                        madd4(&mut acc[r][q], av[r], &brow[q]);
+                    }
+                }
+            }
+            let rows = MR.min(m - blk * MR);
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                // SAFETY: row blk·MR + r < m and columns j0..j0+cols of C are the caller's.
+                unsafe {
+                    let dst = c.add((blk * MR + r) * ldc + j0);
+                    std::ptr::copy_nonoverlapping(acc.as_ptr().cast::<f32>(), dst, cols);
+                }
+            }
+        }
+        j0 += NR;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel this CPU can run: the portable one always.
+    fn kernels() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let has = |f: &str| match f {
+                "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+                "fma" => std::arch::is_x86_feature_detected!("fma"),
+                _ => std::arch::is_x86_feature_detected!("avx512f"),
+            };
+            if has("avx2") && has("fma") {
+                v.push(Isa::Avx2);
+            }
+            if has("avx512f") {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn every_kernel_matches_a_naive_product_on_odd_shapes() {
+        let shapes = [
+            (5, 27, 37),
+            (16, 144, 64),
+            (32, 288, 100),
+            (1, 1, 1),
+            (9, 3, 33),
+            (128, 9, 300),
+        ];
+        for isa in kernels() {
+            for (m, k, n) in shapes {
+                let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+                let ldb = n + 3;
+                let b: Vec<f32> = (0..k * ldb)
+                    .map(|i| ((i * 5) % 11) as f32 * 0.5 - 2.0)
+                    .collect();
+                let ldc = n + 1;
+                let mut c = vec![f32::NAN; m * ldc];
+                let p = Packed::for_isa(&a, m, k, isa);
+                // SAFETY: b is k × ldb, c is m × ldc, n ≤ both strides; `kernels` checked the CPU.
+                unsafe { gemm(&p, b.as_ptr(), ldb, n, c.as_mut_ptr(), ldc) };
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f32 = (0..k).map(|kk| a[i * k + kk] * b[kk * ldb + j]).sum();
+                        let got = c[i * ldc + j];
+                        let tol = 1e-3 * want.abs().max(1.0);
+                        assert!((got - want).abs() <= tol, "{isa:?} {m}x{k}x{n} ({i},{j})");
+                    }
+                    assert!(c[i * ldc + n].is_nan(), "{isa:?} wrote past column n");
+                }
+            }
+        }
+    }
+}
