@@ -289,6 +289,23 @@ impl Decider {
     /// one row of `labels`/`best` stays in L1 while each class plane streams through
     /// once, and the branch-free inner loop vectorises.
     fn label(&mut self, probs: &[f32], g: &MapGeom) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.label_avx2(probs, g) };
+        }
+        self.label_body(probs, g);
+    }
+
+    /// [`Self::label`] compiled for AVX2 (the build's baseline is SSE2).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn label_avx2(&mut self, probs: &[f32], g: &MapGeom) {
+        self.label_body(probs, g);
+    }
+
+    #[inline(always)]
+    fn label_body(&mut self, probs: &[f32], g: &MapGeom) {
         let (cw, ch, mw) = (g.content_w, g.content_h, g.map_w);
         let plane = g.map_w * g.map_h;
         for y in 0..ch {

@@ -3,8 +3,9 @@
 //! an installer meets (corrupt frame, wrong model, missing model, a camera path that is not one).
 use contextrast::capture::Frame;
 use contextrast::config::LineConfig;
+use contextrast::infer::native::load_segmenter;
 use contextrast::infer::tract::TractSegmenter;
-use contextrast::infer::{ModelConfig, Segmentation, Segmenter};
+use contextrast::infer::{EngineKind, ModelConfig, Segmentation, Segmenter};
 use contextrast::train::data::preprocess;
 use contextrast::train::data::synth::{Variant, render};
 use contextrast::train::npy::{read_npy, write_npy};
@@ -214,7 +215,7 @@ fn synthetic_line_verdicts_match_the_model_offline() {
 }
 
 #[test]
-fn tract_segmenter_matches_onnxruntime() {
+fn both_engines_match_onnxruntime() {
     let python = std::env::var_os("CONTEXTRAST_PYTHON")
         .map_or_else(|| root().join(".venv/bin/python"), PathBuf::from);
     if !python.exists() {
@@ -225,49 +226,56 @@ fn tract_segmenter_matches_onnxruntime() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut seg = TractSegmenter::load(&ModelConfig {
-        path: shipped_model(),
-        threads: 1,
-        ..ModelConfig::default()
-    })
-    .expect("load");
-    // 200x120 is not a multiple of 32: both pad it (each its own way) and crop the output.
-    for (i, (w, h)) in [(320u32, 256u32), (200, 120)].into_iter().enumerate() {
-        let (img, _, _) = render(77, i as u64, Variant::Shifted, w, h);
-        let mut frame = Frame::with_capacity(w, h);
-        frame.reset(w, h);
-        frame.rgb.copy_from_slice(img.as_raw());
-        let mut out = Segmentation::default();
-        seg.segment(&frame, &mut out).expect("segment");
-        let rgb: Vec<f32> = img.as_raw().iter().map(|&v| f32::from(v)).collect();
-        let rgb_path = dir.path().join("rgb.npy");
-        let ref_path = dir.path().join("ref.npy");
-        write_npy(&rgb_path, &rgb, &[h as usize, w as usize, 3]).expect("npy");
-        let status = Command::new(&python)
-            .arg(root().join("scripts/segment_reference.py"))
-            .arg(shipped_model())
-            .arg(&rgb_path)
-            .arg(&ref_path)
-            .status()
-            .expect("python runs");
-        assert!(status.success());
-        let (want, shape) = read_npy(&ref_path).expect("reference output");
-        let c = shape[0];
-        assert_eq!(shape, [c, h as usize, w as usize]);
-        let g = out.geom;
-        assert_eq!((g.content_w, g.content_h), (w as usize, h as usize));
-        let mut worst = 0.0f32;
-        for k in 0..c {
-            for y in 0..h as usize {
-                for x in 0..w as usize {
-                    let a = out.probs[(k * g.map_h + y) * g.map_w + x];
-                    let b = want[(k * h as usize + y) * w as usize + x];
-                    worst = worst.max((a - b).abs());
+    for engine in [EngineKind::Tract, EngineKind::Native] {
+        let mut seg = load_segmenter(&ModelConfig {
+            path: shipped_model(),
+            threads: 1,
+            engine,
+            ..ModelConfig::default()
+        })
+        .expect("load");
+        let name = seg.info().engine;
+        // 200x120 is not a multiple of 32: both pad it (each its own way) and crop the output.
+        for (i, (w, h)) in [(320u32, 256u32), (200, 120)].into_iter().enumerate() {
+            let (img, _, _) = render(77, i as u64, Variant::Shifted, w, h);
+            let mut frame = Frame::with_capacity(w, h);
+            frame.reset(w, h);
+            frame.rgb.copy_from_slice(img.as_raw());
+            let mut out = Segmentation::default();
+            seg.segment(&frame, &mut out).expect("segment");
+            let rgb: Vec<f32> = img.as_raw().iter().map(|&v| f32::from(v)).collect();
+            let rgb_path = dir.path().join("rgb.npy");
+            let ref_path = dir.path().join("ref.npy");
+            write_npy(&rgb_path, &rgb, &[h as usize, w as usize, 3]).expect("npy");
+            let status = Command::new(&python)
+                .arg(root().join("scripts/segment_reference.py"))
+                .arg(shipped_model())
+                .arg(&rgb_path)
+                .arg(&ref_path)
+                .status()
+                .expect("python runs");
+            assert!(status.success());
+            let (want, shape) = read_npy(&ref_path).expect("reference output");
+            let c = shape[0];
+            assert_eq!(shape, [c, h as usize, w as usize]);
+            let g = out.geom;
+            assert_eq!((g.content_w, g.content_h), (w as usize, h as usize));
+            let mut worst = 0.0f32;
+            for k in 0..c {
+                for y in 0..h as usize {
+                    for x in 0..w as usize {
+                        let a = out.probs[(k * g.map_h + y) * g.map_w + x];
+                        let b = want[(k * h as usize + y) * w as usize + x];
+                        worst = worst.max((a - b).abs());
+                    }
                 }
             }
+            assert!(
+                worst < 1e-4,
+                "{w}x{h}: max |{name} − onnxruntime| = {worst}"
+            );
+            eprintln!("{w}x{h}: max |{name} − onnxruntime| on probabilities = {worst:.2e}");
         }
-        assert!(worst < 1e-4, "{w}x{h}: max |tract − onnxruntime| = {worst}");
-        eprintln!("{w}x{h}: max |tract − onnxruntime| on probabilities = {worst:.2e}");
     }
 }
 

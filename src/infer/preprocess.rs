@@ -92,6 +92,23 @@ impl Preprocess {
     /// Writes the normalised CHW input (`3 · map_h · map_w` values) for `rgb` (HWC, the frame
     /// size of this layout). Padding is written as zeros, so `out` may hold anything before.
     pub fn run(&self, rgb: &[u8], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.run_avx2(rgb, out) };
+        }
+        self.run_body(rgb, out);
+    }
+
+    /// [`Self::run`] compiled for AVX2 (the build's baseline is SSE2).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn run_avx2(&self, rgb: &[u8], out: &mut [f32]) {
+        self.run_body(rgb, out);
+    }
+
+    #[inline(always)]
+    fn run_body(&self, rgb: &[u8], out: &mut [f32]) {
         let g = &self.geom;
         let (mw, mh) = (g.map_w, g.map_h);
         let plane = mw * mh;
