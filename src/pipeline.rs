@@ -99,6 +99,8 @@ impl Stages {
 pub struct RunStats {
     pub source: String,
     pub model: String,
+    /// The engine running it ("native" or "tract").
+    pub engine: &'static str,
     pub frames_captured: u64,
     pub frames_processed: u64,
     /// Unreadable frames (corrupt file, bad buffer): skipped and counted.
@@ -289,6 +291,7 @@ pub fn run(
     let mut stats = RunStats {
         source: source.describe(),
         model: engine.segmenter.info().version.clone(),
+        engine: engine.segmenter.info().engine,
         ..RunStats::default()
     };
     let (fw, fh) = source.frame_size().unwrap_or((640, 480));
@@ -340,6 +343,7 @@ pub fn run(
                 log::info!("engine swapped: {why}");
                 *engine = *new;
                 stats.model = engine.segmenter.info().version.clone();
+                stats.engine = engine.segmenter.info().engine;
                 stats.engine_swaps += 1;
                 sink.fault(&Fault::EngineSwapped(why));
             }

@@ -289,8 +289,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
     let info = engine.segmenter.info().clone();
     log::info!("source: {}", source.describe());
     log::info!(
-        "model: {} ({} classes: {}; defects: {})",
+        "model: {} on the {} engine ({} classes: {}; defects: {})",
         info.version,
+        info.engine,
         info.num_classes(),
         info.class_names.join(", "),
         info.class_names
@@ -483,7 +484,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
 fn print_summary(s: &RunStats, d: Option<&DetectionSummary>, r: &RejectStats) {
     println!("== inspect summary");
     println!("source   {}", s.source);
-    println!("model    {}", s.model);
+    println!("model    {} ({} engine)", s.model, s.engine);
     println!(
         "frames   {} captured, {} judged, {} dropped, {} skipped, {} failed in {:.1} s ({:.1} fps in, {:.1} out)",
         s.frames_captured,
