@@ -102,3 +102,20 @@ fn unknown_keys_are_refused() {
         .unwrap_or_default();
     assert!(e.contains("qeue"), "{e}");
 }
+
+#[test]
+fn the_engine_is_chosen_by_name() {
+    let cfg = parse("[model]\nengine = \"tract\"\n").expect("valid");
+    assert_eq!(cfg.model.engine, crate::infer::EngineKind::Tract);
+    assert_eq!(
+        parse("").expect("valid").model.engine,
+        crate::infer::EngineKind::Auto
+    );
+    let e = parse("[model]\nengine = \"fast\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/etc/line/line.toml") && e.contains("fast") && e.contains("native"),
+        "{e}"
+    );
+}

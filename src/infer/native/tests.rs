@@ -334,3 +334,101 @@ fn the_native_engine_matches_tract_on_the_shipped_model() {
         assert!(d < 1e-4, "{w}x{h}: max probability difference {d}");
     }
 }
+
+/// A valid model the native engine cannot run: a 1×1 convolution then a Sigmoid, with
+/// symbolic height and width and two output channels.
+fn sigmoid_model(path: &std::path::Path) {
+    use pb::tensor_shape_proto::{Dimension, dimension::Value};
+    let dims = |c: i64| {
+        let d = |v: Value| Dimension {
+            value: Some(v),
+            ..Default::default()
+        };
+        vec![
+            d(Value::DimValue(1)),
+            d(Value::DimValue(c)),
+            d(Value::DimParam("H".into())),
+            d(Value::DimParam("W".into())),
+        ]
+    };
+    let vi = |name: &str, c: i64| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto { dim: dims(c) }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let node = |op: &str, inputs: &[&str], out: &str| pb::NodeProto {
+        op_type: op.into(),
+        name: out.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.into()],
+        ..Default::default()
+    };
+    let model = pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(pb::GraphProto {
+            node: vec![
+                node("Conv", &["image", "w"], "z"),
+                node("Sigmoid", &["z"], "y"),
+            ],
+            initializer: vec![pb::TensorProto {
+                name: "w".into(),
+                dims: vec![2, 3, 1, 1],
+                data_type: pb::tensor_proto::DataType::Float as i32,
+                float_data: noise(6, 3),
+                ..Default::default()
+            }],
+            input: vec![vi("image", 3)],
+            output: vec![vi("y", 2)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    std::fs::write(path, model.encode_to_vec()).unwrap();
+}
+
+#[test]
+fn auto_falls_back_to_tract_and_native_names_what_it_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sigmoid.onnx");
+    sigmoid_model(&path);
+    let cfg = |engine| ModelConfig {
+        path: path.clone(),
+        threads: 1,
+        engine,
+        ..ModelConfig::default()
+    };
+    let e = match load_segmenter(&cfg(crate::infer::EngineKind::Native)) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("the native engine must refuse a Sigmoid"),
+    };
+    assert!(
+        e.contains("sigmoid.onnx")
+            && e.contains("op `Sigmoid`")
+            && e.contains("engine = \"tract\""),
+        "{e}"
+    );
+    let mut auto = load_segmenter(&cfg(crate::infer::EngineKind::Auto)).unwrap();
+    assert_eq!(auto.info().engine, "tract");
+    let mut frame = Frame::with_capacity(64, 32);
+    frame.reset(64, 32);
+    let mut out = Segmentation::default();
+    auto.segment(&frame, &mut out).unwrap();
+    assert_eq!(out.classes, 2);
+    // Our own model on `auto` runs natively.
+    let ours = load_segmenter(&ModelConfig {
+        path: shipped(),
+        ..ModelConfig::default()
+    })
+    .unwrap();
+    assert_eq!(ours.info().engine, "native");
+}
