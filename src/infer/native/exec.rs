@@ -2,6 +2,7 @@
 //! sum applied while the tile is in cache; bilinear upsampling from two cached, horizontally
 //! interpolated source rows; the rest element-wise. Work units go to the engine's own thread
 //! pool (none for one thread). Nothing here allocates.
+use super::gemm::PadLayout;
 use super::graph::{Conv, Epilogue, Layer};
 use super::plan::{ConvWork, Plan, RESIZE_BAND, Tap, Work};
 use contextrast_train::backend::cpu::im2col::im2col;
@@ -124,9 +125,23 @@ impl Plan {
                     let x = input(0);
                     let add = conv.epi.add.map(|_| input(1));
                     let dst = Arena(arena.at(out.start));
+                    let g = &cw.geom;
+                    if cw.direct {
+                        let l = PadLayout::new(g.h, g.w, g.stride);
+                        let xp = Arena(self.padded.as_mut_ptr());
+                        workers.each(g.c_in, |c, _| {
+                            // SAFETY: unit c writes only padded plane c (the plan sized
+                            // `padded` for this input).
+                            let p = unsafe {
+                                std::slice::from_raw_parts_mut(xp.at(c * l.plane()), l.plane())
+                            };
+                            l.pad_plane(x, c, p);
+                        });
+                    }
+                    let xp = Arena(self.padded.as_mut_ptr());
                     workers.each(cw.tiles, |t, col| {
                         // SAFETY: tile `t` writes only its own columns of every output row.
-                        unsafe { conv_tile(conv, cw, x, add, dst, t, col) }
+                        unsafe { conv_tile(conv, cw, x, xp, add, dst, t, col) }
                     });
                 }
                 (Layer::Resize { epi, .. }, Work::Resize { rows, cols }) => {
@@ -194,10 +209,12 @@ impl Plan {
 /// # Safety
 /// `dst` points at the output's `c_out × P` block, and no other thread writes columns
 /// `p0..p0 + t` of it.
+#[allow(clippy::too_many_arguments)]
 unsafe fn conv_tile(
     conv: &Conv,
     cw: &ConvWork,
     x: &[f32],
+    xp: Arena,
     add: Option<&[f32]>,
     dst: Arena,
     t_idx: usize,
@@ -207,16 +224,26 @@ unsafe fn conv_tile(
     let (p, k, c_out) = (g.p(), g.rows(), conv.spec.c_out);
     let p0 = t_idx * cw.tile;
     let t = cw.tile.min(p - p0);
-    let (rhs, ldb) = if g.is_pointwise() {
-        (x[p0..].as_ptr(), p)
+    if cw.direct {
+        // Tiles are whole output rows.
+        for y in p0 / g.ow..(p0 + t) / g.ow {
+            let l = PadLayout::new(g.h, g.w, g.stride);
+            // SAFETY: `xp` holds this conv's padded input plus slack (`k = 9·c_in`); row y
+            // of every output channel belongs to this tile.
+            unsafe { super::gemm::conv3x3_row(&cw.packed, xp.0, l, y, g.ow, dst.at(y * g.ow), p) };
+        }
     } else {
-        let col = &mut col[..k * t];
-        im2col(x, g, p0, t, col);
-        (col.as_ptr(), t)
-    };
-    // SAFETY: rhs is `k × t` with rows `ldb` apart inside `x` or `col`; dst rows are `p` apart
-    // and this tile's columns are its own.
-    unsafe { super::gemm::gemm(&cw.packed, rhs, ldb, t, dst.at(p0), p) };
+        let (rhs, ldb) = if g.is_pointwise() {
+            (x[p0..].as_ptr(), p)
+        } else {
+            let col = &mut col[..k * t];
+            im2col(x, g, p0, t, col);
+            (col.as_ptr(), t)
+        };
+        // SAFETY: rhs is `k × t` with rows `ldb` apart inside `x` or `col`; dst rows are `p`
+        // apart and this tile's columns are its own.
+        unsafe { super::gemm::gemm(&cw.packed, rhs, ldb, t, dst.at(p0), p) };
+    }
     for o in 0..c_out {
         // SAFETY: row `o` of this tile, inside the block and owned by this tile.
         let row = unsafe { std::slice::from_raw_parts_mut(dst.at(o * p + p0), t) };

@@ -81,22 +81,155 @@ impl Packed {
 /// `b` and `c` are valid for those strided reads and writes, and no other thread writes the
 /// elements of C addressed here.
 pub unsafe fn gemm(a: &Packed, b: *const f32, ldb: usize, n: usize, c: *mut f32, ldc: usize) {
+    // SAFETY: the caller's contract is `Dense`'s.
+    unsafe { gemm_rows(a, &Dense { b, ldb }, n, c, ldc) }
+}
+
+/// The zero-bordered input a direct 3×3 convolution of stride `s` reads: per plane, `h + 2`
+/// rows, each split into `s` column phases of `wq` values (column `col` of the bordered row at
+/// phase `col % s`, index `col / s`), so the taps of a strided convolution are contiguous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PadLayout {
+    pub h: usize,
+    pub w: usize,
+    pub s: usize,
+    pub wq: usize,
+}
+
+impl PadLayout {
+    pub fn new(h: usize, w: usize, s: usize) -> PadLayout {
+        PadLayout {
+            h,
+            w,
+            s,
+            wq: (w + 2).div_ceil(s),
+        }
+    }
+
+    /// Floats of one padded plane.
+    pub fn plane(&self) -> usize {
+        (self.h + 2) * self.s * self.wq
+    }
+
+    /// Writes plane `c` of `x` (`c_in × h × w`) into `xp` (one padded plane).
+    pub fn pad_plane(&self, x: &[f32], c: usize, xp: &mut [f32]) {
+        let (h, w, s, wq) = (self.h, self.w, self.s, self.wq);
+        xp.fill(0.0);
+        for y in 0..h {
+            let src = &x[(c * h + y) * w..(c * h + y + 1) * w];
+            let row = &mut xp[(y + 1) * s * wq..(y + 2) * s * wq];
+            if s == 1 {
+                row[1..=w].copy_from_slice(src);
+            } else {
+                // Bordered column col = x + 1 goes to phase col % s, index col / s.
+                for (x, &v) in src.iter().enumerate() {
+                    let col = x + 1;
+                    row[(col % s) * wq + col / s] = v;
+                }
+            }
+        }
+    }
+}
+
+/// `C = A · B` for output row `y` (`n` columns) of a 3×3, pad-1 convolution of stride
+/// `l.s`, without an im2col copy: row `(c, ky, kx)` of B is read straight from the padded
+/// input `xp` (see [`PadLayout`]).
+///
+/// # Safety
+/// `xp` holds `c_in` planes of `l` plus `PAD_SLACK` values, with `a.k = 9·c_in`; `c` is valid
+/// for `a.m` rows of `n` values `ldc` apart that no other thread writes.
+pub unsafe fn conv3x3_row(
+    a: &Packed,
+    xp: *const f32,
+    l: PadLayout,
+    y: usize,
+    n: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    let rows = Shifted { xp, l, y };
+    // SAFETY: the caller's contract is `Shifted`'s.
+    unsafe { gemm_rows(a, &rows, n, c, ldc) }
+}
+
+/// Floats past the last padded plane that a kernel may read (and ignore) when its last column
+/// panel is narrower than its register tile (at most the widest tile, 32, plus a tap).
+pub const PAD_SLACK: usize = 64;
+
+/// Rows of B for the kernels: `row` returns a pointer to `pad.len()` readable values holding
+/// row `kk`'s columns `j0..j0 + cols` first (lanes beyond `cols` are ignored), either inside
+/// B itself or in `pad`, which it fills.
+trait BRows {
+    /// # Safety
+    /// `kk < k` and `j0 + cols ≤ n` of the product being computed.
+    unsafe fn row(&self, kk: usize, j0: usize, cols: usize, pad: &mut [f32]) -> *const f32;
+}
+
+/// A dense `k × n` B, rows `ldb` apart.
+struct Dense {
+    b: *const f32,
+    ldb: usize,
+}
+
+impl BRows for Dense {
+    #[inline(always)]
+    unsafe fn row(&self, kk: usize, j0: usize, cols: usize, pad: &mut [f32]) -> *const f32 {
+        // SAFETY: the caller keeps kk and the columns inside B.
+        unsafe {
+            let row = self.b.add(kk * self.ldb + j0);
+            if cols == pad.len() {
+                return row;
+            }
+            std::ptr::copy_nonoverlapping(row, pad.as_mut_ptr(), cols);
+            pad.as_ptr()
+        }
+    }
+}
+
+/// The implicit im2col of a 3×3, pad-1 convolution over a padded input, for output row `y`:
+/// every row of B lies inside `xp`, so nothing is copied.
+struct Shifted {
+    xp: *const f32,
+    l: PadLayout,
+    y: usize,
+}
+
+impl BRows for Shifted {
+    #[inline(always)]
+    unsafe fn row(&self, kk: usize, j0: usize, _cols: usize, _pad: &mut [f32]) -> *const f32 {
+        let (c, tap) = (kk / 9, kk % 9);
+        let (ky, kx) = (tap / 3, tap % 3);
+        let l = &self.l;
+        let r = self.y * l.s + ky;
+        let at = ((c * (l.h + 2) + r) * l.s + kx % l.s) * l.wq + j0 + kx / l.s;
+        // SAFETY: plane c < c_in, padded row r ≤ h + 1, and the NR columns from `at` stay
+        // inside the padded planes plus PAD_SLACK (the caller's contract).
+        unsafe { self.xp.add(at) }
+    }
+}
+
+/// Dispatches to the kernel `a` was packed for.
+///
+/// # Safety
+/// `rows` yields valid rows for `n` columns; `c` is valid for `a.m` rows of `n` values `ldc`
+/// apart that no other thread writes.
+unsafe fn gemm_rows<B: BRows>(a: &Packed, rows: &B, n: usize, c: *mut f32, ldc: usize) {
     // SAFETY (each arm): `a.isa` came from `isa()` (or a test that checked the CPU), so the
     // CPU has the features the variant is compiled for; the pointer contract is the caller's.
     unsafe {
         match a.isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => avx512(a, b, ldb, n, c, ldc),
+            Isa::Avx512 => avx512(a, rows, n, c, ldc),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2(a, b, ldb, n, c, ldc),
-            Isa::Portable => portable(a, b, ldb, n, c, ldc),
+            Isa::Avx2 => avx2(a, rows, n, c, ldc),
+            Isa::Portable => portable(a, rows, n, c, ldc),
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn avx512(a: &Packed, b: *const f32, ldb: usize, n: usize, c: *mut f32, ldc: usize) {
+unsafe fn avx512<B: BRows>(a: &Packed, rows: &B, n: usize, c: *mut f32, ldc: usize) {
     use std::arch::x86_64::*;
     const MR: usize = 8;
     const NR: usize = 32;
@@ -113,13 +246,7 @@ unsafe fn avx512(a: &Packed, b: *const f32, ldb: usize, n: usize, c: *mut f32, l
                 // SAFETY: row kk of B holds columns j0..j0+cols (the caller's contract);
                 // `ap` holds k·MR values.
                 unsafe {
-                    let row = b.add(kk * ldb + j0);
-                    let src = if cols == NR {
-                        row
-                    } else {
-                        std::ptr::copy_nonoverlapping(row, pad.as_mut_ptr(), cols);
-                        pad.as_ptr()
-                    };
+                    let src = rows.row(kk, j0, cols, &mut pad);
                     let b0 = _mm512_loadu_ps(src);
                     let b1 = _mm512_loadu_ps(src.add(16));
                     for (r, acc) in acc.iter_mut().enumerate() {
@@ -148,7 +275,7 @@ unsafe fn avx512(a: &Packed, b: *const f32, ldb: usize, n: usize, c: *mut f32, l
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2(a: &Packed, b: *const f32, ldb: usize, n: usize, c: *mut f32, ldc: usize) {
+unsafe fn avx2<B: BRows>(a: &Packed, rows: &B, n: usize, c: *mut f32, ldc: usize) {
     use std::arch::x86_64::*;
     const MR: usize = 4;
     const NR: usize = 16;
@@ -163,13 +290,7 @@ unsafe fn avx2(a: &Packed, b: *const f32, ldb: usize, n: usize, c: *mut f32, ldc
             for kk in 0..k {
                 // SAFETY: as in `avx512`.
                 unsafe {
-                    let row = b.add(kk * ldb + j0);
-                    let src = if cols == NR {
-                        row
-                    } else {
-                        std::ptr::copy_nonoverlapping(row, pad.as_mut_ptr(), cols);
-                        pad.as_ptr()
-                    };
+                    let src = rows.row(kk, j0, cols, &mut pad);
                     let b0 = _mm256_loadu_ps(src);
                     let b1 = _mm256_loadu_ps(src.add(8));
                     for (r, acc) in acc.iter_mut().enumerate() {
@@ -214,7 +335,7 @@ fn madd4(acc: &mut [f32; L], a: f32, b: &[f32; L]) {
 
 /// The portable kernel: 4 rows × 16 columns of C in 16 four-lane accumulators (NEON has 32
 /// registers, SSE 16).
-unsafe fn portable(a: &Packed, b: *const f32, ldb: usize, n: usize, c: *mut f32, ldc: usize) {
+unsafe fn portable<B: BRows>(a: &Packed, rows: &B, n: usize, c: *mut f32, ldc: usize) {
     const MR: usize = 4;
     const NR: usize = 16;
     let (m, k) = (a.m, a.k);
@@ -226,10 +347,14 @@ unsafe fn portable(a: &Packed, b: *const f32, ldb: usize, n: usize, c: *mut f32,
             let mut acc = [[[0f32; L]; NR / L]; MR];
             let mut brow = [[0f32; L]; NR / L];
             for kk in 0..k {
-                // SAFETY: row kk of B holds columns j0..j0+cols (the caller's contract).
+                // SAFETY: row kk of B holds columns j0..j0+cols (the caller's contract);
+                // `flat` is NR floats.
                 unsafe {
-                    let row = b.add(kk * ldb + j0);
-                    std::ptr::copy_nonoverlapping(row, brow.as_mut_ptr().cast::<f32>(), cols);
+                    let flat = std::slice::from_raw_parts_mut(brow.as_mut_ptr().cast::<f32>(), NR);
+                    let src = rows.row(kk, j0, cols, flat);
+                    if src != flat.as_ptr() {
+                        std::ptr::copy_nonoverlapping(src, flat.as_mut_ptr(), cols);
+                    }
                 }
                 let av = &ap[kk * MR..kk * MR + MR];
                 for r in 0..MR {
@@ -305,6 +430,76 @@ mod tests {
                         assert!((got - want).abs() <= tol, "{isa:?} {m}x{k}x{n} ({i},{j})");
                     }
                     assert!(c[i * ldc + n].is_nan(), "{isa:?} wrote past column n");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_convolves_3x3_rows_without_im2col() {
+        let cases = [
+            (3, 5, 4, 37, 1),
+            (2, 9, 1, 1, 1),
+            (4, 8, 3, 64, 1),
+            (3, 16, 7, 9, 2),
+            (2, 5, 6, 70, 2),
+            (1, 3, 1, 2, 2),
+        ];
+        for isa in kernels() {
+            for (c_in, c_out, h, w, s) in cases {
+                let k = 9 * c_in;
+                let (oh, ow) = ((h - 1) / s + 1, (w - 1) / s + 1);
+                let wt: Vec<f32> = (0..c_out * k)
+                    .map(|i| ((i * 7) % 13) as f32 - 6.0)
+                    .collect();
+                let x: Vec<f32> = (0..c_in * h * w)
+                    .map(|i| ((i * 5) % 11) as f32 - 5.0)
+                    .collect();
+                let p = Packed::for_isa(&wt, c_out, k, isa);
+                let mut out = vec![f32::NAN; c_out * oh * ow];
+                let l = PadLayout::new(h, w, s);
+                let mut xp = vec![f32::NAN; c_in * l.plane() + PAD_SLACK];
+                for ch in 0..c_in {
+                    l.pad_plane(&x, ch, &mut xp[ch * l.plane()..(ch + 1) * l.plane()]);
+                }
+                for y in 0..oh {
+                    // SAFETY: xp is the padded input plus slack; out rows are oh·ow apart.
+                    unsafe {
+                        conv3x3_row(
+                            &p,
+                            xp.as_ptr(),
+                            l,
+                            y,
+                            ow,
+                            out.as_mut_ptr().add(y * ow),
+                            oh * ow,
+                        )
+                    };
+                }
+                for o in 0..c_out {
+                    for y in 0..oh {
+                        for xx in 0..ow {
+                            let mut want = 0f32;
+                            for c in 0..c_in {
+                                for ky in 0..3 {
+                                    for kx in 0..3 {
+                                        let (iy, ix) = (y * s + ky, xx * s + kx);
+                                        if iy < 1 || ix < 1 || iy > h || ix > w {
+                                            continue;
+                                        }
+                                        let v = x[(c * h + iy - 1) * w + ix - 1];
+                                        want += wt[o * k + (c * 3 + ky) * 3 + kx] * v;
+                                    }
+                                }
+                            }
+                            let got = out[(o * oh + y) * ow + xx];
+                            let tol = 1e-3 * want.abs().max(1.0);
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "{isa:?} s{s} {c_in}x{h}x{w} o{o} ({y},{xx})"
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! (values whose lifetimes do not overlap share memory; the inputs of a channel concat are
 //! written straight into its output, so the concat costs nothing), per-thread scratch, and
 //! the work split of every step. Built once per frame size; running it allocates nothing.
-use super::gemm::Packed;
+use super::gemm::{PAD_SLACK, Packed, PadLayout};
 use super::graph::{INPUT, Layer, Net};
 use contextrast_train::backend::cpu::im2col::Geom;
 use std::sync::Arc;
@@ -20,6 +20,9 @@ pub(super) const RESIZE_BAND: usize = 32;
 #[derive(Clone, Debug)]
 pub(super) struct ConvWork {
     pub geom: Geom,
+    /// A 3×3, pad-1 convolution of stride 1 or 2 read straight from its padded input (no
+    /// im2col), in tiles of whole output rows.
+    pub direct: bool,
     /// The weights packed for this CPU's kernel.
     pub packed: Packed,
     pub tile: usize,
@@ -60,6 +63,8 @@ pub struct Plan {
     pub(super) in_place: Vec<bool>,
     pub(super) work: Vec<Work>,
     pub(super) arena: Vec<f32>,
+    /// The zero-bordered input of the current direct 3×3 convolution (largest one's size).
+    pub(super) padded: Vec<f32>,
     /// Floats of scratch one thread needs.
     pub(super) scratch_len: usize,
 }
@@ -159,6 +164,7 @@ impl Plan {
 
         let mut work = Vec::with_capacity(n);
         let mut scratch_len = 0;
+        let mut padded_len = 0;
         for s in &net.steps {
             let [_, ih, iw] = shapes[s.inputs[0]];
             let [oc, oh, ow] = shapes[s.output];
@@ -166,18 +172,33 @@ impl Plan {
                 Layer::Conv(c) => {
                     let geom = Geom::new(&c.spec, ih, iw);
                     let (p, k) = (geom.p(), geom.rows());
-                    let im2col = !geom.is_pointwise();
+                    let direct = c.spec.k == 3 && c.spec.pad == 1 && matches!(c.spec.stride, 1 | 2);
+                    let im2col = !geom.is_pointwise() && !direct;
                     let per_col = 4 * (oc + if im2col { k } else { 0 });
                     let mut tile = (TILE_BYTES / per_col).max(MIN_TILE);
                     if threads > 1 {
                         tile = tile.min(p.div_ceil(4 * threads)).max(MIN_TILE);
                     }
-                    let tile = tile.next_multiple_of(16).min(p);
+                    let tile = if direct {
+                        // Whole rows: the output tile stays in cache for the epilogue.
+                        let mut rows = (TILE_BYTES / (4 * oc * ow)).max(1);
+                        if threads > 1 {
+                            rows = rows.min(oh.div_ceil(4 * threads));
+                        }
+                        rows.min(oh) * ow
+                    } else {
+                        tile.next_multiple_of(16).min(p)
+                    };
                     if im2col {
                         scratch_len = scratch_len.max(k * tile);
                     }
+                    if direct {
+                        let l = PadLayout::new(ih, iw, c.spec.stride);
+                        padded_len = padded_len.max(c.spec.c_in * l.plane() + PAD_SLACK);
+                    }
                     Work::Conv(ConvWork {
                         geom,
+                        direct,
                         packed: Packed::new(&c.weight, c.spec.c_out, k),
                         tile,
                         tiles: p.div_ceil(tile),
@@ -202,6 +223,7 @@ impl Plan {
             in_place,
             work,
             arena: vec![0.0; arena_len],
+            padded: vec![0.0; padded_len],
             scratch_len,
         };
         plan.check_disjoint()?;

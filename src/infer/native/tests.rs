@@ -177,7 +177,17 @@ fn every_layer_matches_a_naive_reference_on_one_and_two_threads() {
 #[test]
 fn odd_sizes_and_strides_match_the_reference() {
     // Stride 2 on odd sizes, and a 5×5 kernel, where im2col's padding edges matter most.
-    for (k, stride, h, w) in [(3, 2, 7, 9), (5, 1, 6, 5), (3, 2, 5, 4), (1, 2, 7, 7)] {
+    // 3×3 stride 1 takes the direct (no im2col) path, including 1-pixel and 2-pixel images.
+    let cases = [
+        (3, 2, 7, 9),
+        (5, 1, 6, 5),
+        (3, 2, 5, 4),
+        (1, 2, 7, 7),
+        (3, 1, 7, 9),
+        (3, 1, 1, 5),
+        (3, 1, 2, 40),
+    ];
+    for (k, stride, h, w) in cases {
         let c = conv(3, 7, k, stride, 11);
         let net = Arc::new(Net {
             steps: vec![step("c", Layer::Conv(c.clone()), vec![INPUT], 1)],
