@@ -5,11 +5,12 @@ use clap::{Args, Subcommand};
 use contextrast_train::backend::cpu::gemm_peak_gflops;
 use contextrast_train::backend::cuda::Cuda;
 use contextrast_train::backend::{Backend, Cpu, Shape};
+use contextrast_train::loss::contrast::ContrastConfig;
 use contextrast_train::model::{ModelConfig, contextrast_net, inference_flops};
 use contextrast_train::nn::exec::Grads;
 use contextrast_train::nn::params::Params;
 use contextrast_train::rng::Rng;
-use contextrast_train::trainer::{Sgd, train_step};
+use contextrast_train::trainer::{ContrastStep, Sgd, train_step};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -37,6 +38,10 @@ pub struct TrainBench {
     /// Timed steps (after 2 warm-up steps).
     #[arg(long, default_value_t = 10)]
     steps: usize,
+    /// Loss: ce, ccl (CE + contextual contrastive, random negatives) or contextrast (+ BANE),
+    /// with the method's default constants; the difference is the contrastive loss's cost.
+    #[arg(long, default_value = "ce")]
+    loss: String,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -44,6 +49,7 @@ pub struct TrainBench {
 #[derive(Serialize)]
 struct TrainReport {
     device: String,
+    loss: String,
     batch: usize,
     size: usize,
     steps: usize,
@@ -81,6 +87,19 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
 }
 
 fn bench_train<B: Backend>(be: &B, b: &TrainBench) -> Result<TrainReport> {
+    let mut contrast = ContrastConfig::default();
+    let contrastive = match b.loss.as_str() {
+        "ce" => false,
+        "ccl" => true,
+        "contextrast" => {
+            contrast.sampling.bane = true;
+            true
+        }
+        other => anyhow::bail!("--loss {other}: expected ce, ccl or contextrast"),
+    };
+    if b.loss == "ccl" {
+        contrast.sampling.bane = false;
+    }
     let classes = 5;
     let graph = contextrast_net(&ModelConfig::default(), classes);
     let mut params = Params::init(be, &graph, 0)?;
@@ -111,7 +130,11 @@ fn bench_train<B: Backend>(be: &B, b: &TrainBench) -> Result<TrainReport> {
             shape,
             None,
             &sgd,
-            None,
+            contrastive.then_some(ContrastStep {
+                cfg: &contrast,
+                seed: 1,
+                step: i as u64,
+            }),
         )?;
         // Downloading the loss synchronises a GPU, as the trainer does every step.
         be.download(&loss)?;
@@ -126,6 +149,7 @@ fn bench_train<B: Backend>(be: &B, b: &TrainBench) -> Result<TrainReport> {
     let cpu = b.device == "cpu";
     Ok(TrainReport {
         device: be.name(),
+        loss: b.loss.clone(),
         batch: b.batch,
         size: b.size,
         steps: b.steps,

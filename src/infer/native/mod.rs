@@ -182,7 +182,7 @@ impl Segmenter for NativeSegmenter {
             self.setup.info.version,
             self.workers.threads(),
             if self.workers.threads() == 1 { "" } else { "s" },
-            plan.arena_len() as f64 * 4.0 / (1 << 20) as f64,
+            plan.activation_len() as f64 * 4.0 / (1 << 20) as f64,
         );
         self.pre = Some(pre);
         self.plan = Some(plan);

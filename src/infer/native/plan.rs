@@ -274,6 +274,11 @@ impl Plan {
         self.arena.len()
     }
 
+    /// Floats of activation memory in all: the arena and the padded convolution input.
+    pub fn activation_len(&self) -> usize {
+        self.arena.len() + self.padded.len()
+    }
+
     /// The input tensor `[3, h, w]`, to be filled before [`Plan::run`](super::exec).
     pub fn input_mut(&mut self) -> &mut [f32] {
         let r = self.range(INPUT);
