@@ -118,6 +118,8 @@ pub struct Decider {
     /// Ring buffer of the last `confirm_n` frames' `defective`.
     history: Vec<bool>,
     hist_pos: usize,
+    /// Row buffers of the decision on logits (see [`logits`]).
+    rows: logits::RowScratch,
 }
 
 fn finite(v: f32) -> bool {
@@ -201,6 +203,7 @@ impl Decider {
             stack: Vec::new(),
             history,
             hist_pos: 0,
+            rows: logits::RowScratch::default(),
         })
     }
 
@@ -243,6 +246,12 @@ impl Decider {
         out.seq = seq;
         out.defects.clear();
         self.label(probs, geom);
+        self.finish(geom, out);
+        Ok(())
+    }
+
+    /// From the labelled map to the verdict: components, their order, the k-of-n history.
+    fn finish(&mut self, geom: &MapGeom, out: &mut Verdict) {
         self.components(geom, out);
         out.defects.sort_unstable_by(|a, b| {
             b.area_px
@@ -252,7 +261,6 @@ impl Decider {
         });
         out.defective = !out.defects.is_empty();
         out.reject = self.push_history(out.defective);
-        Ok(())
     }
 
     /// Sizes the buffers and rasterises the ROI for a new geometry (the only allocating path).
@@ -518,5 +526,6 @@ fn roi_contains(roi: &Roi, px: f64, py: f64) -> bool {
     }
 }
 
+mod logits;
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@
 //! from the consumer's end, which the split halves cannot do; the lock is held for a pointer swap.
 use crate::capture::{Frame, FrameSource, Next};
 use crate::decide::{Decider, Verdict};
-use crate::infer::{ModelInfo, Segmentation, Segmenter};
+use crate::infer::{ModelInfo, Scores, Segmentation, Segmenter};
 use crate::latency::{Histogram, LatencySummary};
 use crate::reject::{EncoderCount, Position};
 use crate::{Error, Result};
@@ -17,6 +17,7 @@ use ringbuf::HeapRb;
 use ringbuf::traits::{Consumer, Observer, Producer, Split};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Condvar, Mutex};
@@ -242,13 +243,14 @@ pub enum Fault {
 
 /// Once per status interval, also when no frame arrives.
 #[derive(Clone, Debug, Default)]
-pub struct Tick {
+pub struct Tick<'a> {
     /// Frames judged since the previous tick.
     pub judged: u64,
     /// Whether the source is down and being reopened (a known fault, not a stall).
     pub source_down: bool,
-    /// One-line status (fps, latency, counts) for logs and systemd's STATUS=.
-    pub status: String,
+    /// One-line status (fps, latency, counts) for logs and systemd's STATUS=; written into a
+    /// buffer the pipeline keeps, so a tick allocates nothing.
+    pub status: &'a str,
 }
 
 /// Receives the pipeline's output on the inference thread, in capture order.
@@ -335,6 +337,7 @@ pub fn run(
 
         let tick = opts.status_every.unwrap_or(Duration::from_secs(1));
         let mut next_tick = Instant::now() + tick;
+        let mut status = String::with_capacity(512);
         let mut last = (Instant::now(), 0u64, 0u64, 0u64);
         loop {
             // Between frames: swaps and notes from the capture thread.
@@ -410,7 +413,10 @@ pub fn run(
                 let dt = (now - last.0).as_secs_f64().max(1e-9);
                 let captured = counters.captured.load(Ordering::Relaxed);
                 let dropped = counters.dropped.load(Ordering::Relaxed);
-                let status = format!(
+                status.clear();
+                // Writing to a String cannot fail.
+                let _ = write!(
+                    status,
                     "in {:.1} fps, out {:.1} fps | model p50 {:.1} ms p99 {:.1} ms | total p50 {:.1} ms p99 {:.1} ms | dropped {} (+{}) skipped {} | defective {} rejects {}{}",
                     (captured - last.1) as f64 / dt,
                     (stats.frames_processed - last.2) as f64 / dt,
@@ -431,7 +437,7 @@ pub fn run(
                 sink.tick(&Tick {
                     judged: stats.frames_processed - last.2,
                     source_down,
-                    status,
+                    status: &status,
                 });
                 window.clear();
                 last = (now, captured, stats.frames_processed, dropped);
@@ -467,10 +473,12 @@ fn judge(
     let start = Instant::now();
     engine.segmenter.segment(frame, seg)?;
     let t_decide = Instant::now();
-    engine
-        .decider
-        .decide(frame.seq, &seg.probs, &seg.geom, verdict)
-        .map_err(|msg| Error::frame(frame.name.clone(), msg))?;
+    let decider = &mut engine.decider;
+    match &seg.scores {
+        Scores::Probs(p) => decider.decide(frame.seq, p, &seg.geom, verdict),
+        Scores::Logits(l) => decider.decide_logits(frame.seq, l, &seg.geom, verdict),
+    }
+    .map_err(|msg| Error::frame(frame.name.clone(), msg))?;
     let end = Instant::now();
     for h in hists.iter_mut() {
         h.queue

@@ -27,7 +27,7 @@ pub fn build_engine(cfg: &LineConfig, frame_size: Option<(u32, u32)>) -> Result<
         frame.rgb.fill(128);
         let mut out = Segmentation::default();
         seg.segment(&frame, &mut out)?;
-        if out.probs.iter().any(|p| !p.is_finite()) {
+        if !out.scores.all_finite() {
             return Err(Error::model(
                 &cfg.model.path,
                 "produces non-finite output on a grey frame",

@@ -49,9 +49,9 @@ impl Service {
     /// STATUS= every tick; WATCHDOG=1 only while [`alive`].
     pub fn tick(&self, tick: &Tick) {
         if alive(tick) {
-            self.send(&[NotifyState::Status(&tick.status), NotifyState::Watchdog]);
+            self.send(&[NotifyState::Status(tick.status), NotifyState::Watchdog]);
         } else {
-            self.send(&[NotifyState::Status(&tick.status)]);
+            self.send(&[NotifyState::Status(tick.status)]);
         }
     }
 }
@@ -66,7 +66,7 @@ mod tests {
         let t = |judged, source_down| Tick {
             judged,
             source_down,
-            status: String::new(),
+            status: "",
         };
         assert!(alive(&t(3, false)));
         assert!(alive(&t(0, true)));
@@ -89,12 +89,12 @@ mod tests {
         s.tick(&Tick {
             judged: 0,
             source_down: false,
-            status: "stalled".into(),
+            status: "stalled",
         });
         s.tick(&Tick {
             judged: 5,
             source_down: false,
-            status: "ok".into(),
+            status: "ok",
         });
         unsafe { std::env::remove_var("NOTIFY_SOCKET") };
         let mut buf = [0u8; 256];

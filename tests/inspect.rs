@@ -260,11 +260,12 @@ fn both_engines_match_onnxruntime() {
             assert_eq!(shape, [c, h as usize, w as usize]);
             let g = out.geom;
             assert_eq!((g.content_w, g.content_h), (w as usize, h as usize));
+            let probs = out.scores.probs();
             let mut worst = 0.0f32;
             for k in 0..c {
                 for y in 0..h as usize {
                     for x in 0..w as usize {
-                        let a = out.probs[(k * g.map_h + y) * g.map_w + x];
+                        let a = probs[(k * g.map_h + y) * g.map_w + x];
                         let b = want[(k * h as usize + y) * w as usize + x];
                         worst = worst.max((a - b).abs());
                     }

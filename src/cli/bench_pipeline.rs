@@ -100,8 +100,10 @@ pub fn run(b: PipelineBench) -> Result<()> {
         encoder: None,
     };
     let stop = AtomicBool::new(false);
-    let mut mark = None;
-    let warmup = b.warmup;
+    // Counted from the end of the last warm-up frame to the end of the last frame, both in
+    // the sink, so the pipeline's start-up and shutdown (threads, the summary) stay out.
+    let (mut mark, mut end) = (None, None);
+    let (warmup, last) = (b.warmup, b.frames);
     let stats = pipeline::run(
         Box::new(source),
         &mut engine,
@@ -112,9 +114,12 @@ pub fn run(b: PipelineBench) -> Result<()> {
             if f.seq + 1 == warmup {
                 mark = Some(allocations());
             }
+            if f.seq + 1 == last {
+                end = Some(allocations());
+            }
         },
     )?;
-    let end = allocations();
+    let end = end.unwrap_or_else(allocations);
     let (a0, b0) = mark.unwrap_or_default();
     let counted = (b.frames - b.warmup) as f64;
     let rss = resident_mib();

@@ -253,6 +253,7 @@ fn image_job(frame: &Frame, seg: &Segmentation, verdict: &Verdict, model: &Model
     let g = seg.geom;
     let (fw, fh) = (frame.width as usize, frame.height as usize);
     let plane = g.map_w * g.map_h;
+    let probs = seg.scores.probs();
     let mut mask = vec![0u8; fw * fh];
     for y in 0..fh {
         let my = (y * g.content_h / fh.max(1)).min(g.map_h.saturating_sub(1));
@@ -260,7 +261,7 @@ fn image_job(frame: &Frame, seg: &Segmentation, verdict: &Verdict, model: &Model
             let mx = (x * g.content_w / fw.max(1)).min(g.map_w.saturating_sub(1));
             let p = my * g.map_w + mx;
             let best = (0..seg.classes)
-                .max_by(|&a, &b| seg.probs[a * plane + p].total_cmp(&seg.probs[b * plane + p]));
+                .max_by(|&a, &b| probs[a * plane + p].total_cmp(&probs[b * plane + p]));
             if let Some(c) = best.filter(|&c| model.defect.get(c).copied().unwrap_or(false)) {
                 mask[y * fw + x] = c as u8;
             }

@@ -43,7 +43,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
-fn count_allocs<R>(f: impl FnOnce() -> R) -> (R, usize) {
+pub(super) fn count_allocs<R>(f: impl FnOnce() -> R) -> (R, usize) {
     ALLOCS.with(|a| a.set(0));
     COUNTING.with(|c| c.set(true));
     let r = f();

@@ -5,6 +5,7 @@ pub mod native;
 pub mod preprocess;
 pub mod setup;
 pub mod tract;
+pub mod upsample;
 
 use crate::Result;
 use crate::capture::Frame;
@@ -12,6 +13,7 @@ use crate::decide::MapGeom;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
+pub use upsample::{Logits, Scores};
 
 /// What the model's output channels hold.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -100,11 +102,11 @@ impl ModelInfo {
     }
 }
 
-/// Per-class probabilities of one frame at the model's output resolution.
+/// Per-class scores of one frame at the model's output resolution.
 #[derive(Clone, Debug, Default)]
 pub struct Segmentation {
-    /// `C × map_h × map_w`, channel-major.
-    pub probs: Vec<f32>,
+    /// Probabilities `C × map_h × map_w`, channel-major, or the logits they come from.
+    pub scores: Scores,
     pub classes: usize,
     pub geom: MapGeom,
     /// Time spent converting the frame into the model input, running the model, and turning

@@ -134,6 +134,13 @@ impl ModelSetup {
     }
 }
 
+/// Checks `frame` and says whether a segmenter planned for `pre` must plan for its size first:
+/// the opening of every engine's `segment`.
+pub fn needs_plan(pre: Option<&Preprocess>, frame: &crate::capture::Frame) -> Result<bool> {
+    check_frame(frame)?;
+    Ok(!pre.is_some_and(|p| p.fits(frame.width, frame.height)))
+}
+
 /// Checks that a frame's buffer holds exactly `width × height` RGB pixels.
 pub fn check_frame(frame: &crate::capture::Frame) -> Result<()> {
     if frame.rgb.len() == frame.width as usize * frame.height as usize * 3 {

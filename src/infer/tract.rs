@@ -3,7 +3,7 @@
 //! size in their metadata; a foreign model gets them from the `[model]` config.
 use crate::capture::Frame;
 use crate::infer::preprocess::Preprocess;
-use crate::infer::setup::{ModelSetup, check_frame};
+use crate::infer::setup::{ModelSetup, needs_plan};
 use crate::infer::{ModelConfig, ModelInfo, Segmentation, Segmenter};
 use crate::{Error, Result};
 use contextrast_train::onnx_model::{OnnxModel, Plan};
@@ -122,12 +122,7 @@ impl Segmenter for TractSegmenter {
     }
 
     fn segment(&mut self, frame: &Frame, out: &mut Segmentation) -> Result<()> {
-        check_frame(frame)?;
-        if !self
-            .pre
-            .as_ref()
-            .is_some_and(|p| p.fits(frame.width, frame.height))
-        {
+        if needs_plan(self.pre.as_ref(), frame)? {
             self.prepare(frame.width, frame.height)?;
         }
         let (Some(pre), Some(plan)) = (&self.pre, &self.plan) else {
@@ -166,7 +161,7 @@ impl Segmenter for TractSegmenter {
         let t2 = Instant::now();
         let view = y.try_as_plain_ram().map_err(err)?;
         let data = view.as_slice::<f32>().map_err(err)?;
-        self.setup.probabilities(data, &mut out.probs);
+        self.setup.probabilities(data, out.scores.probs_mut());
         out.classes = c;
         out.geom = g;
         out.preprocess = t1 - t0;

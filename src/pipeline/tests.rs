@@ -85,12 +85,13 @@ impl Segmenter for Fake {
             frame_w: 4,
             frame_h: 4,
         };
-        out.probs.clear();
-        out.probs.resize(32, 0.0);
+        let probs = out.scores.probs_mut();
+        probs.clear();
+        probs.resize(32, 0.0);
         for i in 0..16 {
             let defect = even && (i % 4) < 2 && i / 4 < 2;
-            out.probs[i] = if defect { 0.1 } else { 0.9 };
-            out.probs[16 + i] = 1.0 - out.probs[i];
+            probs[i] = if defect { 0.1 } else { 0.9 };
+            probs[16 + i] = 1.0 - probs[i];
         }
         Ok(())
     }

@@ -4,7 +4,8 @@
 //! pool (none for one thread). Nothing here allocates.
 use super::gemm::PadLayout;
 use super::graph::{Conv, Epilogue, Layer};
-use super::plan::{ConvWork, Plan, RESIZE_BAND, Tap, Work};
+use super::plan::{ConvWork, Plan, RESIZE_BAND, Work};
+use crate::infer::upsample::resize_rows;
 use contextrast_train::backend::cpu::im2col::im2col;
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -265,85 +266,6 @@ fn epilogue(row: &mut [f32], b: f32, add: Option<&[f32]>, epi: &Epilogue) {
             for (v, &a) in row.iter_mut().zip(a) {
                 *v = ((*v + b).max(lo1) + a).max(lo2);
             }
-        }
-    }
-}
-
-/// The network's last upsampling fused with the softmax over channels: `x` (`[c, ih, iw]`
-/// logits) is upsampled by the taps band by band into scratch (L2-sized) and each output row's
-/// probabilities are written straight into `out` (`[c, rows, cols]`), so the full-size logits
-/// never travel through memory.
-pub(super) fn upsample_softmax(
-    x: &[f32],
-    [c, ih, iw]: [usize; 3],
-    rows: &[Tap],
-    cols: &[Tap],
-    out: &mut [f32],
-    workers: &Workers,
-) {
-    let (oh, ow) = (rows.len(), cols.len());
-    let plane = oh * ow;
-    debug_assert_eq!(out.len(), c * plane);
-    let dst = Arena(out.as_mut_ptr());
-    let bands = oh.div_ceil(RESIZE_BAND);
-    workers.each(bands, |b, scratch| {
-        let y0 = b * RESIZE_BAND;
-        let y1 = (y0 + RESIZE_BAND).min(oh);
-        let n = (y1 - y0) * ow;
-        let (buf, tmp) = scratch.split_at_mut(c * RESIZE_BAND * ow);
-        for ch in 0..c {
-            let src = &x[ch * ih * iw..(ch + 1) * ih * iw];
-            resize_rows(
-                src,
-                iw,
-                &rows[y0..y1],
-                cols,
-                &mut buf[ch * n..(ch + 1) * n],
-                tmp,
-            );
-        }
-        // SAFETY: band `b` writes only rows y0..y1 of every plane of `out`.
-        let o = unsafe { std::slice::from_raw_parts_mut(dst.at(y0 * ow), (c - 1) * plane + n) };
-        crate::infer::softmax_strided(buf, n, o, plane, c, n);
-    });
-}
-
-/// Scratch floats [`upsample_softmax`] needs per thread for `c` channels of width `ow`.
-pub(super) fn upsample_softmax_scratch(c: usize, ow: usize) -> usize {
-    c * RESIZE_BAND * ow + 2 * ow
-}
-
-/// Output rows `rows` of one plane: each from two source rows interpolated horizontally,
-/// cached in `tmp` (2 × out width) so consecutive output rows sharing a source pair reuse them.
-fn resize_rows(
-    src: &[f32],
-    iw: usize,
-    rows: &[Tap],
-    cols: &[Tap],
-    out: &mut [f32],
-    tmp: &mut [f32],
-) {
-    let ow = cols.len();
-    let (h0, h1) = tmp[..2 * ow].split_at_mut(ow);
-    let mut cached = (usize::MAX, usize::MAX);
-    let hinterp = |r: &[f32], dst: &mut [f32]| {
-        for (d, c) in dst.iter_mut().zip(cols) {
-            *d = r[c.i0] + c.l * (r[c.i1] - r[c.i0]);
-        }
-    };
-    for (y, ty) in rows.iter().enumerate() {
-        if cached != (ty.i0, ty.i1) {
-            if cached.1 == ty.i0 {
-                h0.copy_from_slice(h1);
-            } else {
-                hinterp(&src[ty.i0 * iw..(ty.i0 + 1) * iw], h0);
-            }
-            hinterp(&src[ty.i1 * iw..(ty.i1 + 1) * iw], h1);
-            cached = (ty.i0, ty.i1);
-        }
-        let l = ty.l;
-        for ((o, &a), &b) in out[y * ow..(y + 1) * ow].iter_mut().zip(&*h0).zip(&*h1) {
-            *o = a + l * (b - a);
         }
     }
 }

@@ -111,20 +111,48 @@ impl PadLayout {
         (self.h + 2) * self.s * self.wq
     }
 
-    /// Writes plane `c` of `x` (`c_in × h × w`) into `xp` (one padded plane).
+    /// Writes plane `c` of `x` (`c_in × h × w`) into `xp` (one padded plane). Each value of
+    /// `xp` is written once: the border rows and each row's ends get zeros, the rest the input.
     pub fn pad_plane(&self, x: &[f32], c: usize, xp: &mut [f32]) {
         let (h, w, s, wq) = (self.h, self.w, self.s, self.wq);
-        xp.fill(0.0);
+        let rw = s * wq;
+        xp[..rw].fill(0.0);
+        xp[(h + 1) * rw..(h + 2) * rw].fill(0.0);
         for y in 0..h {
             let src = &x[(c * h + y) * w..(c * h + y + 1) * w];
-            let row = &mut xp[(y + 1) * s * wq..(y + 2) * s * wq];
-            if s == 1 {
-                row[1..=w].copy_from_slice(src);
-            } else {
-                // Bordered column col = x + 1 goes to phase col % s, index col / s.
-                for (x, &v) in src.iter().enumerate() {
-                    let col = x + 1;
-                    row[(col % s) * wq + col / s] = v;
+            let row = &mut xp[(y + 1) * rw..(y + 2) * rw];
+            match s {
+                1 => {
+                    row[0] = 0.0;
+                    row[1..=w].copy_from_slice(src);
+                    row[w + 1..].fill(0.0);
+                }
+                2 => {
+                    // Bordered column x + 1: odd x go to phase 0 at (x + 1) / 2, even x to
+                    // phase 1 at x / 2. Split as pairs so the loop vectorises.
+                    let (p0, p1) = row.split_at_mut(wq);
+                    p0[0] = 0.0;
+                    let pairs = src.chunks_exact(2);
+                    let odd_tail = pairs.remainder().first().copied();
+                    let n = pairs.len();
+                    for ((pair, a), b) in pairs.zip(&mut p1[..n]).zip(&mut p0[1..=n]) {
+                        *a = pair[0];
+                        *b = pair[1];
+                    }
+                    let mut e1 = n;
+                    if let Some(v) = odd_tail {
+                        p1[n] = v;
+                        e1 += 1;
+                    }
+                    p0[n + 1..].fill(0.0);
+                    p1[e1..].fill(0.0);
+                }
+                _ => {
+                    row.fill(0.0);
+                    for (x, &v) in src.iter().enumerate() {
+                        let col = x + 1;
+                        row[(col % s) * wq + col / s] = v;
+                    }
                 }
             }
         }
@@ -227,94 +255,85 @@ unsafe fn gemm_rows<B: BRows>(a: &Packed, rows: &B, n: usize, c: *mut f32, ldc: 
     }
 }
 
+/// One x86 kernel: `$mr` rows × two vectors of `$lanes` columns of C in registers, B's row
+/// loaded once per k and A's value broadcast per row. The AVX-512 and AVX2 kernels differ
+/// only in the vector type, its intrinsics and the register tile, so one body serves both.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn avx512<B: BRows>(a: &Packed, rows: &B, n: usize, c: *mut f32, ldc: usize) {
-    use std::arch::x86_64::*;
-    const MR: usize = 8;
-    const NR: usize = 32;
-    let (m, k) = (a.m, a.k);
-    let mut j0 = 0;
-    while j0 < n {
-        let cols = NR.min(n - j0);
-        // A narrow last panel is read through a zero-padded copy, one row at a time.
-        let mut pad = [0f32; NR];
-        for blk in 0..m.div_ceil(MR) {
-            let ap = a.data[blk * k * MR..(blk + 1) * k * MR].as_ptr();
-            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-            for kk in 0..k {
-                // SAFETY: row kk of B holds columns j0..j0+cols (the caller's contract);
-                // `ap` holds k·MR values.
-                unsafe {
-                    let src = rows.row(kk, j0, cols, &mut pad);
-                    let b0 = _mm512_loadu_ps(src);
-                    let b1 = _mm512_loadu_ps(src.add(16));
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let av = _mm512_set1_ps(*ap.add(kk * MR + r));
-                        acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
-                        acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
+macro_rules! x86_kernel {
+    ($name:ident, $features:literal, $mr:literal, $lanes:literal,
+     $zero:ident, $load:ident, $set1:ident, $fmadd:ident, $store:ident) => {
+        #[target_feature(enable = $features)]
+        unsafe fn $name<B: BRows>(a: &Packed, rows: &B, n: usize, c: *mut f32, ldc: usize) {
+            use std::arch::x86_64::*;
+            const MR: usize = $mr;
+            const NR: usize = 2 * $lanes;
+            let (m, k) = (a.m, a.k);
+            let mut j0 = 0;
+            while j0 < n {
+                let cols = NR.min(n - j0);
+                // A narrow last panel is read through a zero-padded copy, one row at a time.
+                let mut pad = [0f32; NR];
+                for blk in 0..m.div_ceil(MR) {
+                    let ap = a.data[blk * k * MR..(blk + 1) * k * MR].as_ptr();
+                    let mut acc = [[$zero(); 2]; MR];
+                    for kk in 0..k {
+                        // SAFETY: row kk of B holds columns j0..j0+cols (the caller's
+                        // contract); `ap` holds k·MR values.
+                        unsafe {
+                            let src = rows.row(kk, j0, cols, &mut pad);
+                            let b0 = $load(src);
+                            let b1 = $load(src.add($lanes));
+                            for (r, acc) in acc.iter_mut().enumerate() {
+                                let av = $set1(*ap.add(kk * MR + r));
+                                acc[0] = $fmadd(av, b0, acc[0]);
+                                acc[1] = $fmadd(av, b1, acc[1]);
+                            }
+                        }
+                    }
+                    let rows = MR.min(m - blk * MR);
+                    for (r, acc) in acc.iter().enumerate().take(rows) {
+                        let mut out = [0f32; NR];
+                        // SAFETY: `out` holds NR floats; row blk·MR + r < m and columns
+                        // j0..j0+cols of C are the caller's.
+                        unsafe {
+                            $store(out.as_mut_ptr(), acc[0]);
+                            $store(out.as_mut_ptr().add($lanes), acc[1]);
+                            let dst = c.add((blk * MR + r) * ldc + j0);
+                            std::ptr::copy_nonoverlapping(out.as_ptr(), dst, cols);
+                        }
                     }
                 }
-            }
-            let rows = MR.min(m - blk * MR);
-            for (r, acc) in acc.iter().enumerate().take(rows) {
-                let mut out = [0f32; NR];
-                // SAFETY: `out` holds NR floats; row blk·MR + r < m and columns j0..j0+cols
-                // of C are the caller's.
-                unsafe {
-                    _mm512_storeu_ps(out.as_mut_ptr(), acc[0]);
-                    _mm512_storeu_ps(out.as_mut_ptr().add(16), acc[1]);
-                    let dst = c.add((blk * MR + r) * ldc + j0);
-                    std::ptr::copy_nonoverlapping(out.as_ptr(), dst, cols);
-                }
+                j0 += NR;
             }
         }
-        j0 += NR;
-    }
+    };
 }
 
+// 8 × 32: 16 of AVX-512's 32 registers accumulate. 4 × 16: 8 of AVX2's 16.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2<B: BRows>(a: &Packed, rows: &B, n: usize, c: *mut f32, ldc: usize) {
-    use std::arch::x86_64::*;
-    const MR: usize = 4;
-    const NR: usize = 16;
-    let (m, k) = (a.m, a.k);
-    let mut j0 = 0;
-    while j0 < n {
-        let cols = NR.min(n - j0);
-        let mut pad = [0f32; NR];
-        for blk in 0..m.div_ceil(MR) {
-            let ap = a.data[blk * k * MR..(blk + 1) * k * MR].as_ptr();
-            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-            for kk in 0..k {
-                // SAFETY: as in `avx512`.
-                unsafe {
-                    let src = rows.row(kk, j0, cols, &mut pad);
-                    let b0 = _mm256_loadu_ps(src);
-                    let b1 = _mm256_loadu_ps(src.add(8));
-                    for (r, acc) in acc.iter_mut().enumerate() {
-                        let av = _mm256_set1_ps(*ap.add(kk * MR + r));
-                        acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
-                        acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
-                    }
-                }
-            }
-            let rows = MR.min(m - blk * MR);
-            for (r, acc) in acc.iter().enumerate().take(rows) {
-                let mut out = [0f32; NR];
-                // SAFETY: as in `avx512`.
-                unsafe {
-                    _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
-                    _mm256_storeu_ps(out.as_mut_ptr().add(8), acc[1]);
-                    let dst = c.add((blk * MR + r) * ldc + j0);
-                    std::ptr::copy_nonoverlapping(out.as_ptr(), dst, cols);
-                }
-            }
-        }
-        j0 += NR;
-    }
-}
+x86_kernel!(
+    avx512,
+    "avx512f,avx2,fma",
+    8,
+    16,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);
+#[cfg(target_arch = "x86_64")]
+x86_kernel!(
+    avx2,
+    "avx2,fma",
+    4,
+    8,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps
+);
 
 /// Lanes of the portable kernel's pseudo-vectors: 4 f32 = one SSE or NEON register, which
 /// the compiler's SLP vectoriser maps each `[f32; 4]` operation onto.

@@ -17,7 +17,8 @@ pub use plan::Plan;
 
 use crate::capture::Frame;
 use crate::infer::preprocess::Preprocess;
-use crate::infer::setup::{ModelSetup, check_frame};
+use crate::infer::setup::{ModelSetup, needs_plan};
+use crate::infer::upsample::Upsample;
 use crate::infer::{ModelConfig, ModelInfo, OutputKind, Segmentation, Segmenter};
 use crate::{Error, Result};
 use contextrast_train::meta::ModelMeta;
@@ -43,8 +44,8 @@ pub struct NativeSegmenter {
     plan: Option<Plan>,
     /// The final upsampling factor when it is fused with the softmax (logits, C > 1).
     head_factor: Option<usize>,
-    /// Its taps for the planned size: rows, columns.
-    head_taps: (Vec<plan::Tap>, Vec<plan::Tap>),
+    /// That upsampling at the planned size: frames hand out the logits before it.
+    head_up: Option<Arc<Upsample>>,
 }
 
 impl NativeSegmenter {
@@ -82,7 +83,7 @@ impl NativeSegmenter {
             pre: None,
             plan: None,
             head_factor,
-            head_taps: (Vec::new(), Vec::new()),
+            head_up: None,
         };
         // Plan once now so a model whose shapes cannot work fails at load, not on a frame.
         let (h, w) = meta
@@ -166,15 +167,14 @@ impl Segmenter for NativeSegmenter {
             .map_err(|m| Error::model(self.path(), m))?;
         self.workers.reserve(plan.scratch_len);
         if let Some(f) = self.head_factor {
-            let [c, lh, lw] = plan.output_shape();
+            let [_, lh, lw] = plan.output_shape();
             if (lh * f, lw * f) != (h, w) {
                 return Err(Error::model(
                     self.path(),
                     format!("outputs {}x{} logits for a {w}x{h} input", lw * f, lh * f),
                 ));
             }
-            self.head_taps = (plan::taps(lh, h), plan::taps(lw, w));
-            self.workers.reserve(exec::upsample_softmax_scratch(c, w));
+            self.head_up = Some(Arc::new(Upsample::new(lh, lw, h, w)));
         }
         log::info!(
             "model {} planned (native engine, {} thread{}) for {frame_w}x{frame_h} frames as \
@@ -190,12 +190,7 @@ impl Segmenter for NativeSegmenter {
     }
 
     fn segment(&mut self, frame: &Frame, out: &mut Segmentation) -> Result<()> {
-        check_frame(frame)?;
-        if !self
-            .pre
-            .as_ref()
-            .is_some_and(|p| p.fits(frame.width, frame.height))
-        {
+        if needs_plan(self.pre.as_ref(), frame)? {
             self.prepare(frame.width, frame.height)?;
         }
         let (Some(pre), Some(plan)) = (&self.pre, &mut self.plan) else {
@@ -207,16 +202,15 @@ impl Segmenter for NativeSegmenter {
         let workers = &self.workers;
         workers.frame(|| plan.run(workers));
         let t2 = Instant::now();
-        match self.head_factor {
-            Some(_) => {
-                let shape = plan.output_shape();
-                out.probs
-                    .resize(shape[0] * pre.geom.map_h * pre.geom.map_w, 0.0);
-                let (rows, cols) = &self.head_taps;
-                let (x, probs) = (plan.output(), &mut out.probs);
-                workers.frame(|| exec::upsample_softmax(x, shape, rows, cols, probs, workers));
+        match &self.head_up {
+            Some(up) => {
+                let logits = out.scores.logits_mut(up);
+                logits.clear();
+                logits.extend_from_slice(plan.output());
             }
-            None => self.setup.probabilities(plan.output(), &mut out.probs),
+            None => self
+                .setup
+                .probabilities(plan.output(), out.scores.probs_mut()),
         }
         out.classes = self.setup.info.num_classes();
         out.geom = pre.geom;

@@ -4,6 +4,7 @@
 //! the work split of every step. Built once per frame size; running it allocates nothing.
 use super::gemm::{PAD_SLACK, Packed, PadLayout};
 use super::graph::{INPUT, Layer, Net};
+use crate::infer::upsample::{Tap, taps};
 use contextrast_train::backend::cpu::im2col::Geom;
 use std::sync::Arc;
 
@@ -27,14 +28,6 @@ pub(super) struct ConvWork {
     pub packed: Packed,
     pub tile: usize,
     pub tiles: usize,
-}
-
-/// Source taps of one resize output coordinate: `(1 − l)·src[i0] + l·src[i1]`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) struct Tap {
-    pub i0: usize,
-    pub i1: usize,
-    pub l: f32,
 }
 
 /// What a step needs at run time besides the layer.
@@ -356,22 +349,4 @@ fn shapes(net: &Net, h: usize, w: usize) -> Result<Vec<[usize; 3]>, String> {
         s[st.output] = out;
     }
     Ok(s)
-}
-
-/// Taps for every output index of a half-pixel bilinear resize from `in_len` to `out_len`:
-/// `src = (dst + ½)·in/out − ½`, clamped at 0; the upper tap stops at the last input index
-/// (the training backend's and onnxruntime's rule).
-pub(super) fn taps(in_len: usize, out_len: usize) -> Vec<Tap> {
-    let scale = in_len as f32 / out_len as f32;
-    (0..out_len)
-        .map(|d| {
-            let src = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
-            let i0 = (src as usize).min(in_len - 1);
-            Tap {
-                i0,
-                i1: (i0 + 1).min(in_len - 1),
-                l: src - i0 as f32,
-            }
-        })
-        .collect()
 }

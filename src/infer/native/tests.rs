@@ -340,7 +340,7 @@ fn the_native_engine_matches_tract_on_the_shipped_model() {
         native.segment(&frame, &mut a).unwrap();
         tract.segment(&frame, &mut b).unwrap();
         assert_eq!(a.geom, b.geom);
-        let d = max_diff(&a.probs, &b.probs);
+        let d = max_diff(&a.scores.probs(), &b.scores.probs());
         assert!(d < 1e-4, "{w}x{h}: max probability difference {d}");
     }
 }
