@@ -4,7 +4,7 @@
 //! the work split of every step. Built once per frame size; running it allocates nothing.
 use super::gemm::{PAD_SLACK, Packed, PadLayout};
 use super::graph::{INPUT, Layer, Net};
-use crate::infer::upsample::{Tap, taps};
+use crate::infer::upsample::{Axis, Tap, taps};
 use contextrast_train::backend::cpu::im2col::Geom;
 use std::sync::Arc;
 
@@ -36,7 +36,7 @@ pub(super) enum Work {
     Conv(ConvWork),
     Resize {
         rows: Vec<Tap>,
-        cols: Vec<Tap>,
+        cols: Axis,
     },
     /// Element-wise steps and concat copies run in one piece.
     Whole,
@@ -201,7 +201,7 @@ impl Plan {
                     scratch_len = scratch_len.max(2 * ow);
                     Work::Resize {
                         rows: taps(ih, oh),
-                        cols: taps(iw, ow),
+                        cols: Axis::new(iw, ow),
                     }
                 }
                 _ => Work::Whole,
