@@ -2,7 +2,7 @@
 //! sum applied while the tile is in cache; bilinear upsampling from two cached, horizontally
 //! interpolated source rows; the rest element-wise. Work units go to the engine's own thread
 //! pool (none for one thread). Nothing here allocates.
-use super::gemm::PadLayout;
+use super::gemm::{PAD_SLACK, PadLayout};
 use super::graph::{Conv, Epilogue, Layer};
 use super::plan::{ConvWork, Plan, RESIZE_BAND, Work};
 use crate::infer::upsample::resize_rows;
@@ -126,23 +126,9 @@ impl Plan {
                     let x = input(0);
                     let add = conv.epi.add.map(|_| input(1));
                     let dst = Arena(arena.at(out.start));
-                    let g = &cw.geom;
-                    if cw.direct {
-                        let l = PadLayout::new(g.h, g.w, g.stride);
-                        let xp = Arena(self.padded.as_mut_ptr());
-                        workers.each(g.c_in, |c, _| {
-                            // SAFETY: unit c writes only padded plane c (the plan sized
-                            // `padded` for this input).
-                            let p = unsafe {
-                                std::slice::from_raw_parts_mut(xp.at(c * l.plane()), l.plane())
-                            };
-                            l.pad_plane(x, c, p);
-                        });
-                    }
-                    let xp = Arena(self.padded.as_mut_ptr());
-                    workers.each(cw.tiles, |t, col| {
+                    workers.each(cw.tiles, |t, scratch| {
                         // SAFETY: tile `t` writes only its own columns of every output row.
-                        unsafe { conv_tile(conv, cw, x, xp, add, dst, t, col) }
+                        unsafe { conv_tile(conv, cw, x, add, dst, t, scratch) }
                     });
                 }
                 (Layer::Resize { epi, .. }, Work::Resize { rows, cols }) => {
@@ -205,7 +191,9 @@ impl Plan {
 }
 
 /// One column tile of a convolution: `dst[:, p0..p0+t] = W · col + b`, then ReLU, then the
-/// fused sum.
+/// fused sum. A direct 3×3 tile first pads the band of input rows it reads into its thread's
+/// scratch (so padding is split among the threads with the tiles, needs no step of its own,
+/// and is still in cache when the product reads it); other tiles build their im2col there.
 ///
 /// # Safety
 /// `dst` points at the output's `c_out × P` block, and no other thread writes columns
@@ -215,11 +203,10 @@ unsafe fn conv_tile(
     conv: &Conv,
     cw: &ConvWork,
     x: &[f32],
-    xp: Arena,
     add: Option<&[f32]>,
     dst: Arena,
     t_idx: usize,
-    col: &mut [f32],
+    scratch: &mut [f32],
 ) {
     let g = &cw.geom;
     let (p, k, c_out) = (g.p(), g.rows(), conv.spec.c_out);
@@ -227,17 +214,35 @@ unsafe fn conv_tile(
     let t = cw.tile.min(p - p0);
     if cw.direct {
         // Tiles are whole output rows.
-        for y in p0 / g.ow..(p0 + t) / g.ow {
-            let l = PadLayout::new(g.h, g.w, g.stride);
-            // SAFETY: `xp` holds this conv's padded input plus slack (`k = 9·c_in`); row y
-            // of every output channel belongs to this tile.
-            unsafe { super::gemm::conv3x3_row(&cw.packed, xp.0, l, y, g.ow, dst.at(y * g.ow), p) };
+        let (y0, y1) = (p0 / g.ow, (p0 + t) / g.ow);
+        let l = PadLayout::new(g.h, g.w, g.stride);
+        let rows = l.rows_for(y1 - y0);
+        let band = l.band(rows);
+        let xp = &mut scratch[..g.c_in * band + PAD_SLACK];
+        for (c, xb) in xp.chunks_exact_mut(band).enumerate().take(g.c_in) {
+            l.pad_rows(x, c, y0 * g.stride, rows, xb);
+        }
+        for y in y0..y1 {
+            // SAFETY: `xp` holds this tile's bands plus slack (`k = 9·c_in`, the plan sized
+            // the scratch); row y of every output channel belongs to this tile.
+            unsafe {
+                super::gemm::conv3x3_row(
+                    &cw.packed,
+                    xp.as_ptr(),
+                    l,
+                    rows,
+                    (y - y0) * g.stride,
+                    g.ow,
+                    dst.at(y * g.ow),
+                    p,
+                )
+            };
         }
     } else {
         let (rhs, ldb) = if g.is_pointwise() {
             (x[p0..].as_ptr(), p)
         } else {
-            let col = &mut col[..k * t];
+            let col = &mut scratch[..k * t];
             im2col(x, g, p0, t, col);
             (col.as_ptr(), t)
         };

@@ -85,9 +85,11 @@ pub unsafe fn gemm(a: &Packed, b: *const f32, ldb: usize, n: usize, c: *mut f32,
     unsafe { gemm_rows(a, &Dense { b, ldb }, n, c, ldc) }
 }
 
-/// The zero-bordered input a direct 3×3 convolution of stride `s` reads: per plane, `h + 2`
-/// rows, each split into `s` column phases of `wq` values (column `col` of the bordered row at
-/// phase `col % s`, index `col / s`), so the taps of a strided convolution are contiguous.
+/// The zero-bordered input a direct 3×3 convolution of stride `s` reads: per plane, padded
+/// rows (padded row `r` is input row `r − 1`; rows 0 and `h + 1` are zeros), each split into
+/// `s` column phases of `wq` values (column `col` of the bordered row at phase `col % s`,
+/// index `col / s`), so the taps of a strided convolution are contiguous. A buffer may hold a
+/// band of padded rows of every plane (one tile's worth) rather than whole planes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PadLayout {
     pub h: usize,
@@ -106,21 +108,29 @@ impl PadLayout {
         }
     }
 
-    /// Floats of one padded plane.
-    pub fn plane(&self) -> usize {
-        (self.h + 2) * self.s * self.wq
+    /// Floats of one plane's band of `rows` padded rows.
+    pub fn band(&self, rows: usize) -> usize {
+        rows * self.s * self.wq
     }
 
-    /// Writes plane `c` of `x` (`c_in × h × w`) into `xp` (one padded plane). Each value of
-    /// `xp` is written once: the border rows and each row's ends get zeros, the rest the input.
-    pub fn pad_plane(&self, x: &[f32], c: usize, xp: &mut [f32]) {
+    /// Padded rows an output band of `out_rows` rows reads.
+    pub fn rows_for(&self, out_rows: usize) -> usize {
+        (out_rows.max(1) - 1) * self.s + 3
+    }
+
+    /// Writes padded rows `r0..r0 + rows` of plane `c` of `x` into `xp` (one plane's band).
+    /// Each value of `xp` is written once: border rows and each row's ends get zeros, the
+    /// rest the input.
+    pub fn pad_rows(&self, x: &[f32], c: usize, r0: usize, rows: usize, xp: &mut [f32]) {
         let (h, w, s, wq) = (self.h, self.w, self.s, self.wq);
         let rw = s * wq;
-        xp[..rw].fill(0.0);
-        xp[(h + 1) * rw..(h + 2) * rw].fill(0.0);
-        for y in 0..h {
-            let src = &x[(c * h + y) * w..(c * h + y + 1) * w];
-            let row = &mut xp[(y + 1) * rw..(y + 2) * rw];
+        for (i, row) in xp[..rows * rw].chunks_exact_mut(rw).enumerate() {
+            let r = r0 + i;
+            if r == 0 || r > h {
+                row.fill(0.0);
+                continue;
+            }
+            let src = &x[(c * h + r - 1) * w..(c * h + r) * w];
             match s {
                 1 => {
                     row[0] = 0.0;
@@ -159,25 +169,37 @@ impl PadLayout {
     }
 }
 
-/// `C = A · B` for output row `y` (`n` columns) of a 3×3, pad-1 convolution of stride
-/// `l.s`, without an im2col copy: row `(c, ky, kx)` of B is read straight from the padded
-/// input `xp` (see [`PadLayout`]).
+/// `C = A · B` for one output row (`n` columns) of a 3×3, pad-1 convolution of stride
+/// `l.s`, without an im2col copy: row `(c, ky, kx)` of B is read straight from `xp`, which
+/// holds `rows` padded rows of each plane (see [`PadLayout`]), the output row's first tap
+/// row being band row `r`.
 ///
 /// # Safety
-/// `xp` holds `c_in` planes of `l` plus `PAD_SLACK` values, with `a.k = 9·c_in`; `c` is valid
-/// for `a.m` rows of `n` values `ldc` apart that no other thread writes.
+/// `xp` holds `c_in` bands of `rows` rows plus `PAD_SLACK` values, `r + 3 ≤ rows`, with
+/// `a.k = 9·c_in`; `c` is valid for `a.m` rows of `n` values `ldc` apart that no other thread
+/// writes.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn conv3x3_row(
     a: &Packed,
     xp: *const f32,
     l: PadLayout,
-    y: usize,
+    rows: usize,
+    r: usize,
     n: usize,
     c: *mut f32,
     ldc: usize,
 ) {
-    let rows = Shifted { xp, l, y };
+    debug_assert!(matches!(l.s, 1 | 2));
+    let b = Shifted {
+        xp,
+        wq: l.wq,
+        plane: l.band(rows),
+        row: l.s * l.wq,
+        shift: l.s.trailing_zeros(),
+        r,
+    };
     // SAFETY: the caller's contract is `Shifted`'s.
-    unsafe { gemm_rows(a, &rows, n, c, ldc) }
+    unsafe { gemm_rows(a, &b, n, c, ldc) }
 }
 
 /// Floats past the last padded plane that a kernel may read (and ignore) when its last column
@@ -214,12 +236,20 @@ impl BRows for Dense {
     }
 }
 
-/// The implicit im2col of a 3×3, pad-1 convolution over a padded input, for output row `y`:
-/// every row of B lies inside `xp`, so nothing is copied.
+/// The implicit im2col of a 3×3, pad-1 convolution over a padded band, for one output row:
+/// every row of B lies inside `xp`, so nothing is copied. The stride is 1 or 2, so its
+/// division and remainder are a shift and a mask (a `div` per row of B cost more than the
+/// row's multiply-adds).
 struct Shifted {
     xp: *const f32,
-    l: PadLayout,
-    y: usize,
+    wq: usize,
+    /// Floats per plane's band, and per padded row.
+    plane: usize,
+    row: usize,
+    /// log2 of the stride.
+    shift: u32,
+    /// The band row of the output row's first tap row.
+    r: usize,
 }
 
 impl BRows for Shifted {
@@ -227,11 +257,11 @@ impl BRows for Shifted {
     unsafe fn row(&self, kk: usize, j0: usize, _cols: usize, _pad: &mut [f32]) -> *const f32 {
         let (c, tap) = (kk / 9, kk % 9);
         let (ky, kx) = (tap / 3, tap % 3);
-        let l = &self.l;
-        let r = self.y * l.s + ky;
-        let at = ((c * (l.h + 2) + r) * l.s + kx % l.s) * l.wq + j0 + kx / l.s;
-        // SAFETY: plane c < c_in, padded row r ≤ h + 1, and the NR columns from `at` stay
-        // inside the padded planes plus PAD_SLACK (the caller's contract).
+        let phase = kx & ((1 << self.shift) - 1);
+        let at =
+            c * self.plane + (self.r + ky) * self.row + phase * self.wq + j0 + (kx >> self.shift);
+        // SAFETY: plane c < c_in, band row r + ky < rows, and the NR columns from `at` stay
+        // inside the bands plus PAD_SLACK (the caller's contract).
         unsafe { self.xp.add(at) }
     }
 }
@@ -475,48 +505,56 @@ mod tests {
                     .map(|i| ((i * 5) % 11) as f32 - 5.0)
                     .collect();
                 let p = Packed::for_isa(&wt, c_out, k, isa);
-                let mut out = vec![f32::NAN; c_out * oh * ow];
                 let l = PadLayout::new(h, w, s);
-                let mut xp = vec![f32::NAN; c_in * l.plane() + PAD_SLACK];
-                for ch in 0..c_in {
-                    l.pad_plane(&x, ch, &mut xp[ch * l.plane()..(ch + 1) * l.plane()]);
-                }
-                for y in 0..oh {
-                    // SAFETY: xp is the padded input plus slack; out rows are oh·ow apart.
-                    unsafe {
-                        conv3x3_row(
-                            &p,
-                            xp.as_ptr(),
-                            l,
-                            y,
-                            ow,
-                            out.as_mut_ptr().add(y * ow),
-                            oh * ow,
-                        )
-                    };
-                }
-                for o in 0..c_out {
-                    for y in 0..oh {
-                        for xx in 0..ow {
-                            let mut want = 0f32;
-                            for c in 0..c_in {
-                                for ky in 0..3 {
-                                    for kx in 0..3 {
-                                        let (iy, ix) = (y * s + ky, xx * s + kx);
-                                        if iy < 1 || ix < 1 || iy > h || ix > w {
-                                            continue;
+                // Bands of one row, two rows and the whole plane, as tiles pad them.
+                for band in [1, 2, oh] {
+                    let mut out = vec![f32::NAN; c_out * oh * ow];
+                    for y0 in (0..oh).step_by(band) {
+                        let y1 = (y0 + band).min(oh);
+                        let rows = l.rows_for(y1 - y0);
+                        let mut xp = vec![f32::NAN; c_in * l.band(rows) + PAD_SLACK];
+                        for (ch, xb) in xp.chunks_exact_mut(l.band(rows)).enumerate().take(c_in) {
+                            l.pad_rows(&x, ch, y0 * s, rows, xb);
+                        }
+                        for y in y0..y1 {
+                            // SAFETY: xp holds the bands plus slack; out rows are oh·ow apart.
+                            unsafe {
+                                conv3x3_row(
+                                    &p,
+                                    xp.as_ptr(),
+                                    l,
+                                    rows,
+                                    (y - y0) * s,
+                                    ow,
+                                    out.as_mut_ptr().add(y * ow),
+                                    oh * ow,
+                                )
+                            };
+                        }
+                    }
+                    for o in 0..c_out {
+                        for y in 0..oh {
+                            for xx in 0..ow {
+                                let mut want = 0f32;
+                                for c in 0..c_in {
+                                    for ky in 0..3 {
+                                        for kx in 0..3 {
+                                            let (iy, ix) = (y * s + ky, xx * s + kx);
+                                            if iy < 1 || ix < 1 || iy > h || ix > w {
+                                                continue;
+                                            }
+                                            let v = x[(c * h + iy - 1) * w + ix - 1];
+                                            want += wt[o * k + (c * 3 + ky) * 3 + kx] * v;
                                         }
-                                        let v = x[(c * h + iy - 1) * w + ix - 1];
-                                        want += wt[o * k + (c * 3 + ky) * 3 + kx] * v;
                                     }
                                 }
+                                let got = out[(o * oh + y) * ow + xx];
+                                let tol = 1e-3 * want.abs().max(1.0);
+                                assert!(
+                                    (got - want).abs() <= tol,
+                                    "{isa:?} s{s} {c_in}x{h}x{w} band {band} o{o} ({y},{xx})"
+                                );
                             }
-                            let got = out[(o * oh + y) * ow + xx];
-                            let tol = 1e-3 * want.abs().max(1.0);
-                            assert!(
-                                (got - want).abs() <= tol,
-                                "{isa:?} s{s} {c_in}x{h}x{w} o{o} ({y},{xx})"
-                            );
                         }
                     }
                 }

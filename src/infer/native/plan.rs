@@ -57,7 +57,6 @@ pub struct Plan {
     pub(super) work: Vec<Work>,
     pub(super) arena: Vec<f32>,
     /// The zero-bordered input of the current direct 3×3 convolution (largest one's size).
-    pub(super) padded: Vec<f32>,
     /// Floats of scratch one thread needs.
     pub(super) scratch_len: usize,
 }
@@ -157,7 +156,6 @@ impl Plan {
 
         let mut work = Vec::with_capacity(n);
         let mut scratch_len = 0;
-        let mut padded_len = 0;
         for s in &net.steps {
             let [_, ih, iw] = shapes[s.inputs[0]];
             let [oc, oh, ow] = shapes[s.output];
@@ -186,8 +184,10 @@ impl Plan {
                         scratch_len = scratch_len.max(k * tile);
                     }
                     if direct {
+                        // Each tile pads the band of input rows it reads in its scratch.
                         let l = PadLayout::new(ih, iw, c.spec.stride);
-                        padded_len = padded_len.max(c.spec.c_in * l.plane() + PAD_SLACK);
+                        let rows = l.rows_for(tile / ow);
+                        scratch_len = scratch_len.max(c.spec.c_in * l.band(rows) + PAD_SLACK);
                     }
                     Work::Conv(ConvWork {
                         geom,
@@ -216,7 +216,6 @@ impl Plan {
             in_place,
             work,
             arena: vec![0.0; arena_len],
-            padded: vec![0.0; padded_len],
             scratch_len,
         };
         plan.check_disjoint()?;
@@ -267,9 +266,10 @@ impl Plan {
         self.arena.len()
     }
 
-    /// Floats of activation memory in all: the arena and the padded convolution input.
+    /// Floats of activation memory in all: the arena (padded convolution inputs live in the
+    /// workers' scratch, one tile's band each).
     pub fn activation_len(&self) -> usize {
-        self.arena.len() + self.padded.len()
+        self.arena.len()
     }
 
     /// The input tensor `[3, h, w]`, to be filled before [`Plan::run`](super::exec).
