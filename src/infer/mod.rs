@@ -110,7 +110,7 @@ pub struct Segmentation {
     pub classes: usize,
     pub geom: MapGeom,
     /// Time spent converting the frame into the model input, running the model, and turning
-    /// its output into probabilities: the pipeline reports each as a stage.
+    /// its output into `scores`: the pipeline reports each as a stage.
     pub preprocess: Duration,
     pub model: Duration,
     pub postprocess: Duration,

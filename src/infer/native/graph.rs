@@ -441,8 +441,8 @@ impl Net {
         }
     }
 
-    /// Removes a final plain upsampling and returns its factor, so the caller can fuse it with
-    /// the softmax; `None` (and nothing removed) when the graph does not end in one.
+    /// Removes a final plain upsampling and returns its factor, so the caller can hand out the
+    /// logits before it; `None` (and nothing removed) when the graph does not end in one.
     pub fn split_final_upsampling(&mut self) -> Option<usize> {
         let last = self.steps.last()?;
         let readers = self.readers();

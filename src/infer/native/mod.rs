@@ -42,7 +42,8 @@ pub struct NativeSegmenter {
     workers: Workers,
     pre: Option<Preprocess>,
     plan: Option<Plan>,
-    /// The final upsampling factor when it is fused with the softmax (logits, C > 1).
+    /// The final upsampling factor when the graph ends in one over logits (C > 1): it is split
+    /// off, and the decision samples the logits where it needs them (`decide/logits.rs`).
     head_factor: Option<usize>,
     /// That upsampling at the planned size: frames hand out the logits before it.
     head_up: Option<Arc<Upsample>>,
