@@ -69,6 +69,26 @@ pub(crate) const SOURCES: &[KernelSource] = &[
             "argmax_channels",
         ],
     },
+    KernelSource {
+        name: "contrast",
+        src: include_str!("kernels/contrast.cu"),
+        functions: &[
+            "ctr_downsample",
+            "ctr_class_stats",
+            "ctr_anchor_vectors",
+            "ctr_edt_cols",
+            "ctr_edt_rows",
+            "ctr_bane_candidates",
+            "ctr_sample",
+            "ctr_dots",
+            "ctr_anchor_loss",
+            "ctr_scatter_samples",
+            "ctr_anchor_dhat",
+            "ctr_anchor_grad",
+            "ctr_means_backward",
+            "ctr_to_f32",
+        ],
+    },
 ];
 
 /// The loaded kernels, by function name.
