@@ -121,6 +121,25 @@ pub fn run(a: TrainArgs) -> Result<()> {
         Event::Checkpoint { step, path } => {
             log::debug!("step {step}: checkpoint {}", path.display())
         }
+        Event::Sampling {
+            from,
+            step,
+            classes,
+        } => bar.suspend(|| {
+            log::info!(
+                "steps {from}..{step}: contrastive anchors per class (share of negatives from BANE)  {}",
+                classes
+                    .iter()
+                    .map(|c| format!(
+                        "{} {} ({:.1}%)",
+                        c.class,
+                        c.anchors,
+                        100.0 * c.hard_share()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            )
+        }),
     };
     let summary = match pick_device(&a.device)? {
         Some(cuda) => train(&cuda, &opts, &stop, &mut on_event),

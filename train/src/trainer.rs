@@ -6,7 +6,8 @@ use crate::config::{LossKind, TrainConfig};
 use crate::data::dataset::Dataset;
 use crate::data::loader::Loader;
 use crate::evaluate::{EnginePredictor, EvalReport, evaluate};
-use crate::loss::contrast::{ContrastConfig, ScaleInput, contrastive_loss};
+use crate::loss::contrast::{AnchorCount, ContrastConfig, ScaleInput, contrastive_loss};
+use crate::loss::tally::{ClassSampling, SamplingTally};
 use crate::model::contextrast_net;
 use crate::nn::exec::{Grads, Mode, backward, forward};
 use crate::nn::graph::Graph;
@@ -56,6 +57,20 @@ pub enum Event<'a> {
         step: u64,
         path: &'a Path,
     },
+    /// What the contrastive loss sampled per anchor class over steps `from..step` (reported with
+    /// each validation).
+    Sampling {
+        from: u64,
+        step: u64,
+        classes: &'a [ClassSampling],
+    },
+}
+
+/// The contrastive part of a step's result.
+pub struct StepContrast {
+    /// L_PA, not multiplied by α.
+    pub l_pa: f64,
+    pub anchors: Vec<AnchorCount>,
 }
 
 /// The end of a run.
@@ -175,7 +190,7 @@ pub struct ContrastStep<'a> {
 
 /// One optimiser step: upload, forward, cross-entropy (+ α·L_PA when `contrast` is given),
 /// backward, SGD. Returns the CE loss as a 1-element backend buffer (downloading it is the
-/// caller's choice: it syncs a GPU) and L_PA (unweighted) when computed.
+/// caller's choice: it syncs a GPU) and the contrastive part when computed.
 ///
 /// L_PA runs on the host for now: the projections and the argmax come down once per step and the
 /// gradients go up; the CUDA kernels of the loss will remove that round trip.
@@ -192,7 +207,7 @@ pub fn train_step<B: Backend>(
     class_weights: Option<&B::Buf>,
     sgd: &Sgd,
     contrast: Option<ContrastStep>,
-) -> Result<(B::Buf, Option<f64>)> {
+) -> Result<(B::Buf, Option<StepContrast>)> {
     let x = be.upload(images)?;
     let label_buf = be.upload_labels(labels)?;
     let acts = forward(be, graph, params, x, shape, Mode::Train, contrast.is_some())?;
@@ -204,7 +219,7 @@ pub fn train_step<B: Backend>(
         class_weights,
     )?;
     let mut seeds = vec![(graph.logits, dlogits)];
-    let mut l_pa = None;
+    let mut stats = None;
     if let Some(c) = contrast {
         let pred =
             be.download_labels(&be.argmax_channels(acts.get(graph.logits)?, logit_shape)?)?;
@@ -234,7 +249,10 @@ pub fn train_step<B: Backend>(
             let scaled: Vec<f32> = g.iter().map(|v| v * alpha).collect();
             seeds.push((id, be.upload(&scaled)?));
         }
-        l_pa = Some(out.loss);
+        stats = Some(StepContrast {
+            l_pa: out.loss,
+            anchors: out.anchors,
+        });
     }
     grads.clear(be)?;
     backward(be, graph, params, &acts, seeds, grads)?;
@@ -249,7 +267,7 @@ pub fn train_step<B: Backend>(
             be.sgd_step(p, g, v, sgd.lr, sgd.momentum, sgd.weight_decay)?;
         }
     }
-    Ok((loss, l_pa))
+    Ok((loss, stats))
 }
 
 /// Trains on `opts.data` into `opts.out`. `stop` ends the run early (after a checkpoint).
@@ -325,6 +343,8 @@ pub fn train<B: Backend>(
     let mut steps_done = 0u64;
     let mut interrupted = false;
     let mut best_path = None;
+    let mut tally = SamplingTally::from_step(st.step);
+    let class_names: Vec<String> = ds.classes.classes.iter().map(|c| c.name.clone()).collect();
     while st.step < cfg.steps {
         if stop.load(Ordering::Relaxed) {
             interrupted = true;
@@ -344,7 +364,7 @@ pub fn train<B: Backend>(
             seed: cfg.seed,
             step: st.step,
         });
-        let (loss_buf, l_pa) = train_step(
+        let (loss_buf, step_contrast) = train_step(
             be,
             &graph,
             &mut st.params,
@@ -358,6 +378,10 @@ pub fn train<B: Backend>(
             contrast,
         )?;
         let ce = be.download(&loss_buf)?.first().copied().unwrap_or(f32::NAN);
+        let l_pa = step_contrast.map(|c| {
+            tally.add(&c.anchors);
+            c.l_pa
+        });
         let loss = ce + l_pa.map_or(0.0, |l| (contrast_cfg.alpha * l) as f32);
         st.step += 1;
         if !loss.is_finite() {
@@ -399,6 +423,21 @@ pub fn train<B: Backend>(
             ]);
             for (k, v) in &report.per_class {
                 meta.metrics.insert(format!("iou/{k}"), *v);
+            }
+            if !tally.is_empty() {
+                let from = tally.since_step;
+                let rows = tally.take(&class_names, st.step);
+                if contrast_cfg.sampling.bane {
+                    for r in &rows {
+                        let key = format!("bane_hard_share/{}", r.class);
+                        meta.metrics.insert(key, r.hard_share());
+                    }
+                }
+                on_event(Event::Sampling {
+                    from,
+                    step: st.step,
+                    classes: &rows,
+                });
             }
             if report.miou >= st.best_miou {
                 st.best_miou = report.miou;

@@ -126,6 +126,20 @@ pub struct ContrastOutput {
     pub grads: [Vec<f32>; SCALES],
     /// Anchors with both positives and negatives, per scale.
     pub anchors_used: [usize; SCALES],
+    /// What each of those anchors was trained against, scale by scale.
+    pub anchors: Vec<AnchorCount>,
+}
+
+/// The sample sizes of one anchor: how many of its negatives BANE supplied is the first thing
+/// to look at when BANE does not help (no mis-predicted region, no hard negatives).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnchorCount {
+    /// 0-based scale (0 = stride 4).
+    pub scale: usize,
+    pub class: u8,
+    pub positives: usize,
+    pub hard: usize,
+    pub random: usize,
 }
 
 /// Per-class sums and counts of one scale's features over the batch (ignore excluded).
@@ -284,6 +298,7 @@ pub fn contrastive_loss(
 
     let mut per_scale = [0f64; SCALES];
     let mut anchors_used = [0usize; SCALES];
+    let mut anchors = Vec::new();
     let mut grads64: Vec<Vec<f64>> = scales.iter().map(|s| vec![0f64; s.z.len()]).collect();
     // ∂L_PA/∂a_i^n, [CLASSES, d] per scale.
     let mut d_anchor: Vec<Vec<f64>> = (0..SCALES).map(|_| vec![0f64; CLASSES * d]).collect();
@@ -313,9 +328,17 @@ pub fn contrastive_loss(
                 step,
                 i as u32 + 1,
             )?;
+            let hard = smp.hard_negatives.len();
             let mut neg = smp.hard_negatives;
             neg.extend_from_slice(&smp.random_negatives);
             if !smp.positives.is_empty() && !neg.is_empty() {
+                anchors.push(AnchorCount {
+                    scale: i,
+                    class: n as u8,
+                    positives: smp.positives.len(),
+                    hard,
+                    random: neg.len() - hard,
+                });
                 valid.push((n, smp.positives, neg));
             }
         }
@@ -397,5 +420,6 @@ pub fn contrastive_loss(
         per_scale,
         grads,
         anchors_used,
+        anchors,
     })
 }

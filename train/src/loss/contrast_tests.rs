@@ -235,6 +235,16 @@ fn bane_on_and_off_use_different_negatives_deterministically() {
     };
     assert!((0..4).any(|m| negs(&on.sampling, m) != negs(&off.sampling, m)));
     assert_eq!(run(&off), c);
+    // The reported sample sizes are those of the lists the loss used; BANE off draws no hard ones.
+    assert!(c.anchors.iter().all(|a| a.hard == 0));
+    assert!(a.anchors.iter().any(|a| a.hard > 0));
+    assert_eq!(a.anchors.len(), a.anchors_used.iter().sum::<usize>());
+    for r in a.anchors.iter().filter(|r| r.scale == 0) {
+        let s = sample_anchor(&y1, &p1, b, h1, w1, r.class, &on.sampling, 9, 4, 1).unwrap();
+        let got = (r.positives, r.hard, r.random);
+        let want = (s.positives.len(), s.hard_negatives.len(), s.random_negatives.len());
+        assert_eq!(got, want, "class {}", r.class);
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@ pub mod bane;
 pub mod contrast;
 pub mod edt;
 pub mod sampling;
+pub mod tally;
 
 #[cfg(test)]
 mod bane_tests;
