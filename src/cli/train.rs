@@ -78,7 +78,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let mut on_event = |ev: Event| match ev {
+    let mut on_event = |ev: Event| {
+        match ev {
         Event::Started {
             start_step,
             total,
@@ -140,6 +141,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                     .join("  ")
             )
         }),
+    }
     };
     let summary = match pick_device(&a.device)? {
         Some(cuda) => train(&cuda, &opts, &stop, &mut on_event),

@@ -1,12 +1,12 @@
 //! The training loop: data → forward → loss → backward → SGD, periodic validation, atomic
 //! checkpoints, and resume from the last checkpoint after a kill.
-use crate::backend::{Backend, Shape, poly_lr};
+use crate::backend::{Backend, ScaleBuf, Shape, poly_lr};
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::config::{LossKind, TrainConfig};
 use crate::data::dataset::Dataset;
 use crate::data::loader::Loader;
 use crate::evaluate::{EnginePredictor, EvalReport, evaluate};
-use crate::loss::contrast::{AnchorCount, ContrastConfig, ScaleInput, contrastive_loss};
+use crate::loss::contrast::{AnchorCount, ContrastConfig, SCALES};
 use crate::loss::tally::{ClassSampling, SamplingTally};
 use crate::model::contextrast_net;
 use crate::nn::exec::{Grads, Mode, backward, forward};
@@ -192,8 +192,9 @@ pub struct ContrastStep<'a> {
 /// backward, SGD. Returns the CE loss as a 1-element backend buffer (downloading it is the
 /// caller's choice: it syncs a GPU) and the contrastive part when computed.
 ///
-/// L_PA runs on the host for now: the projections and the argmax come down once per step and the
-/// gradients go up; the CUDA kernels of the loss will remove that round trip.
+/// L_PA is the backend's [`Backend::contrastive_loss`]: on the CPU, and on CUDA by default, the
+/// host reference (the projections and the argmax come down once per step, the gradients go
+/// up); with `CONTEXTRAST_CUDA_LOSS=device` the CUDA kernels keep it all on the device.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<B: Backend>(
     be: &B,
@@ -221,33 +222,29 @@ pub fn train_step<B: Backend>(
     let mut seeds = vec![(graph.logits, dlogits)];
     let mut stats = None;
     if let Some(c) = contrast {
-        let pred =
-            be.download_labels(&be.argmax_channels(acts.get(graph.logits)?, logit_shape)?)?;
-        let zs = graph
+        let pred = be.argmax_channels(acts.get(graph.logits)?, logit_shape)?;
+        let scales = graph
             .projections
             .iter()
-            .map(|&id| be.download(acts.get(id)?))
+            .map(|&id| {
+                let sh = acts.shapes[id];
+                Ok(ScaleBuf {
+                    z: acts.get(id)?,
+                    shape: sh,
+                    stride: shape.h / sh.h.max(1),
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
-        let sh: Vec<Shape> = graph
-            .projections
-            .iter()
-            .map(|&id| acts.shapes[id])
-            .collect();
-        let scales: [ScaleInput; 4] = std::array::from_fn(|i| ScaleInput {
-            z: &zs[i],
-            b: sh[i].n,
-            d: sh[i].c,
-            h: sh[i].h,
-            w: sh[i].w,
-            stride: shape.h / sh[i].h.max(1),
-        });
-        let out = contrastive_loss(
-            &scales, labels, &pred, shape.h, shape.w, c.cfg, c.seed, c.step,
+        let scales: [ScaleBuf<B>; SCALES] = scales
+            .try_into()
+            .map_err(|_| Error::Shape("train_step: the model has not four projections".into()))?;
+        let out = be.contrastive_loss(
+            &scales, &label_buf, &pred, shape.h, shape.w, c.cfg, c.seed, c.step,
         )?;
         let alpha = c.cfg.alpha as f32;
-        for (&id, g) in graph.projections.iter().zip(&out.grads) {
-            let scaled: Vec<f32> = g.iter().map(|v| v * alpha).collect();
-            seeds.push((id, be.upload(&scaled)?));
+        for (&id, mut g) in graph.projections.iter().zip(out.grads) {
+            be.scale(&mut g, alpha)?;
+            seeds.push((id, g));
         }
         stats = Some(StepContrast {
             l_pa: out.loss,

@@ -4,8 +4,10 @@
 use crate::Result;
 use serde::{Deserialize, Serialize};
 
+pub mod contrast;
 pub mod cpu;
 pub mod cuda;
+pub use contrast::{BackendContrast, ScaleBuf};
 pub use cpu::Cpu;
 
 /// An NCHW tensor shape.
@@ -236,6 +238,31 @@ pub trait Backend: Send + Sync + 'static {
         momentum: f32,
         weight_decay: f32,
     ) -> Result<()>;
+
+    // ---- the contrastive loss ----
+    /// L_PA and ∂L_PA/∂z_i (method doc, sections 2–5) on backend buffers: what
+    /// [`crate::loss::contrast::contrastive_loss`] computes, with `labels` and `pred` (the
+    /// detached argmax) `[b, full_h, full_w]`. The default runs that CPU reference on the host
+    /// ([`contrast::contrastive_loss_on_host`]); a backend with its own kernels overrides it.
+    #[allow(clippy::too_many_arguments)]
+    fn contrastive_loss(
+        &self,
+        scales: &[ScaleBuf<'_, Self>; crate::loss::contrast::SCALES],
+        labels: &Self::Labels,
+        pred: &Self::Labels,
+        full_h: usize,
+        full_w: usize,
+        cfg: &crate::loss::contrast::ContrastConfig,
+        seed: u64,
+        step: u64,
+    ) -> Result<BackendContrast<Self>>
+    where
+        Self: Sized,
+    {
+        contrast::contrastive_loss_on_host(
+            self, scales, labels, pred, full_h, full_w, cfg, seed, step,
+        )
+    }
 }
 
 /// A buffer with its shape.

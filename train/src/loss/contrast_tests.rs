@@ -242,7 +242,11 @@ fn bane_on_and_off_use_different_negatives_deterministically() {
     for r in a.anchors.iter().filter(|r| r.scale == 0) {
         let s = sample_anchor(&y1, &p1, b, h1, w1, r.class, &on.sampling, 9, 4, 1).unwrap();
         let got = (r.positives, r.hard, r.random);
-        let want = (s.positives.len(), s.hard_negatives.len(), s.random_negatives.len());
+        let want = (
+            s.positives.len(),
+            s.hard_negatives.len(),
+            s.random_negatives.len(),
+        );
         assert_eq!(got, want, "class {}", r.class);
     }
 }

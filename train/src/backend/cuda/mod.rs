@@ -4,7 +4,8 @@
 //!
 //! cudarc loads libcuda, libnvrtc and libcublas at run time and panics when one is missing,
 //! so [`Cuda::new`] and [`cuda_available`] check for them first and report an error instead.
-use super::{Backend, ConvSpec, Shape};
+use super::{Backend, BackendContrast, ConvSpec, ScaleBuf, Shape};
+use crate::loss::contrast::{ContrastConfig, SCALES};
 use crate::{Error, Result};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, LaunchConfig};
@@ -28,6 +29,7 @@ macro_rules! launch {
 }
 
 mod batchnorm;
+pub mod contrast;
 mod conv;
 mod elementwise;
 mod kernels;
@@ -407,6 +409,29 @@ impl Backend for Cuda {
         weight_decay: f32,
     ) -> Result<()> {
         self.sgd_impl(param, grad, velocity, lr, momentum, weight_decay)
+    }
+
+    /// On the device when [`contrast::loss_path`] says so (`CONTEXTRAST_CUDA_LOSS=device`),
+    /// else the host reference.
+    fn contrastive_loss(
+        &self,
+        scales: &[ScaleBuf<'_, Self>; SCALES],
+        labels: &Self::Labels,
+        pred: &Self::Labels,
+        full_h: usize,
+        full_w: usize,
+        cfg: &ContrastConfig,
+        seed: u64,
+        step: u64,
+    ) -> Result<BackendContrast<Self>> {
+        match contrast::loss_path() {
+            contrast::LossPath::Device => {
+                self.contrastive_loss_device(scales, labels, pred, full_h, full_w, cfg, seed, step)
+            }
+            contrast::LossPath::Host => super::contrast::contrastive_loss_on_host(
+                self, scales, labels, pred, full_h, full_w, cfg, seed, step,
+            ),
+        }
     }
 }
 

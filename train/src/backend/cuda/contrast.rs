@@ -1,0 +1,679 @@
+//! The contrastive loss L_PA on the device (kernels/contrast.cu), computing what the CPU
+//! reference [`crate::loss::contrast::contrastive_loss`] computes: the same sampled pixels
+//! (integer-exact EDT, percentile and hash-keyed selection), the same loss and gradients up to
+//! the summation order of f64 sums (the per-class feature sums and the sampled gradients use
+//! atomics; see docs in the kernel file).
+//!
+//! Which path the CUDA backend takes is [`loss_path`]: the host reference unless
+//! `CONTEXTRAST_CUDA_LOSS=device` (until a GPU session has run the parity suite; to make the
+//! device path the default, change [`DEFAULT_LOSS_PATH`]).
+//!
+//! A step syncs three times on small downloads: the per-class counts (which anchors exist), the
+//! per-anchor sample sizes (the anchors' weights and the `AnchorCount`s the trainer logs) and the
+//! per-anchor losses. Gradients stay on the device.
+use super::{Cuda, backend_err, check_len, dim, driver_err, elems_cfg};
+use crate::backend::{BackendContrast, ScaleBuf, Shape};
+use crate::loss::bane::{AnchorSamples, SamplingConfig};
+use crate::loss::contrast::{AnchorCount, ContrastConfig, SCALES};
+use crate::loss::sampling::anchor_key_base;
+use crate::{Error, Result};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, ValidAsZeroBits};
+use std::sync::OnceLock;
+
+type Buf = CudaSlice<f32>;
+
+/// Where the CUDA backend computes L_PA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossPath {
+    /// Download, CPU reference, upload (verified by the CUDA training parity test).
+    Host,
+    /// kernels/contrast.cu, everything on the device.
+    Device,
+}
+
+/// The path taken when `CONTEXTRAST_CUDA_LOSS` is unset. Flip to `LossPath::Device` once the
+/// GPU parity suite (tests/cuda_contrast_parity.rs) has passed on a GPU.
+pub const DEFAULT_LOSS_PATH: LossPath = LossPath::Host;
+
+/// Class ids a u8 label map can hold.
+const CLASSES: usize = 256;
+/// Threads of the one-block-per-anchor kernels (sampling, per-anchor loss, reductions).
+const ANCHOR_BLOCK: u32 = 512;
+/// Threads of the other kernels.
+const BLOCK: u32 = 256;
+
+/// Parses `CONTEXTRAST_CUDA_LOSS`: `device` or `host` (any case), else `None`.
+pub fn parse_loss_path(v: &str) -> Option<LossPath> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "device" | "gpu" | "cuda" => Some(LossPath::Device),
+        "host" | "cpu" => Some(LossPath::Host),
+        _ => None,
+    }
+}
+
+/// The path from `CONTEXTRAST_CUDA_LOSS`, else [`DEFAULT_LOSS_PATH`]; read and logged once per
+/// process.
+pub fn loss_path() -> LossPath {
+    static PATH: OnceLock<LossPath> = OnceLock::new();
+    *PATH.get_or_init(|| {
+        let env = std::env::var("CONTEXTRAST_CUDA_LOSS").ok();
+        let path = match env.as_deref().map(|v| (v, parse_loss_path(v))) {
+            None => DEFAULT_LOSS_PATH,
+            Some((_, Some(p))) => p,
+            Some((v, None)) => {
+                log::warn!(
+                    "CONTEXTRAST_CUDA_LOSS={v:?} is neither \"device\" nor \"host\"; using the default"
+                );
+                DEFAULT_LOSS_PATH
+            }
+        };
+        match path {
+            LossPath::Host => log::info!(
+                "CUDA contrastive loss: host reference (download, CPU, upload); CONTEXTRAST_CUDA_LOSS=device runs it on the GPU"
+            ),
+            LossPath::Device => {
+                log::info!("CUDA contrastive loss: on the device (kernels/contrast.cu)")
+            }
+        }
+        path
+    })
+}
+
+/// A grid-stride launch over `n` items (x) for each of `y` anchors or channels.
+fn grid2(n: usize, y: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(BLOCK as usize).clamp(1, 1 << 16) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, y.max(1) as u32, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// `x`×`y` blocks of `threads`.
+fn blocks(x: usize, y: usize, threads: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (x.max(1) as u32, y.max(1) as u32, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The largest count a grid dimension other than x takes.
+fn grid_y(what: &str, v: usize) -> Result<usize> {
+    if v > 65_535 {
+        return Err(Error::Shape(format!(
+            "{what} = {v} exceeds a CUDA grid's y dimension"
+        )));
+    }
+    Ok(v)
+}
+
+/// One scale's sampled pixels, on the device: per anchor (classes ascending) the positives
+/// `[A, pos_cap]`, the negatives `[A, neg_cap]` (hard ones first, then random, as the CPU
+/// concatenates them) and `counts [A, 3]` = (|P|, |hard|, |random|).
+pub struct DeviceSamples {
+    pub classes: Vec<u8>,
+    classes_dev: CudaSlice<i32>,
+    pub pos_idx: CudaSlice<u32>,
+    pub neg_idx: CudaSlice<u32>,
+    pub counts: CudaSlice<i32>,
+    pub pos_cap: usize,
+    pub neg_cap: usize,
+}
+
+/// Per-class counts `[256]` and feature sums `[256, d]` of one scale.
+pub struct ClassStats {
+    pub counts: CudaSlice<i32>,
+    pub sums: CudaSlice<f64>,
+}
+
+impl Cuda {
+    fn alloc_t<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        what: &str,
+        len: usize,
+    ) -> Result<CudaSlice<T>> {
+        // Never zero-length: a kernel may get the pointer of an empty list.
+        self.stream
+            .alloc_zeros::<T>(len.max(1))
+            .map_err(|e| driver_err(&format!("allocating {what} ({len})"), e))
+    }
+
+    fn up_t<T: DeviceRepr>(&self, what: &str, v: &[T]) -> Result<CudaSlice<T>> {
+        self.stream
+            .clone_htod(v)
+            .map_err(|e| driver_err(&format!("uploading {what}"), e))
+    }
+
+    /// Copies to the host without waiting; call [`Cuda::synchronize`] before trusting a batch.
+    fn down_t<T: DeviceRepr>(&self, what: &str, v: &CudaSlice<T>) -> Result<Vec<T>> {
+        self.stream
+            .clone_dtoh(v)
+            .map_err(|e| driver_err(&format!("downloading {what}"), e))
+    }
+
+    /// Downloads any device buffer and waits for it (for tests and diagnostics).
+    pub fn download_t<T: DeviceRepr>(&self, v: &CudaSlice<T>) -> Result<Vec<T>> {
+        let out = self.down_t("buffer", v)?;
+        self.synchronize()?;
+        Ok(out)
+    }
+
+    /// Nearest downsampling of a label-like map `[b, h, w]` by `stride` (bane.rs
+    /// `downsample_nearest`): `[b, h/stride, w/stride]`.
+    pub fn contrast_downsample(
+        &self,
+        labels: &CudaSlice<u8>,
+        b: usize,
+        h: usize,
+        w: usize,
+        stride: usize,
+    ) -> Result<CudaSlice<u8>> {
+        if stride == 0 {
+            return Err(Error::Shape("downsample_nearest: stride 0".into()));
+        }
+        check_len("downsample_nearest labels", labels.len(), b * h * w)?;
+        let (ho, wo) = (h / stride, w / stride);
+        let n = b * ho * wo;
+        let mut out = self.alloc_t::<u8>("downsampled labels", n)?;
+        if n > 0 {
+            let (bi, hi, wi) = (dim("b", b)?, dim("h", h)?, dim("w", w)?);
+            let (si, hoi, woi) = (dim("stride", stride)?, dim("h", ho)?, dim("w", wo)?);
+            dim("b·h·w", b * h * w)?;
+            launch!(self, "ctr_downsample", elems_cfg(n);
+                labels, &mut out, &bi, &hi, &wi, &si, &hoi, &woi)?;
+        }
+        Ok(out)
+    }
+
+    /// Per-class counts and feature sums of `z` `[b, d, h, w]` over the labels `y` `[b, h, w]`
+    /// (ignore excluded): the parts of contrast.rs `class_means`.
+    pub fn contrast_class_stats(
+        &self,
+        z: &Buf,
+        shape: Shape,
+        y: &CudaSlice<u8>,
+    ) -> Result<ClassStats> {
+        check_len("class_stats z", z.len(), shape.numel())?;
+        let pixels = shape.n * shape.hw();
+        check_len("class_stats labels", y.len(), pixels)?;
+        dim("class_stats z", shape.numel())?;
+        let mut counts = self.alloc_t::<i32>("class counts", CLASSES)?;
+        let mut sums = self.alloc_t::<f64>("class sums", CLASSES * shape.c)?;
+        if pixels > 0 && shape.c > 0 {
+            let (b, d, hw) = (
+                dim("b", shape.n)?,
+                dim("d", shape.c)?,
+                dim("h·w", shape.hw())?,
+            );
+            // Enough blocks per channel to fill the device, few enough to keep the shared-memory
+            // partial sums worth it.
+            let chunks = pixels.div_ceil(BLOCK as usize * 16).clamp(1, 1024);
+            let cfg = blocks(chunks, grid_y("d", shape.c)?, BLOCK);
+            launch!(self, "ctr_class_stats", cfg; z, y, &b, &d, &hw, &mut counts, &mut sums)?;
+        }
+        Ok(ClassStats { counts, sums })
+    }
+
+    /// Squared EDT of each anchor's BANE error mask E = {ŷ = m ∧ Y ∉ {m, 255}} per image (the
+    /// device's edt.rs `edt_squared`), downloaded as `[classes, b, h, w]`: 0 outside E,
+    /// `NO_BACKGROUND` where E fills its image. For the parity tests.
+    pub fn contrast_edt(
+        &self,
+        y: &CudaSlice<u8>,
+        pred: &CudaSlice<u8>,
+        b: usize,
+        h: usize,
+        w: usize,
+        classes: &[u8],
+    ) -> Result<Vec<u32>> {
+        let classes_dev = self.up_t("classes", &classes_i32(classes))?;
+        let d2 = self.edt_device(y, pred, b, h, w, &classes_dev, classes.len())?;
+        let mut v = self.down_t("d2", &d2)?;
+        self.synchronize()?;
+        v.truncate(classes.len() * b * h * w);
+        Ok(v)
+    }
+
+    /// The EDT passes for `a` anchors: `d2 [a, b, h, w]`.
+    #[allow(clippy::too_many_arguments)]
+    fn edt_device(
+        &self,
+        y: &CudaSlice<u8>,
+        pred: &CudaSlice<u8>,
+        b: usize,
+        h: usize,
+        w: usize,
+        classes: &CudaSlice<i32>,
+        a: usize,
+    ) -> Result<CudaSlice<u32>> {
+        let n = b * h * w;
+        check_len("edt labels", y.len(), n)?;
+        check_len("edt predictions", pred.len(), n)?;
+        // edt.rs: the largest finite result must stay below NO_BACKGROUND.
+        if n > 0 {
+            let max_d2 = (h as u128 - 1).pow(2) + (w as u128 - 1).pow(2);
+            if max_d2 >= u128::from(u32::MAX) {
+                return Err(Error::Shape(format!(
+                    "edt_squared: {h}×{w} is too large for u32 squared distances"
+                )));
+            }
+        }
+        let total = a
+            .checked_mul(n)
+            .and_then(|v| v.checked_mul(3))
+            .ok_or_else(|| Error::Shape("edt: size overflows".into()))?;
+        dim("edt anchors·pixels·3", total)?;
+        let mut g = self.alloc_t::<i64>("EDT columns", a * n)?;
+        let mut scratch = self.alloc_t::<i64>("EDT scratch", total)?;
+        let mut d2 = self.alloc_t::<u32>("EDT", a * n)?;
+        if n == 0 || a == 0 {
+            return Ok(d2);
+        }
+        let (bi, hi, wi) = (dim("b", b)?, dim("h", h)?, dim("w", w)?);
+        let ay = grid_y("anchors", a)?;
+        launch!(self, "ctr_edt_cols", grid2(b * w, ay);
+            y, pred, classes, &bi, &hi, &wi, &mut g, &mut scratch)?;
+        launch!(self, "ctr_edt_rows", grid2(b * h, ay);
+            &g, &bi, &hi, &wi, &mut d2, &mut scratch)?;
+        Ok(d2)
+    }
+
+    /// Samples every anchor class of `classes` (ascending, distinct, no 255) at one scale: the
+    /// device's bane.rs `sample_anchor` for all of them at once. `y` and `pred` are Y_i and ŷ_i
+    /// `[b, h, w]`; `scale` is the method's i (1..=4).
+    #[allow(clippy::too_many_arguments)]
+    pub fn contrast_sample(
+        &self,
+        y: &CudaSlice<u8>,
+        pred: &CudaSlice<u8>,
+        b: usize,
+        h: usize,
+        w: usize,
+        classes: &[u8],
+        cfg: &SamplingConfig,
+        seed: u64,
+        step: u64,
+        scale: u32,
+    ) -> Result<DeviceSamples> {
+        let n = b * h * w;
+        check_len("sample_anchor labels", y.len(), n)?;
+        check_len("sample_anchor predictions", pred.len(), n)?;
+        if n > u32::MAX as usize {
+            return Err(Error::Shape(format!(
+                "sample_anchor: {b}×{h}×{w} pixels exceed u32 indices"
+            )));
+        }
+        if classes.contains(&crate::loss::bane::IGNORE) || !classes.is_sorted_by(|a, b| a < b) {
+            return Err(Error::Shape(
+                "contrast_sample: classes must be ascending, distinct and not 255".into(),
+            ));
+        }
+        let a = classes.len();
+        let classes_dev = self.up_t("classes", &classes_i32(classes))?;
+        let pos_cap = cfg.max_pos.min(n);
+        let neg_cap = cfg.max_neg.min(n);
+        let hard_cap = cfg.hard_cap().min(n);
+        let mut pos_idx = self.alloc_t::<u32>("positives", a * pos_cap)?;
+        let mut neg_idx = self.alloc_t::<u32>("negatives", a * neg_cap)?;
+        let mut counts = self.alloc_t::<i32>("sample counts", a * 3)?;
+        if a > 0 && n > 0 {
+            let mut flags = self.alloc_t::<u8>("BANE flags", a * n)?;
+            if hard_cap > 0 {
+                let d2 = self.edt_device(y, pred, b, h, w, &classes_dev, a)?;
+                let (hw, k) = (dim("h·w", h * w)?, cfg.k_percentile);
+                let bi = dim("b", b)?;
+                let cfg = blocks(b, grid_y("anchors", a)?, BLOCK);
+                launch!(self, "ctr_bane_candidates", cfg;
+                    y, pred, &classes_dev, &d2, &bi, &hw, &k, &mut flags)?;
+            }
+            let bases: Vec<u64> = classes
+                .iter()
+                .map(|&m| anchor_key_base(seed, step, scale, u32::from(m)))
+                .collect();
+            let bases = self.up_t("key bases", &bases)?;
+            let (ni, pc, hc, nc) = (n as i64, pos_cap as i64, hard_cap as i64, neg_cap as i64);
+            let cfg = blocks(a, 1, ANCHOR_BLOCK);
+            launch!(self, "ctr_sample", cfg;
+                y, &mut flags, &classes_dev, &bases, &ni, &pc, &hc, &nc,
+                &mut pos_idx, &mut neg_idx, &mut counts)?;
+        }
+        Ok(DeviceSamples {
+            classes: classes.to_vec(),
+            classes_dev,
+            pos_idx,
+            neg_idx,
+            counts,
+            pos_cap,
+            neg_cap,
+        })
+    }
+
+    /// Downloads [`DeviceSamples`] as the CPU's [`AnchorSamples`], one per class. For tests.
+    pub fn contrast_download_samples(&self, s: &DeviceSamples) -> Result<Vec<AnchorSamples>> {
+        let counts = self.down_t("sample counts", &s.counts)?;
+        let pos = self.down_t("positives", &s.pos_idx)?;
+        let neg = self.down_t("negatives", &s.neg_idx)?;
+        self.synchronize()?;
+        Ok((0..s.classes.len())
+            .map(|a| {
+                let (np, nh, nr) = sample_counts(&counts, a);
+                let p0 = a * s.pos_cap;
+                let n0 = a * s.neg_cap;
+                AnchorSamples {
+                    positives: pos[p0..p0 + np].to_vec(),
+                    hard_negatives: neg[n0..n0 + nh].to_vec(),
+                    random_negatives: neg[n0 + nh..n0 + nh + nr].to_vec(),
+                }
+            })
+            .collect())
+    }
+
+    /// L_PA and its gradients on the device: what `contrastive_loss` computes (see the module
+    /// doc), with the same errors for bad shapes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn contrastive_loss_device(
+        &self,
+        scales: &[ScaleBuf<'_, Cuda>; SCALES],
+        labels: &CudaSlice<u8>,
+        pred: &CudaSlice<u8>,
+        full_h: usize,
+        full_w: usize,
+        cfg: &ContrastConfig,
+        seed: u64,
+        step: u64,
+    ) -> Result<BackendContrast<Cuda>> {
+        let b = scales[0].shape.n;
+        let d = scales[0].shape.c;
+        check_inputs(scales, labels.len(), pred.len(), full_h, full_w, cfg)?;
+        let dims: [Shape; SCALES] = std::array::from_fn(|i| scales[i].shape);
+
+        // Phase 1: Y_i, ŷ_i and the class statistics of every scale; which classes exist.
+        let mut ys = Vec::with_capacity(SCALES);
+        let mut preds = Vec::with_capacity(SCALES);
+        let mut stats = Vec::with_capacity(SCALES);
+        for s in scales {
+            let y = self.contrast_downsample(labels, b, full_h, full_w, s.stride)?;
+            let p = self.contrast_downsample(pred, b, full_h, full_w, s.stride)?;
+            stats.push(self.contrast_class_stats(s.z, s.shape, &y)?);
+            ys.push(y);
+            preds.push(p);
+        }
+        let counts: Vec<Vec<i32>> = stats
+            .iter()
+            .map(|s| self.down_t("class counts", &s.counts))
+            .collect::<Result<_>>()?;
+        self.synchronize()?;
+        let present: Vec<Vec<u8>> = counts
+            .iter()
+            .map(|c| {
+                (0..CLASSES)
+                    .filter(|&n| c[n] > 0)
+                    .map(|n| n as u8)
+                    .collect()
+            })
+            .collect();
+
+        // Phase 2: anchors and samples of every scale; which anchors are used.
+        let mut anchor_vecs = Vec::with_capacity(SCALES);
+        let mut samples = Vec::with_capacity(SCALES);
+        for i in 0..SCALES {
+            let s = &dims[i];
+            let smp = self.contrast_sample(
+                &ys[i],
+                &preds[i],
+                b,
+                s.h,
+                s.w,
+                &present[i],
+                &cfg.sampling,
+                seed,
+                step,
+                i as u32 + 1,
+            )?;
+            anchor_vecs.push(self.anchor_vectors(&stats, i, &smp, d, cfg)?);
+            samples.push(smp);
+        }
+        let sample_counts_h: Vec<Vec<i32>> = samples
+            .iter()
+            .map(|s| self.down_t("sample counts", &s.counts))
+            .collect::<Result<_>>()?;
+        self.synchronize()?;
+        let mut anchors = Vec::new();
+        let mut anchors_used = [0usize; SCALES];
+        for i in 0..SCALES {
+            for (a, &class) in samples[i].classes.iter().enumerate() {
+                let (np, nh, nr) = sample_counts(&sample_counts_h[i], a);
+                if np > 0 && nh + nr > 0 {
+                    anchors.push(AnchorCount {
+                        scale: i,
+                        class,
+                        positives: np,
+                        hard: nh,
+                        random: nr,
+                    });
+                    anchors_used[i] += 1;
+                }
+            }
+        }
+
+        // Phase 3: per-anchor losses, gradients into the sampled pixels and into the anchors.
+        let mut grads64 = dims
+            .iter()
+            .map(|s| self.alloc_t::<f64>("f64 gradient", s.numel()))
+            .collect::<Result<Vec<_>>>()?;
+        let mut dhat = self.alloc_t::<f64>("anchor gradients", SCALES * CLASSES * d)?;
+        let mut losses = Vec::with_capacity(SCALES);
+        let (di, per) = (dim("d", d)?, CLASSES * d);
+        for i in 0..SCALES {
+            let smp = &samples[i];
+            let a = smp.classes.len();
+            let mut loss = self.alloc_t::<f64>("anchor losses", a)?;
+            if anchors_used[i] > 0 {
+                let hw = dim("h·w", dims[i].hw())?;
+                let weight = cfg.lambda[i] / anchors_used[i] as f64;
+                let (pc, nc) = (smp.pos_cap as i64, smp.neg_cap as i64);
+                let mut pos_v = self.alloc_t::<f64>("positive dots", a * smp.pos_cap)?;
+                let mut neg_v = self.alloc_t::<f64>("negative dots", a * smp.neg_cap)?;
+                let av = &anchor_vecs[i];
+                let ay = grid_y("anchors", a)?;
+                launch!(self, "ctr_dots", grid2(smp.pos_cap + smp.neg_cap, ay);
+                    scales[i].z, av, &smp.counts, &smp.pos_idx, &smp.neg_idx, &pc, &nc, &di, &hw,
+                    &mut pos_v, &mut neg_v)?;
+                let mut pos_c = self.alloc_t::<f64>("positive coefficients", a * smp.pos_cap)?;
+                let mut neg_c = self.alloc_t::<f64>("negative coefficients", a * smp.neg_cap)?;
+                let tau = cfg.tau;
+                launch!(self, "ctr_anchor_loss", blocks(a, 1, ANCHOR_BLOCK);
+                    &smp.counts, &pos_v, &neg_v, &pc, &nc, &tau, &weight, &mut loss,
+                    &mut pos_c, &mut neg_c)?;
+                let entries = (smp.pos_cap + smp.neg_cap) * d;
+                launch!(self, "ctr_scatter_samples", grid2(entries, ay);
+                    &mut grads64[i], av, &smp.counts, &smp.pos_idx, &smp.neg_idx, &pos_c, &neg_c,
+                    &pc, &nc, &di, &hw)?;
+                if d > 0 {
+                    let mut view = dhat.slice_mut(i * per..(i + 1) * per);
+                    launch!(self, "ctr_anchor_dhat", blocks(grid_y("d", d)?, ay, ANCHOR_BLOCK);
+                    scales[i].z, &smp.classes_dev, &smp.counts, &smp.pos_idx, &smp.neg_idx,
+                    &pos_c, &neg_c, &pc, &nc, &di, &hw, &mut view)?;
+                }
+            }
+            losses.push(loss);
+        }
+
+        // Phase 4: through the fusion and the means into every labelled pixel, then to f32.
+        let fused: Vec<i32> = (0..SCALES)
+            .flat_map(|i| {
+                let deep = &counts[SCALES - 1];
+                (0..CLASSES).map(move |n| i32::from(i < SCALES - 1 && deep[n] > 0))
+            })
+            .collect();
+        let fused = self.up_t("fusion flags", &fused)?;
+        let mut d_anchor = self.alloc_t::<f64>("anchor gradients", SCALES * per)?;
+        if d > 0 {
+            let (wl, wh) = (cfg.w_l, cfg.w_h);
+            launch!(self, "ctr_anchor_grad", elems_cfg(per);
+                &dhat, &fused, &di, &wl, &wh, &mut d_anchor)?;
+        }
+        let mut grads = Vec::with_capacity(SCALES);
+        for i in 0..SCALES {
+            let s = &dims[i];
+            let n = s.numel();
+            let mut g = self.alloc(n)?;
+            if n > 0 {
+                let (bi, hw) = (dim("b", s.n)?, dim("h·w", s.hw())?);
+                if !present[i].is_empty() {
+                    let da = d_anchor.slice(i * per..(i + 1) * per);
+                    launch!(self, "ctr_means_backward", elems_cfg(n);
+                        &ys[i], &stats[i].counts, &da, &bi, &di, &hw, &mut grads64[i])?;
+                }
+                let nl = n as i64;
+                launch!(self, "ctr_to_f32", elems_cfg(n); &grads64[i], &mut g, &nl)?;
+            }
+            grads.push(g);
+        }
+
+        let losses_h: Vec<Vec<f64>> = losses
+            .iter()
+            .map(|l| self.down_t("anchor losses", l))
+            .collect::<Result<_>>()?;
+        self.synchronize()?;
+        let mut per_scale = [0f64; SCALES];
+        for i in 0..SCALES {
+            for (a, _) in samples[i].classes.iter().enumerate() {
+                let (np, nh, nr) = sample_counts(&sample_counts_h[i], a);
+                if np > 0 && nh + nr > 0 {
+                    per_scale[i] += losses_h[i][a] / anchors_used[i] as f64;
+                }
+            }
+        }
+        let loss = per_scale.iter().zip(&cfg.lambda).map(|(l, w)| l * w).sum();
+        let grads: [Buf; SCALES] = grads
+            .try_into()
+            .map_err(|_| backend_err("contrastive_loss", "not four gradients"))?;
+        Ok(BackendContrast {
+            loss,
+            per_scale,
+            grads,
+            anchors_used,
+            anchors,
+        })
+    }
+
+    /// The (fused) anchors `[A, d]` of scale `i`'s present classes.
+    fn anchor_vectors(
+        &self,
+        stats: &[ClassStats],
+        i: usize,
+        smp: &DeviceSamples,
+        d: usize,
+        cfg: &ContrastConfig,
+    ) -> Result<CudaSlice<f64>> {
+        let a = smp.classes.len();
+        let mut out = self.alloc_t::<f64>("anchors", a * d)?;
+        if a > 0 && d > 0 {
+            let (own, deep) = (&stats[i], &stats[SCALES - 1]);
+            let (ai, di) = (a as i32, dim("d", d)?);
+            let fuse = i32::from(i < SCALES - 1);
+            let (wl, wh) = (cfg.w_l, cfg.w_h);
+            launch!(self, "ctr_anchor_vectors", elems_cfg(a * d);
+                &own.sums, &own.counts, &deep.sums, &deep.counts, &smp.classes_dev, &ai, &di,
+                &fuse, &wl, &wh, &mut out)?;
+        }
+        Ok(out)
+    }
+}
+
+/// `(|P|, |hard|, |random|)` of anchor `a` from a downloaded `counts [A, 3]`.
+fn sample_counts(counts: &[i32], a: usize) -> (usize, usize, usize) {
+    let c = |k: usize| usize::try_from(counts[a * 3 + k]).unwrap_or(0);
+    (c(0), c(1), c(2))
+}
+
+fn classes_i32(classes: &[u8]) -> Vec<i32> {
+    classes.iter().map(|&c| i32::from(c)).collect()
+}
+
+/// The checks of `contrastive_loss`, with its messages.
+fn check_inputs(
+    scales: &[ScaleBuf<'_, Cuda>; SCALES],
+    labels: usize,
+    pred: usize,
+    full_h: usize,
+    full_w: usize,
+    cfg: &ContrastConfig,
+) -> Result<()> {
+    let b = scales[0].shape.n;
+    let d = scales[0].shape.c;
+    let full = b * full_h * full_w;
+    if labels != full || pred != full {
+        return Err(Error::Shape(format!(
+            "contrastive_loss: labels {labels} / pred {pred} values, expected {b}×{full_h}×{full_w}"
+        )));
+    }
+    if !(cfg.tau.is_finite() && cfg.tau > 0.0) {
+        return Err(Error::Shape(format!(
+            "contrastive_loss: tau {} must be > 0",
+            cfg.tau
+        )));
+    }
+    for (i, s) in scales.iter().enumerate() {
+        let sh = s.shape;
+        if sh.n != b || sh.c != d {
+            return Err(Error::Shape(format!(
+                "contrastive_loss: scale {} has b={}, d={}, scale 1 has b={b}, d={d}",
+                i + 1,
+                sh.n,
+                sh.c
+            )));
+        }
+        if s.stride == 0 || sh.h != full_h / s.stride || sh.w != full_w / s.stride {
+            return Err(Error::Shape(format!(
+                "contrastive_loss: scale {} is {}×{} at stride {}, labels {full_h}×{full_w}",
+                i + 1,
+                sh.h,
+                sh.w,
+                s.stride
+            )));
+        }
+        if s.z.len() != sh.numel() {
+            return Err(Error::Shape(format!(
+                "contrastive_loss: scale {} z has {} values, expected {b}×{d}×{}×{}",
+                i + 1,
+                s.z.len(),
+                sh.h,
+                sh.w
+            )));
+        }
+        if b * sh.h * sh.w > u32::MAX as usize {
+            return Err(Error::Shape("contrastive_loss: scale too large".into()));
+        }
+        dim("contrastive_loss z", sh.numel())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_path_parses_both_spellings() {
+        assert_eq!(parse_loss_path("device"), Some(LossPath::Device));
+        assert_eq!(parse_loss_path(" DEVICE\n"), Some(LossPath::Device));
+        assert_eq!(parse_loss_path("host"), Some(LossPath::Host));
+        assert_eq!(parse_loss_path("fast"), None);
+    }
+
+    #[test]
+    fn default_is_the_verified_host_path() {
+        // Until a GPU session has run tests/cuda_contrast_parity.rs.
+        assert_eq!(DEFAULT_LOSS_PATH, LossPath::Host);
+    }
+
+    #[test]
+    fn sample_counts_reads_rows() {
+        let c = [3, 1, 2, 5, 0, 7];
+        assert_eq!(sample_counts(&c, 0), (3, 1, 2));
+        assert_eq!(sample_counts(&c, 1), (5, 0, 7));
+    }
+}

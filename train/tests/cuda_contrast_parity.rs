@@ -1,0 +1,542 @@
+//! CUDA ↔ CPU parity of the contrastive loss L_PA (kernels/contrast.cu against
+//! train/src/loss/): nearest downsampling, class statistics, the exact EDT, BANE candidates and
+//! the hash-keyed selection must be identical (same pixel indices); the loss, per-scale values
+//! and gradients within the tolerances each test states. Random inputs, several shapes, odd
+//! sizes, ignore labels, absent classes, empty and full error regions, BANE on and off.
+//! Without a GPU each test prints "SKIPPED (no CUDA): <op>" and passes, so the suite runs
+//! everywhere and bites on a GPU host:
+//! `cargo test -p contextrast-train --test cuda_contrast_parity -- --nocapture`.
+use contextrast_train::Result;
+use contextrast_train::backend::cuda::{Cuda, cuda_available};
+use contextrast_train::backend::{Backend, Cpu, ScaleBuf, Shape};
+use contextrast_train::loss::bane::{IGNORE, SamplingConfig, downsample_nearest, sample_anchor};
+use contextrast_train::loss::contrast::{
+    ContrastConfig, ContrastOutput, SCALES, ScaleInput, contrastive_loss,
+};
+use contextrast_train::loss::edt::edt_squared;
+
+const STRIDES: [usize; SCALES] = [4, 8, 16, 32];
+
+/// The CUDA backend, or `None` after printing the skip line.
+fn gpu(op: &str) -> Option<Cuda> {
+    if !cuda_available() {
+        println!("SKIPPED (no CUDA): {op}");
+        return None;
+    }
+    match Cuda::new(0) {
+        Ok(c) => Some(c),
+        Err(e) => panic!("a CUDA device is present but the backend failed to start: {e}"),
+    }
+}
+
+/// SplitMix64: a seeded generator, so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
+    }
+}
+
+/// Blocky label maps `[b, h, w]` over `classes` (blocks of `block` pixels, some pixels noisy,
+/// `ignore` of them 255) and predictions that copy the labels except in flipped blocks: error
+/// regions with edges, as BANE sees them.
+fn maps(
+    rng: &mut Rng,
+    (b, h, w): (usize, usize, usize),
+    classes: &[u8],
+    block: usize,
+    ignore: f64,
+) -> (Vec<u8>, Vec<u8>) {
+    let pick = |rng: &mut Rng| classes[rng.below(classes.len() as u64) as usize];
+    let (bh, bw) = (h.div_ceil(block), w.div_ceil(block));
+    let mut y = vec![0u8; b * h * w];
+    let mut p = vec![0u8; b * h * w];
+    for bi in 0..b {
+        let lab: Vec<u8> = (0..bh * bw).map(|_| pick(rng)).collect();
+        let flip: Vec<Option<u8>> = (0..bh * bw)
+            .map(|_| rng.chance(0.3).then(|| pick(rng)))
+            .collect();
+        for r in 0..h {
+            for c in 0..w {
+                let k = (r / block) * bw + c / block;
+                let i = bi * h * w + r * w + c;
+                y[i] = if rng.chance(0.05) { pick(rng) } else { lab[k] };
+                p[i] = flip[k].unwrap_or(y[i]);
+                if rng.chance(ignore) {
+                    y[i] = IGNORE;
+                }
+            }
+        }
+    }
+    (y, p)
+}
+
+/// `|c − g| ≤ atol + rtol·max(|c|, |g|)` everywhere, with `atol = rtol · max|c|`.
+#[track_caller]
+fn assert_close(op: &str, cpu: &[f32], gpu: &[f32], rtol: f32) {
+    assert_eq!(cpu.len(), gpu.len(), "{op}: lengths differ");
+    let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let atol = rtol * scale.max(1e-30);
+    for (i, (c, g)) in cpu.iter().zip(gpu).enumerate() {
+        assert!(
+            (c - g).abs() <= atol + rtol * c.abs().max(g.abs()),
+            "{op}[{i}]: cpu {c} vs cuda {g} beyond rtol {rtol} (scale {scale})"
+        );
+    }
+}
+
+#[track_caller]
+fn assert_close64(op: &str, cpu: f64, gpu: f64, rtol: f64) {
+    assert!(
+        (cpu - gpu).abs() <= rtol * cpu.abs().max(gpu.abs()).max(1e-12),
+        "{op}: cpu {cpu} vs cuda {gpu} beyond rtol {rtol}"
+    );
+}
+
+#[test]
+fn downsample_nearest_is_identical() -> Result<()> {
+    let Some(cuda) = gpu("contrast downsample_nearest") else {
+        return Ok(());
+    };
+    let mut rng = Rng(1);
+    for (b, h, w) in [(1, 4, 4), (2, 64, 96), (3, 70, 45), (1, 33, 31), (2, 5, 3)] {
+        let (y, _) = maps(&mut rng, (b, h, w), &[0, 1, 2, 7], 5, 0.1);
+        let dev = cuda.upload_labels(&y)?;
+        for stride in [1, 2, 4, 8, 16, 32] {
+            let c = downsample_nearest(&y, b, h, w, stride)?;
+            let g = cuda.download_labels(&cuda.contrast_downsample(&dev, b, h, w, stride)?)?;
+            assert_eq!(&g[..c.len()], &c[..], "{b}×{h}×{w} stride {stride}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn class_stats_match() -> Result<()> {
+    let Some(cuda) = gpu("contrast class statistics (counts, sums)") else {
+        return Ok(());
+    };
+    let mut rng = Rng(2);
+    for (b, d, h, w) in [(1, 1, 1, 1), (2, 8, 16, 24), (3, 5, 17, 9), (2, 64, 32, 32)] {
+        let (y, _) = maps(&mut rng, (b, h, w), &[0, 3, 4, 200], 3, 0.2);
+        let z: Vec<f32> = (0..b * d * h * w)
+            .map(|_| (rng.below(2001) as f32 / 1000.0) - 1.0)
+            .collect();
+        let st = cuda.contrast_class_stats(
+            &cuda.upload(&z)?,
+            Shape::new(b, d, h, w),
+            &cuda.upload_labels(&y)?,
+        )?;
+        let counts = cuda.download_t(&st.counts)?;
+        let sums = cuda.download_t(&st.sums)?;
+        let hw = h * w;
+        let mut cc = vec![0i32; 256];
+        let mut cs = vec![0f64; 256 * d];
+        for (p, &l) in y.iter().enumerate() {
+            if l == IGNORE {
+                continue;
+            }
+            cc[usize::from(l)] += 1;
+            for k in 0..d {
+                cs[usize::from(l) * d + k] += f64::from(z[(p / hw) * d * hw + k * hw + p % hw]);
+            }
+        }
+        assert_eq!(&counts[..256], &cc[..], "counts {b}×{d}×{h}×{w}");
+        for (i, (c, g)) in cs.iter().zip(&sums).enumerate() {
+            assert!(
+                (c - g).abs() <= 1e-9 * c.abs().max(1.0),
+                "sum[{i}] {c} vs {g}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn edt_is_identical() -> Result<()> {
+    let Some(cuda) = gpu("contrast exact squared EDT") else {
+        return Ok(());
+    };
+    let mut rng = Rng(3);
+    // One mask per image, encoded as anchor class 1's error region: ŷ = 1, Y = 0.
+    for (h, w) in [(1, 1), (1, 9), (9, 1), (7, 5), (16, 16), (33, 17), (64, 96)] {
+        let n = h * w;
+        let mut masks: Vec<Vec<bool>> = vec![vec![false; n], vec![true; n]];
+        let mut one = vec![false; n];
+        one[n / 2] = true;
+        masks.push(one);
+        for density in [0.1, 0.5, 0.95] {
+            masks.push((0..n).map(|_| rng.chance(density)).collect());
+        }
+        // Rectangles: long straight edges and ties.
+        let mut rect = vec![false; n];
+        for r in h / 4..(3 * h).div_ceil(4) {
+            for c in w / 3..w {
+                rect[r * w + c] = true;
+            }
+        }
+        masks.push(rect);
+        let b = masks.len();
+        let y = vec![0u8; b * n];
+        let pred: Vec<u8> = masks.iter().flatten().map(|&m| u8::from(m)).collect();
+        let got = cuda.contrast_edt(
+            &cuda.upload_labels(&y)?,
+            &cuda.upload_labels(&pred)?,
+            b,
+            h,
+            w,
+            &[1],
+        )?;
+        for (bi, m) in masks.iter().enumerate() {
+            let want = edt_squared(m, h, w)?;
+            assert_eq!(&got[bi * n..(bi + 1) * n], &want[..], "{h}×{w} mask {bi}");
+        }
+    }
+    // Several anchors at once on label maps with ignore.
+    let (b, h, w) = (3, 23, 41);
+    let (y, pred) = maps(&mut rng, (b, h, w), &[0, 1, 2, 5], 6, 0.1);
+    let classes = [0u8, 1, 2, 5, 9];
+    let got = cuda.contrast_edt(
+        &cuda.upload_labels(&y)?,
+        &cuda.upload_labels(&pred)?,
+        b,
+        h,
+        w,
+        &classes,
+    )?;
+    let n = h * w;
+    for (a, &m) in classes.iter().enumerate() {
+        for bi in 0..b {
+            let e: Vec<bool> = (0..n)
+                .map(|p| {
+                    let (l, q) = (y[bi * n + p], pred[bi * n + p]);
+                    q == m && l != m && l != IGNORE
+                })
+                .collect();
+            let want = edt_squared(&e, h, w)?;
+            let off = (a * b + bi) * n;
+            assert_eq!(&got[off..off + n], &want[..], "class {m} image {bi}");
+        }
+    }
+    Ok(())
+}
+
+/// Sampling configurations: defaults, caps that bite, BANE off, extreme percentiles and shares.
+fn sampling_cases() -> Vec<SamplingConfig> {
+    let base = SamplingConfig::default();
+    vec![
+        base.clone(),
+        SamplingConfig {
+            max_pos: 7,
+            max_neg: 11,
+            ..base.clone()
+        },
+        SamplingConfig {
+            max_pos: 50,
+            max_neg: 40,
+            bane: false,
+            ..base.clone()
+        },
+        SamplingConfig {
+            max_pos: 0,
+            max_neg: 0,
+            ..base.clone()
+        },
+        SamplingConfig {
+            max_neg: 64,
+            hard_fraction: 1.0,
+            k_percentile: 1.0,
+            ..base.clone()
+        },
+        SamplingConfig {
+            max_pos: 33,
+            max_neg: 97,
+            hard_fraction: 0.3,
+            k_percentile: 0.1,
+            ..base
+        },
+    ]
+}
+
+#[test]
+fn sampling_selects_the_same_pixels() -> Result<()> {
+    let Some(cuda) = gpu("contrast sampling (BANE candidates, hash-keyed caps)") else {
+        return Ok(());
+    };
+    let mut rng = Rng(4);
+    let shapes = [
+        (1, 1, 1),
+        (2, 16, 16),
+        (3, 17, 9),
+        (2, 40, 64),
+        (1, 128, 96),
+    ];
+    for (si, &(b, h, w)) in shapes.iter().enumerate() {
+        let (mut y, mut pred) = maps(&mut rng, (b, h, w), &[0, 1, 2, 5], 4, 0.1);
+        if b >= 2 {
+            // Image 0: labelled 1 everywhere, predicted 0 everywhere: a full error region
+            // for anchor 0. Image 1 (last): perfect prediction, no error region.
+            let n = h * w;
+            y[..n].fill(1);
+            pred[..n].fill(0);
+            let last = (b - 1) * n;
+            let copy = y[last..].to_vec();
+            pred[last..].copy_from_slice(&copy);
+        }
+        let (yd, pd) = (cuda.upload_labels(&y)?, cuda.upload_labels(&pred)?);
+        // 9 never occurs (no positives); 5 may be rare.
+        let classes = [0u8, 1, 2, 5, 9];
+        for (ci, cfg) in sampling_cases().iter().enumerate() {
+            for (seed, step, scale) in [(0u64, 0u64, 1u32), (7, 123, 3)] {
+                let dev =
+                    cuda.contrast_sample(&yd, &pd, b, h, w, &classes, cfg, seed, step, scale)?;
+                let got = cuda.contrast_download_samples(&dev)?;
+                for (a, &m) in classes.iter().enumerate() {
+                    let want = sample_anchor(&y, &pred, b, h, w, m, cfg, seed, step, scale)?;
+                    assert_eq!(
+                        got[a], want,
+                        "shape {si} ({b}×{h}×{w}) config {ci} class {m} seed {seed} step {step}"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Random L2-normalised features `[b, d, h, w]`.
+fn features(rng: &mut Rng, s: Shape) -> Vec<f32> {
+    let hw = s.hw();
+    let mut z = vec![0f32; s.numel()];
+    for bi in 0..s.n {
+        for p in 0..hw {
+            let v: Vec<f64> = (0..s.c)
+                .map(|_| rng.below(2001) as f64 / 1000.0 - 1.0)
+                .collect();
+            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-3);
+            for k in 0..s.c {
+                z[bi * s.c * hw + k * hw + p] = (v[k] / n) as f32;
+            }
+        }
+    }
+    z
+}
+
+/// One whole-loss case: shapes, classes and maps.
+struct Case {
+    name: String,
+    b: usize,
+    d: usize,
+    h: usize,
+    w: usize,
+    labels: Vec<u8>,
+    pred: Vec<u8>,
+    z: Vec<Vec<f32>>,
+}
+
+fn case(
+    rng: &mut Rng,
+    name: &str,
+    (b, d, h, w): (usize, usize, usize, usize),
+    classes: &[u8],
+) -> Case {
+    let (labels, pred) = maps(rng, (b, h, w), classes, 7, 0.1);
+    let z = STRIDES
+        .iter()
+        .map(|&s| features(rng, Shape::new(b, d, h / s, w / s)))
+        .collect();
+    Case {
+        name: name.into(),
+        b,
+        d,
+        h,
+        w,
+        labels,
+        pred,
+        z,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let mut rng = Rng(5);
+    let mut out = vec![
+        case(&mut rng, "square", (2, 8, 64, 64), &[0, 1, 2]),
+        case(&mut rng, "odd", (1, 5, 70, 45), &[0, 1, 3]),
+        case(&mut rng, "wide", (3, 16, 96, 128), &[0, 1, 2, 4, 6]),
+        case(&mut rng, "one class", (2, 4, 32, 32), &[2]),
+    ];
+    // Class 3 only at pixels no stride-32 sample sees: present at scale 1, absent at scale 4
+    // (its anchors are not fused). Image 0 fully mis-predicted as 0 (a full error region).
+    let mut c = case(
+        &mut rng,
+        "unfused class + full error",
+        (2, 8, 64, 64),
+        &[0, 1],
+    );
+    let (h, w) = (c.h, c.w);
+    for r in (4..h).step_by(8) {
+        for col in (4..w).step_by(8) {
+            c.labels[h * w + r * w + col] = 3;
+        }
+    }
+    c.labels[..h * w].fill(1);
+    c.pred[..h * w].fill(0);
+    out.push(c);
+    // Perfect predictions: no error region anywhere, no hard negatives.
+    let mut c = case(&mut rng, "perfect prediction", (2, 8, 64, 64), &[0, 1, 2]);
+    c.pred = c
+        .labels
+        .iter()
+        .map(|&l| if l == IGNORE { 0 } else { l })
+        .collect();
+    out.push(c);
+    out
+}
+
+fn configs() -> Vec<(&'static str, ContrastConfig)> {
+    let base = ContrastConfig::default();
+    let mut small = base.clone();
+    small.sampling.max_pos = 9;
+    small.sampling.max_neg = 20;
+    let mut off = base.clone();
+    off.sampling.bane = false;
+    off.sampling.max_neg = 37;
+    let mut tau = base.clone();
+    tau.tau = 0.05;
+    tau.w_l = 0.3;
+    tau.w_h = 0.7;
+    tau.sampling.k_percentile = 0.2;
+    vec![
+        ("default", base),
+        ("small caps", small),
+        ("BANE off", off),
+        ("tau 0.05, w 0.3/0.7", tau),
+    ]
+}
+
+fn cpu_reference(c: &Case, cfg: &ContrastConfig, seed: u64, step: u64) -> Result<ContrastOutput> {
+    let inputs: [ScaleInput; SCALES] = std::array::from_fn(|i| ScaleInput {
+        z: &c.z[i],
+        b: c.b,
+        d: c.d,
+        h: c.h / STRIDES[i],
+        w: c.w / STRIDES[i],
+        stride: STRIDES[i],
+    });
+    contrastive_loss(&inputs, &c.labels, &c.pred, c.h, c.w, cfg, seed, step)
+}
+
+/// The scales of a case on a backend.
+fn upload<B: Backend>(be: &B, c: &Case) -> Result<Vec<(B::Buf, Shape)>> {
+    STRIDES
+        .iter()
+        .zip(&c.z)
+        .map(|(&s, z)| Ok((be.upload(z)?, Shape::new(c.b, c.d, c.h / s, c.w / s))))
+        .collect()
+}
+
+fn scale_bufs<B: Backend>(bufs: &[(B::Buf, Shape)]) -> [ScaleBuf<'_, B>; SCALES] {
+    std::array::from_fn(|i| ScaleBuf {
+        z: &bufs[i].0,
+        shape: bufs[i].1,
+        stride: STRIDES[i],
+    })
+}
+
+#[test]
+fn whole_contrastive_loss_matches() -> Result<()> {
+    let Some(cuda) =
+        gpu("contrastive loss L_PA on the device (loss, per scale, gradients, counts)")
+    else {
+        return Ok(());
+    };
+    for c in cases() {
+        let bufs = upload(&cuda, &c)?;
+        let scales = scale_bufs(&bufs);
+        let (yd, pd) = (cuda.upload_labels(&c.labels)?, cuda.upload_labels(&c.pred)?);
+        for (cname, cfg) in configs() {
+            for (seed, step) in [(0u64, 0u64), (42, 977)] {
+                let what = format!("{} / {cname} / seed {seed} step {step}", c.name);
+                let want = cpu_reference(&c, &cfg, seed, step)?;
+                let got =
+                    cuda.contrastive_loss_device(&scales, &yd, &pd, c.h, c.w, &cfg, seed, step)?;
+                // Integers: identical.
+                assert_eq!(got.anchors_used, want.anchors_used, "{what}: anchors_used");
+                assert_eq!(got.anchors, want.anchors, "{what}: per-anchor counts");
+                // f64 throughout; only summation orders differ.
+                assert_close64(&format!("{what}: loss"), want.loss, got.loss, 1e-9);
+                for i in 0..SCALES {
+                    let op = format!("{what}: L_{}", i + 1);
+                    assert_close64(&op, want.per_scale[i], got.per_scale[i], 1e-9);
+                    let g = cuda.download(&got.grads[i])?;
+                    assert_close(
+                        &format!("{what}: grad scale {}", i + 1),
+                        &want.grads[i],
+                        &g,
+                        1e-5,
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn whole_loss_shape_errors_do_not_panic() -> Result<()> {
+    let Some(cuda) = gpu("contrastive loss L_PA shape errors") else {
+        return Ok(());
+    };
+    let mut rng = Rng(6);
+    let c = case(&mut rng, "errors", (2, 4, 64, 64), &[0, 1]);
+    let bufs = upload(&cuda, &c)?;
+    let scales = scale_bufs(&bufs);
+    let short = cuda.upload_labels(&c.labels[1..])?;
+    let pd = cuda.upload_labels(&c.pred)?;
+    let cfg = ContrastConfig::default();
+    assert!(
+        cuda.contrastive_loss_device(&scales, &short, &pd, c.h, c.w, &cfg, 0, 0)
+            .is_err()
+    );
+    let yd = cuda.upload_labels(&c.labels)?;
+    assert!(
+        cuda.contrastive_loss_device(&scales, &yd, &pd, c.h + 32, c.w, &cfg, 0, 0)
+            .is_err()
+    );
+    Ok(())
+}
+
+/// Runs without a GPU: the backend op's default (host) path is the CPU reference, gradients
+/// uploaded unchanged. The CUDA backend takes this same path unless CONTEXTRAST_CUDA_LOSS=device.
+#[test]
+#[allow(clippy::default_constructed_unit_structs)] // as in cuda_parity.rs
+fn host_path_through_the_backend_is_the_reference() -> Result<()> {
+    let be = Cpu::default();
+    for c in cases().into_iter().take(2) {
+        let bufs = upload(&be, &c)?;
+        let scales = scale_bufs(&bufs);
+        let (yd, pd) = (be.upload_labels(&c.labels)?, be.upload_labels(&c.pred)?);
+        let cfg = ContrastConfig::default();
+        let want = cpu_reference(&c, &cfg, 3, 4)?;
+        let got = be.contrastive_loss(&scales, &yd, &pd, c.h, c.w, &cfg, 3, 4)?;
+        assert_eq!(got.loss, want.loss);
+        assert_eq!(got.per_scale, want.per_scale);
+        assert_eq!(got.anchors_used, want.anchors_used);
+        assert_eq!(got.anchors, want.anchors);
+        for i in 0..SCALES {
+            assert_eq!(be.download(&got.grads[i])?, want.grads[i]);
+        }
+    }
+    Ok(())
+}
