@@ -200,7 +200,7 @@ impl Cuda {
         dim("class_stats z", shape.numel())?;
         let mut counts = self.alloc_t::<i32>("class counts", CLASSES)?;
         let mut sums = self.alloc_t::<f64>("class sums", CLASSES * shape.c)?;
-        if pixels > 0 && shape.c > 0 {
+        if pixels > 0 {
             let (b, d, hw) = (
                 dim("b", shape.n)?,
                 dim("d", shape.c)?,
@@ -209,7 +209,7 @@ impl Cuda {
             // Enough blocks per channel to fill the device, few enough to keep the shared-memory
             // partial sums worth it.
             let chunks = pixels.div_ceil(BLOCK as usize * 16).clamp(1, 1024);
-            let cfg = blocks(chunks, grid_y("d", shape.c)?, BLOCK);
+            let cfg = blocks(chunks, grid_y("d", shape.c.max(1))?, BLOCK);
             launch!(self, "ctr_class_stats", cfg; z, y, &b, &d, &hw, &mut counts, &mut sums)?;
         }
         Ok(ClassStats { counts, sums })

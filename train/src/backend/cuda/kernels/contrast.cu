@@ -90,8 +90,9 @@ extern "C" __global__ void ctr_downsample(const unsigned char* in, unsigned char
 // ---------------------------------------------------------------- contrast.rs class_means
 
 // Per-class pixel counts and feature sums over the batch (ignore excluded): counts [256],
-// sums [256, D] (both zeroed by the caller). Grid (chunks, D): block (x, k) sums channel k of
-// its pixels into shared memory, then adds them to the global totals.
+// sums [256, D] (both zeroed by the caller). Grid (chunks, max(D, 1)): block (x, k) sums
+// channel k of its pixels into shared memory, then adds them to the global totals; the k = 0
+// blocks also count.
 extern "C" __global__ void ctr_class_stats(const float* z, const unsigned char* y, int B, int D,
                                            int HW, int* counts, double* sums) {
     __shared__ double sh_sum[256];
@@ -107,12 +108,12 @@ extern "C" __global__ void ctr_class_stats(const float* z, const unsigned char* 
         int l = y[p];
         if (l == CTR_IGNORE) continue;
         long long b = p / HW, pix = p % HW;
-        atomicAdd(&sh_sum[l], (double)z[(b * D + k) * HW + pix]);
+        if (k < D) atomicAdd(&sh_sum[l], (double)z[(b * D + k) * HW + pix]);
         if (k == 0) atomicAdd(&sh_cnt[l], 1);
     }
     __syncthreads();
     for (int n = threadIdx.x; n < 256; n += blockDim.x) {
-        if (sh_sum[n] != 0.0) atomicAdd(&sums[(long long)n * D + k], sh_sum[n]);
+        if (k < D && sh_sum[n] != 0.0) atomicAdd(&sums[(long long)n * D + k], sh_sum[n]);
         if (k == 0 && sh_cnt[n] != 0) atomicAdd(&counts[n], sh_cnt[n]);
     }
 }
