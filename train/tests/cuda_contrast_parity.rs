@@ -540,3 +540,38 @@ fn host_path_through_the_backend_is_the_reference() -> Result<()> {
     }
     Ok(())
 }
+
+/// The backend op on CUDA, on whichever path `CONTEXTRAST_CUDA_LOSS` selects (the host reference
+/// by default, the kernels with `device`), as the trainer calls it.
+#[test]
+fn backend_op_on_cuda_matches_the_reference() -> Result<()> {
+    let Some(cuda) =
+        gpu("Backend::contrastive_loss on CUDA (the path CONTEXTRAST_CUDA_LOSS selects)")
+    else {
+        return Ok(());
+    };
+    println!(
+        "CUDA contrastive loss path: {:?}",
+        contextrast_train::backend::cuda::contrast::loss_path()
+    );
+    for c in cases().into_iter().take(3) {
+        let bufs = upload(&cuda, &c)?;
+        let scales = scale_bufs(&bufs);
+        let (yd, pd) = (cuda.upload_labels(&c.labels)?, cuda.upload_labels(&c.pred)?);
+        let cfg = ContrastConfig::default();
+        let want = cpu_reference(&c, &cfg, 11, 12)?;
+        let got = cuda.contrastive_loss(&scales, &yd, &pd, c.h, c.w, &cfg, 11, 12)?;
+        assert_eq!(got.anchors, want.anchors, "{}: per-anchor counts", c.name);
+        assert_close64(&format!("{}: loss", c.name), want.loss, got.loss, 1e-9);
+        for i in 0..SCALES {
+            let g = cuda.download(&got.grads[i])?;
+            assert_close(
+                &format!("{}: grad {}", c.name, i + 1),
+                &want.grads[i],
+                &g,
+                1e-5,
+            );
+        }
+    }
+    Ok(())
+}

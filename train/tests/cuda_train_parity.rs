@@ -119,3 +119,98 @@ fn twenty_training_steps_match_between_cpu_and_cuda() -> Result<()> {
     assert!(worst < 1e-2, "parameters diverged: {worst}");
     Ok(())
 }
+
+/// `steps` of `trainer::train_step` with the contrastive loss (BANE on, from step 0): CE loss and
+/// L_PA per step.
+fn train_contrast<B: Backend>(be: &B, init: &HostParams, steps: usize) -> Result<Vec<(f32, f64)>> {
+    use contextrast_train::loss::contrast::ContrastConfig;
+    use contextrast_train::trainer::{ContrastStep, Sgd, train_step};
+    let graph = contextrast_net(
+        &ModelConfig {
+            width: 8,
+            decoder: 8,
+            proj_dim: 8,
+        },
+        4,
+    );
+    let mut params = Params::from_host(be, &graph, init)?;
+    let mut grads = Grads::zeros(be, &params)?;
+    let mut vel: Vec<Option<B::Buf>> = Grads::zeros(be, &params)?.values;
+    let shape = Shape::new(2, 3, 64, 96);
+    let mut cfg = ContrastConfig::default();
+    cfg.sampling.max_pos = 64;
+    cfg.sampling.max_neg = 128;
+    let sgd = Sgd {
+        lr: 0.02,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+    };
+    let mut out = Vec::new();
+    for step in 0..steps {
+        let (x, y) = batch(step, shape, 4);
+        let contrast = Some(ContrastStep {
+            cfg: &cfg,
+            seed: 5,
+            step: step as u64,
+        });
+        let (loss, c) = train_step(
+            be,
+            &graph,
+            &mut params,
+            &mut grads,
+            &mut vel,
+            &x,
+            &y,
+            shape,
+            None,
+            &sgd,
+            contrast,
+        )?;
+        let l_pa = c.map_or(f64::NAN, |c| c.l_pa);
+        out.push((be.download(&loss)?[0], l_pa));
+    }
+    Ok(out)
+}
+
+/// The contrastive training step on both backends. On CUDA it takes the path
+/// `CONTEXTRAST_CUDA_LOSS` selects (host reference by default; `device` for the kernels).
+#[test]
+fn contrastive_training_steps_match_between_cpu_and_cuda() -> Result<()> {
+    if !cuda_available() {
+        println!("SKIPPED (no CUDA): 10 contrastive training steps CPU vs CUDA");
+        return Ok(());
+    }
+    let cuda = Cuda::new(0)?;
+    println!(
+        "CUDA contrastive loss path: {:?}",
+        contextrast_train::backend::cuda::contrast::loss_path()
+    );
+    let graph = contextrast_net(
+        &ModelConfig {
+            width: 8,
+            decoder: 8,
+            proj_dim: 8,
+        },
+        4,
+    );
+    let init = Params::init(&Cpu, &graph, 4)?.to_host(&Cpu)?;
+    let cpu = train_contrast(&Cpu, &init, 10)?;
+    let gpu = train_contrast(&cuda, &init, 10)?;
+    println!("step  cpu CE     cuda CE    cpu L_PA   cuda L_PA");
+    for (i, ((a, la), (b, lb))) in cpu.iter().zip(&gpu).enumerate() {
+        println!("{:>4}  {a:.6}  {b:.6}  {la:.6}  {lb:.6}", i + 1);
+    }
+    for (i, ((a, la), (b, lb))) in cpu.iter().zip(&gpu).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-3 * a.abs().max(1.0),
+            "step {}: CE cpu {a} vs cuda {b}",
+            i + 1
+        );
+        assert!(
+            la.is_finite() && (la - lb).abs() <= 1e-3 * la.abs().max(1.0),
+            "step {}: L_PA cpu {la} vs cuda {lb}",
+            i + 1
+        );
+    }
+    Ok(())
+}

@@ -665,12 +665,6 @@ mod tests {
     }
 
     #[test]
-    fn default_is_the_verified_host_path() {
-        // Until a GPU session has run tests/cuda_contrast_parity.rs.
-        assert_eq!(DEFAULT_LOSS_PATH, LossPath::Host);
-    }
-
-    #[test]
     fn sample_counts_reads_rows() {
         let c = [3, 1, 2, 5, 0, 7];
         assert_eq!(sample_counts(&c, 0), (3, 1, 2));
