@@ -340,7 +340,8 @@ pub fn train<B: Backend>(
     let mut steps_done = 0u64;
     let mut interrupted = false;
     let mut best_path = None;
-    let mut tally = SamplingTally::from_step(st.step);
+    // The first report's window starts where the contrastive loss does.
+    let mut tally = SamplingTally::from_step(st.step.max(warmup));
     let class_names: Vec<String> = ds.classes.classes.iter().map(|c| c.name.clone()).collect();
     while st.step < cfg.steps {
         if stop.load(Ordering::Relaxed) {
