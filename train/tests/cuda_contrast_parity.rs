@@ -7,7 +7,6 @@
 //! everywhere and bites on a GPU host:
 //! `cargo test -p contextrast-train --test cuda_contrast_parity -- --nocapture`.
 use contextrast_train::Result;
-use contextrast_train::backend::cuda::{Cuda, cuda_available};
 use contextrast_train::backend::{Backend, Cpu, ScaleBuf, Shape};
 use contextrast_train::loss::bane::{IGNORE, SamplingConfig, downsample_nearest, sample_anchor};
 use contextrast_train::loss::contrast::{
@@ -15,38 +14,10 @@ use contextrast_train::loss::contrast::{
 };
 use contextrast_train::loss::edt::edt_squared;
 
+mod common;
+use common::{Rng, gpu};
+
 const STRIDES: [usize; SCALES] = [4, 8, 16, 32];
-
-/// The CUDA backend, or `None` after printing the skip line.
-fn gpu(op: &str) -> Option<Cuda> {
-    if !cuda_available() {
-        println!("SKIPPED (no CUDA): {op}");
-        return None;
-    }
-    match Cuda::new(0) {
-        Ok(c) => Some(c),
-        Err(e) => panic!("a CUDA device is present but the backend failed to start: {e}"),
-    }
-}
-
-/// SplitMix64: a seeded generator, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
-    }
-}
 
 /// Blocky label maps `[b, h, w]` over `classes` (blocks of `block` pixels, some pixels noisy,
 /// `ignore` of them 255) and predictions that copy the labels except in flipped blocks: error

@@ -3,43 +3,11 @@
 //! tolerance each test states. Without a GPU each test prints "SKIPPED (no CUDA): <op>" and
 //! passes, so the suite runs everywhere and bites on a GPU host (scripts/gpu-check).
 use contextrast_train::Result;
-use contextrast_train::backend::cuda::{Cuda, cuda_available};
+use contextrast_train::backend::cuda::Cuda;
 use contextrast_train::backend::{Backend, ConvSpec, Cpu, IGNORE, Shape};
 
-/// The CUDA backend, or `None` after printing the skip line.
-fn gpu(op: &str) -> Option<Cuda> {
-    if !cuda_available() {
-        println!("SKIPPED (no CUDA): {op}");
-        return None;
-    }
-    match Cuda::new(0) {
-        Ok(c) => Some(c),
-        Err(e) => panic!("a CUDA device is present but the backend failed to start: {e}"),
-    }
-}
-
-/// SplitMix64: a seeded generator, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn f(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.f()).collect()
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+mod common;
+use common::{Rng, gpu};
 
 /// Both backends with the same host data uploaded.
 struct Pair {

@@ -5,10 +5,23 @@ use contextrast_train::backend::cuda::{Cuda, cuda_available};
 use contextrast_train::backend::{Backend, Cpu, IGNORE, Shape};
 use contextrast_train::model::{ModelConfig, contextrast_net};
 use contextrast_train::nn::exec::{Grads, Mode, backward, forward};
+use contextrast_train::nn::graph::Graph;
 use contextrast_train::nn::params::{HostParams, Params};
 use contextrast_train::rng::Rng;
 
 const STEPS: usize = 20;
+
+/// The small ContextrastNet (4 classes) every test here trains, on `[2, 3, 64, 96]` batches.
+fn small_net() -> Graph {
+    contextrast_net(
+        &ModelConfig {
+            width: 8,
+            decoder: 8,
+            proj_dim: 8,
+        },
+        4,
+    )
+}
 
 fn batch(step: usize, shape: Shape, classes: u8) -> (Vec<f32>, Vec<u8>) {
     let mut rng = Rng::new(1000 + step as u64);
@@ -27,14 +40,7 @@ fn batch(step: usize, shape: Shape, classes: u8) -> (Vec<f32>, Vec<u8>) {
 }
 
 fn train<B: Backend>(be: &B, init: &HostParams) -> Result<(Vec<f32>, HostParams)> {
-    let graph = contextrast_net(
-        &ModelConfig {
-            width: 8,
-            decoder: 8,
-            proj_dim: 8,
-        },
-        4,
-    );
+    let graph = small_net();
     let mut params = Params::from_host(be, &graph, init)?;
     let mut grads = Grads::zeros(be, &params)?;
     let mut vel: Vec<Option<B::Buf>> = Grads::zeros(be, &params)?.values;
@@ -80,14 +86,7 @@ fn twenty_training_steps_match_between_cpu_and_cuda() -> Result<()> {
         return Ok(());
     }
     let cuda = Cuda::new(0)?;
-    let graph = contextrast_net(
-        &ModelConfig {
-            width: 8,
-            decoder: 8,
-            proj_dim: 8,
-        },
-        4,
-    );
+    let graph = small_net();
     let init = Params::init(&Cpu, &graph, 3)?.to_host(&Cpu)?;
     let (cpu_losses, cpu_params) = train(&Cpu, &init)?;
     let (gpu_losses, gpu_params) = train(&cuda, &init)?;
@@ -125,14 +124,7 @@ fn twenty_training_steps_match_between_cpu_and_cuda() -> Result<()> {
 fn train_contrast<B: Backend>(be: &B, init: &HostParams, steps: usize) -> Result<Vec<(f32, f64)>> {
     use contextrast_train::loss::contrast::ContrastConfig;
     use contextrast_train::trainer::{ContrastStep, Sgd, train_step};
-    let graph = contextrast_net(
-        &ModelConfig {
-            width: 8,
-            decoder: 8,
-            proj_dim: 8,
-        },
-        4,
-    );
+    let graph = small_net();
     let mut params = Params::from_host(be, &graph, init)?;
     let mut grads = Grads::zeros(be, &params)?;
     let mut vel: Vec<Option<B::Buf>> = Grads::zeros(be, &params)?.values;
@@ -185,14 +177,7 @@ fn contrastive_training_steps_match_between_cpu_and_cuda() -> Result<()> {
         "CUDA contrastive loss path: {:?}",
         contextrast_train::backend::cuda::contrast::loss_path()
     );
-    let graph = contextrast_net(
-        &ModelConfig {
-            width: 8,
-            decoder: 8,
-            proj_dim: 8,
-        },
-        4,
-    );
+    let graph = small_net();
     let init = Params::init(&Cpu, &graph, 4)?.to_host(&Cpu)?;
     let cpu = train_contrast(&Cpu, &init, 10)?;
     let gpu = train_contrast(&cuda, &init, 10)?;

@@ -115,6 +115,89 @@ pub struct ScaleInput<'a> {
     pub stride: usize,
 }
 
+/// One scale's sizes: what [`check_inputs`] needs from a host or a device input.
+#[derive(Clone, Copy, Debug)]
+pub struct ScaleDims {
+    pub b: usize,
+    pub d: usize,
+    pub h: usize,
+    pub w: usize,
+    pub stride: usize,
+    /// Number of values in the scale's `z`.
+    pub values: usize,
+}
+
+impl ScaleInput<'_> {
+    pub fn dims(&self) -> ScaleDims {
+        ScaleDims {
+            b: self.b,
+            d: self.d,
+            h: self.h,
+            w: self.w,
+            stride: self.stride,
+            values: self.z.len(),
+        }
+    }
+}
+
+/// The input checks of L_PA, shared by the CPU reference and every backend's version, so all
+/// refuse the same inputs with the same messages: label and prediction sizes, τ > 0, one batch
+/// and feature size across scales, each scale `full / stride`, `z` of `b·d·h·w` values, and
+/// pixel indices that fit in u32.
+pub fn check_inputs(
+    scales: &[ScaleDims; SCALES],
+    labels: usize,
+    pred: usize,
+    full_h: usize,
+    full_w: usize,
+    tau: f64,
+) -> Result<()> {
+    let (b, d) = (scales[0].b, scales[0].d);
+    let full = b * full_h * full_w;
+    if labels != full || pred != full {
+        return Err(Error::Shape(format!(
+            "contrastive_loss: labels {labels} / pred {pred} values, expected {b}×{full_h}×{full_w}"
+        )));
+    }
+    if !(tau.is_finite() && tau > 0.0) {
+        return Err(Error::Shape(format!(
+            "contrastive_loss: tau {tau} must be > 0"
+        )));
+    }
+    for (i, s) in scales.iter().enumerate() {
+        if s.b != b || s.d != d {
+            return Err(Error::Shape(format!(
+                "contrastive_loss: scale {} has b={}, d={}, scale 1 has b={b}, d={d}",
+                i + 1,
+                s.b,
+                s.d
+            )));
+        }
+        if s.stride == 0 || s.h != full_h / s.stride || s.w != full_w / s.stride {
+            return Err(Error::Shape(format!(
+                "contrastive_loss: scale {} is {}×{} at stride {}, labels {full_h}×{full_w}",
+                i + 1,
+                s.h,
+                s.w,
+                s.stride
+            )));
+        }
+        if s.values != b * d * s.h * s.w {
+            return Err(Error::Shape(format!(
+                "contrastive_loss: scale {} z has {} values, expected {b}×{d}×{}×{}",
+                i + 1,
+                s.values,
+                s.h,
+                s.w
+            )));
+        }
+        if b * s.h * s.w > u32::MAX as usize {
+            return Err(Error::Shape("contrastive_loss: scale too large".into()));
+        }
+    }
+    Ok(())
+}
+
 /// L_PA, its parts and its gradient.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContrastOutput {
@@ -233,53 +316,10 @@ pub fn contrastive_loss(
     seed: u64,
     step: u64,
 ) -> Result<ContrastOutput> {
+    let dims: [ScaleDims; SCALES] = std::array::from_fn(|i| scales[i].dims());
+    check_inputs(&dims, labels.len(), pred.len(), full_h, full_w, cfg.tau)?;
     let b = scales[0].b;
     let d = scales[0].d;
-    let full = b * full_h * full_w;
-    if labels.len() != full || pred.len() != full {
-        return Err(Error::Shape(format!(
-            "contrastive_loss: labels {} / pred {} values, expected {b}×{full_h}×{full_w}",
-            labels.len(),
-            pred.len()
-        )));
-    }
-    if !(cfg.tau.is_finite() && cfg.tau > 0.0) {
-        return Err(Error::Shape(format!(
-            "contrastive_loss: tau {} must be > 0",
-            cfg.tau
-        )));
-    }
-    for (i, s) in scales.iter().enumerate() {
-        if s.b != b || s.d != d {
-            return Err(Error::Shape(format!(
-                "contrastive_loss: scale {} has b={}, d={}, scale 1 has b={b}, d={d}",
-                i + 1,
-                s.b,
-                s.d
-            )));
-        }
-        if s.stride == 0 || s.h != full_h / s.stride || s.w != full_w / s.stride {
-            return Err(Error::Shape(format!(
-                "contrastive_loss: scale {} is {}×{} at stride {}, labels {full_h}×{full_w}",
-                i + 1,
-                s.h,
-                s.w,
-                s.stride
-            )));
-        }
-        if s.z.len() != b * d * s.h * s.w {
-            return Err(Error::Shape(format!(
-                "contrastive_loss: scale {} z has {} values, expected {b}×{d}×{}×{}",
-                i + 1,
-                s.z.len(),
-                s.h,
-                s.w
-            )));
-        }
-        if b * s.h * s.w > u32::MAX as usize {
-            return Err(Error::Shape("contrastive_loss: scale too large".into()));
-        }
-    }
 
     let ys: Vec<Vec<u8>> = scales
         .iter()

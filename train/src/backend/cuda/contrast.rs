@@ -14,7 +14,7 @@
 use super::{Cuda, backend_err, check_len, dim, driver_err, elems_cfg};
 use crate::backend::{BackendContrast, ScaleBuf, Shape};
 use crate::loss::bane::{AnchorSamples, SamplingConfig};
-use crate::loss::contrast::{AnchorCount, ContrastConfig, SCALES};
+use crate::loss::contrast::{self, AnchorCount, ContrastConfig, SCALES, ScaleDims};
 use crate::loss::sampling::anchor_key_base;
 use crate::{Error, Result};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, ValidAsZeroBits};
@@ -593,7 +593,8 @@ fn classes_i32(classes: &[u8]) -> Vec<i32> {
     classes.iter().map(|&c| i32::from(c)).collect()
 }
 
-/// The checks of `contrastive_loss`, with its messages.
+/// The checks of `contrastive_loss` (shared with the CPU reference), plus the device's own
+/// launch-size limit.
 fn check_inputs(
     scales: &[ScaleBuf<'_, Cuda>; SCALES],
     labels: usize,
@@ -602,52 +603,20 @@ fn check_inputs(
     full_w: usize,
     cfg: &ContrastConfig,
 ) -> Result<()> {
-    let b = scales[0].shape.n;
-    let d = scales[0].shape.c;
-    let full = b * full_h * full_w;
-    if labels != full || pred != full {
-        return Err(Error::Shape(format!(
-            "contrastive_loss: labels {labels} / pred {pred} values, expected {b}×{full_h}×{full_w}"
-        )));
-    }
-    if !(cfg.tau.is_finite() && cfg.tau > 0.0) {
-        return Err(Error::Shape(format!(
-            "contrastive_loss: tau {} must be > 0",
-            cfg.tau
-        )));
-    }
-    for (i, s) in scales.iter().enumerate() {
-        let sh = s.shape;
-        if sh.n != b || sh.c != d {
-            return Err(Error::Shape(format!(
-                "contrastive_loss: scale {} has b={}, d={}, scale 1 has b={b}, d={d}",
-                i + 1,
-                sh.n,
-                sh.c
-            )));
+    let dims: [ScaleDims; SCALES] = std::array::from_fn(|i| {
+        let (sh, s) = (scales[i].shape, &scales[i]);
+        ScaleDims {
+            b: sh.n,
+            d: sh.c,
+            h: sh.h,
+            w: sh.w,
+            stride: s.stride,
+            values: s.z.len(),
         }
-        if s.stride == 0 || sh.h != full_h / s.stride || sh.w != full_w / s.stride {
-            return Err(Error::Shape(format!(
-                "contrastive_loss: scale {} is {}×{} at stride {}, labels {full_h}×{full_w}",
-                i + 1,
-                sh.h,
-                sh.w,
-                s.stride
-            )));
-        }
-        if s.z.len() != sh.numel() {
-            return Err(Error::Shape(format!(
-                "contrastive_loss: scale {} z has {} values, expected {b}×{d}×{}×{}",
-                i + 1,
-                s.z.len(),
-                sh.h,
-                sh.w
-            )));
-        }
-        if b * sh.h * sh.w > u32::MAX as usize {
-            return Err(Error::Shape("contrastive_loss: scale too large".into()));
-        }
-        dim("contrastive_loss z", sh.numel())?;
+    });
+    contrast::check_inputs(&dims, labels, pred, full_h, full_w, cfg.tau)?;
+    for s in scales {
+        dim("contrastive_loss z", s.shape.numel())?;
     }
     Ok(())
 }

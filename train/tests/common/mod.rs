@@ -1,0 +1,44 @@
+//! What the CUDA parity suites share: the skip-or-start of the CUDA backend and a seeded
+//! generator, so a failure reproduces.
+// Each test file uses its own subset of these.
+#![allow(dead_code)]
+use contextrast_train::backend::cuda::{Cuda, cuda_available};
+
+/// The CUDA backend, or `None` after printing the skip line.
+pub fn gpu(op: &str) -> Option<Cuda> {
+    if !cuda_available() {
+        println!("SKIPPED (no CUDA): {op}");
+        return None;
+    }
+    match Cuda::new(0) {
+        Ok(c) => Some(c),
+        Err(e) => panic!("a CUDA device is present but the backend failed to start: {e}"),
+    }
+}
+
+/// SplitMix64.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    pub fn f(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f()).collect()
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
+    }
+}
