@@ -254,12 +254,19 @@ pub fn train_step<B: Backend>(
     grads.clear(be)?;
     backward(be, graph, params, &acts, seeds, grads)?;
     drop(acts);
-    for ((p, g), v) in params
+    // Without L_PA the projection heads get no gradient; like PyTorch's SGD with a `None`
+    // gradient, they are then left alone (no weight decay, no momentum).
+    let heads_idle = stats.is_none();
+    for (((p, g), v), spec) in params
         .values
         .iter_mut()
         .zip(&grads.values)
         .zip(velocity.iter_mut())
+        .zip(&params.specs)
     {
+        if heads_idle && spec.training_only {
+            continue;
+        }
         if let (Some(g), Some(v)) = (g, v) {
             be.sgd_step(p, g, v, sgd.lr, sgd.momentum, sgd.weight_decay)?;
         }
