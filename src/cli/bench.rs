@@ -1,16 +1,26 @@
-//! `contextrast bench`: `infer` and `pipeline` live in their own files. `train`: training step time and achieved GFLOP/s, next to the GEMM peak of
-//! the same machine measured in the same run.
+//! `contextrast bench`: `infer` and `pipeline` live in their own files. `train`: training step
+//! time and achieved GFLOP/s, next to the GEMM peak of the same machine measured in the same run.
+//! With `--loss ccl|contextrast` it also times the contrastive loss (+ BANE) alone, on one train-
+//! mode forward's projections, to say what share of the step it costs. Memory: on CUDA the
+//! stream-ordered pool's peaks from just before the parameters exist (PyTorch's
+//! `max_memory_allocated`/`max_memory_reserved` after `reset_peak_memory_stats`) and the device's
+//! used memory at the end; on the CPU the process's peak resident set.
+//!
+//! Every timed op is followed by [`Backend::synchronize`]: a GPU only enqueues work, so without
+//! it the clock would measure the launches.
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use contextrast::alloc_count::resident_mib;
 use contextrast_train::backend::cpu::gemm_peak_gflops;
 use contextrast_train::backend::cuda::Cuda;
 use contextrast_train::backend::{Backend, Cpu, Shape};
 use contextrast_train::loss::contrast::ContrastConfig;
 use contextrast_train::model::{ModelConfig, contextrast_net, inference_flops};
-use contextrast_train::nn::exec::Grads;
+use contextrast_train::nn::exec::{Grads, Mode, forward};
+use contextrast_train::nn::graph::Graph;
 use contextrast_train::nn::params::Params;
 use contextrast_train::rng::Rng;
-use contextrast_train::trainer::{ContrastStep, Sgd, train_step};
+use contextrast_train::trainer::{ContrastStep, Sgd, projection_scales, train_step};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -62,6 +72,57 @@ struct TrainReport {
     gemm_peak_gflops_1_thread: Option<f64>,
     gemm_peak_gflops_all_threads: Option<f64>,
     threads: usize,
+    /// `Backend::contrastive_loss` alone (L_PA and its gradients, BANE with `contextrast`), same
+    /// inputs and sampling keys as the steps; `ccl` and `contextrast` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loss_ms_median: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loss_ms_min: Option<f64>,
+    /// `loss_ms_median / step_ms_median`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loss_share_of_step: Option<f64>,
+    /// CUDA: peak of the memory pool's allocated bytes over the steps, counted from just before
+    /// the parameters were created (parameters, gradients, velocities, activations, scratch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpu_peak_allocated_mib: Option<f64>,
+    /// CUDA: peak of what the pool held from the device over the steps (allocated + cached).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpu_peak_reserved_mib: Option<f64>,
+    /// CUDA: device total − free at the end, so also the CUDA context, the kernels, cuBLAS's
+    /// workspace (and any other process on the device).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpu_device_used_mib: Option<f64>,
+    /// CUDA: peak pool allocation while timing the loss alone, counted from its start: what was
+    /// live then (parameters, gradients, velocities, the one forward's activations, labels and
+    /// predictions) plus the loss's own buffers (its gradients, and its scratch on the device
+    /// path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpu_loss_peak_allocated_mib: Option<f64>,
+    /// CPU: the process's peak resident set (VmHWM) after the timed phases, in MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_resident_mib: Option<f64>,
+}
+
+/// The loss-alone phase's figures.
+struct LossTiming {
+    median_ms: f64,
+    min_ms: f64,
+    gpu_peak_mib: Option<f64>,
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB
+}
+
+/// Median and minimum of timings (`times` not empty: `--steps` ≥ 1).
+fn median_min(mut times: Vec<f64>) -> (f64, f64) {
+    times.sort_by(f64::total_cmp);
+    (
+        times.get(times.len() / 2).copied().unwrap_or(f64::NAN),
+        times.first().copied().unwrap_or(f64::NAN),
+    )
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
@@ -73,8 +134,11 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 anyhow::bail!("need --size a multiple of 32, --batch ≥ 1, --steps ≥ 1");
             }
             let report = match b.device.as_str() {
-                "cpu" => bench_train(&Cpu, &b)?,
-                "cuda" => bench_train(&Cuda::new(0).context("--device cuda")?, &b)?,
+                "cpu" => bench_train(&Cpu, None, &b)?,
+                "cuda" => {
+                    let cuda = Cuda::new(0).context("--device cuda")?;
+                    bench_train(&cuda, Some(&cuda), &b)?
+                }
                 other => anyhow::bail!("--device {other}: expected cpu or cuda"),
             };
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -86,7 +150,9 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
     }
 }
 
-fn bench_train<B: Backend>(be: &B, b: &TrainBench) -> Result<TrainReport> {
+/// The benchmark on backend `be`; `gpu` is the same backend when it is CUDA, for its memory
+/// statistics (the only backend-specific part).
+fn bench_train<B: Backend>(be: &B, gpu: Option<&Cuda>, b: &TrainBench) -> Result<TrainReport> {
     let mut contrast = ContrastConfig::default();
     let contrastive = match b.loss.as_str() {
         "ce" => false,
@@ -102,6 +168,9 @@ fn bench_train<B: Backend>(be: &B, b: &TrainBench) -> Result<TrainReport> {
     }
     let classes = 5;
     let graph = contextrast_net(&ModelConfig::default(), classes);
+    if let Some(cuda) = gpu {
+        cuda.reset_memory_peak()?;
+    }
     let mut params = Params::init(be, &graph, 0)?;
     let mut grads = Grads::zeros(be, &params)?;
     let mut vel: Vec<Option<B::Buf>> = Grads::zeros(be, &params)?.values;
@@ -116,6 +185,8 @@ fn bench_train<B: Backend>(be: &B, b: &TrainBench) -> Result<TrainReport> {
         momentum: 0.9,
         weight_decay: 5e-4,
     };
+    // The loss's sampling is keyed by (seed, step): the loss-alone phase reuses both.
+    let seed = 1;
     let mut times = Vec::new();
     for i in 0..b.steps + 2 {
         let t = Instant::now();
@@ -132,18 +203,45 @@ fn bench_train<B: Backend>(be: &B, b: &TrainBench) -> Result<TrainReport> {
             &sgd,
             contrastive.then_some(ContrastStep {
                 cfg: &contrast,
-                seed: 1,
+                seed,
                 step: i as u64,
             }),
         )?;
-        // Downloading the loss synchronises a GPU, as the trainer does every step.
+        // Downloading the loss, as the trainer does every step, also syncs a GPU; the explicit
+        // sync keeps the timing right whatever `download` does.
         be.download(&loss)?;
+        be.synchronize()?;
         if i >= 2 {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+    let (median, min) = median_min(times);
+    let step_mem = gpu.map(Cuda::memory_stats).transpose()?;
+
+    let loss = if contrastive {
+        Some(time_loss(
+            be,
+            gpu,
+            &graph,
+            &mut params,
+            &x,
+            &y,
+            shape,
+            &contrast,
+            seed,
+            b.steps,
+        )?)
+    } else {
+        None
+    };
+    let device_mem = gpu.map(Cuda::memory_stats).transpose()?;
+    // Read before the GEMM peak below, whose matrices are not the training's.
+    let peak_resident_mib = if gpu.is_none() {
+        resident_mib().map(|(_, peak)| peak)
+    } else {
+        None
+    };
+
     let gflop = 3.0 * inference_flops(&graph, b.size, b.size)? as f64 * b.batch as f64 / 1e9;
     let threads = rayon::current_num_threads();
     let cpu = b.device == "cpu";
@@ -154,12 +252,132 @@ fn bench_train<B: Backend>(be: &B, b: &TrainBench) -> Result<TrainReport> {
         size: b.size,
         steps: b.steps,
         step_ms_median: median,
-        step_ms_min: times[0],
+        step_ms_min: min,
         images_per_s: b.batch as f64 / (median / 1e3),
         gflop_per_step: gflop,
         achieved_gflops: gflop / (median / 1e3),
         gemm_peak_gflops_1_thread: cpu.then(|| gemm_peak_gflops(1024, 1024, 1024, 1)),
         gemm_peak_gflops_all_threads: cpu.then(|| gemm_peak_gflops(1024, 1024, 1024, threads)),
         threads,
+        loss_ms_median: loss.as_ref().map(|l| l.median_ms),
+        loss_ms_min: loss.as_ref().map(|l| l.min_ms),
+        loss_share_of_step: loss.as_ref().map(|l| l.median_ms / median),
+        gpu_peak_allocated_mib: step_mem.and_then(|m| m.pool_used_peak_bytes).map(mib),
+        gpu_peak_reserved_mib: step_mem.and_then(|m| m.pool_reserved_peak_bytes).map(mib),
+        gpu_device_used_mib: device_mem.map(|m| mib(m.device_used_bytes)),
+        gpu_loss_peak_allocated_mib: loss.and_then(|l| l.gpu_peak_mib),
+        peak_resident_mib,
     })
+}
+
+/// Times `Backend::contrastive_loss` alone: one train-mode forward with the projection heads
+/// (as `train_step` runs it), its argmax as the predictions, then `steps` timed calls after 2
+/// warm-ups, each synchronised, with the step loop's sampling keys (step `i` for call `i`).
+#[allow(clippy::too_many_arguments)]
+fn time_loss<B: Backend>(
+    be: &B,
+    gpu: Option<&Cuda>,
+    graph: &Graph,
+    params: &mut Params<B>,
+    x: &[f32],
+    y: &[u8],
+    shape: Shape,
+    cfg: &ContrastConfig,
+    seed: u64,
+    steps: usize,
+) -> Result<LossTiming> {
+    let labels = be.upload_labels(y)?;
+    let acts = forward(be, graph, params, be.upload(x)?, shape, Mode::Train, true)?;
+    let pred = be.argmax_channels(acts.get(graph.logits)?, acts.shapes[graph.logits])?;
+    let scales = projection_scales(graph, &acts, shape)?;
+    if let Some(cuda) = gpu {
+        cuda.reset_memory_peak()?;
+    }
+    let mut times = Vec::new();
+    for i in 0..steps + 2 {
+        let t = Instant::now();
+        let out = be.contrastive_loss(
+            &scales, &labels, &pred, shape.h, shape.w, cfg, seed, i as u64,
+        )?;
+        be.synchronize()?;
+        if i >= 2 {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        // Its gradients are freed here, outside the timing, as `train_step` frees them later.
+        drop(out);
+    }
+    let (median_ms, min_ms) = median_min(times);
+    let gpu_peak_mib = match gpu {
+        Some(cuda) => cuda.memory_stats()?.pool_used_peak_bytes.map(mib),
+        None => None,
+    };
+    Ok(LossTiming {
+        median_ms,
+        min_ms,
+        gpu_peak_mib,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(loss: &str) -> TrainBench {
+        TrainBench {
+            device: "cpu".into(),
+            batch: 1,
+            size: 64,
+            steps: 1,
+            loss: loss.into(),
+            json: None,
+        }
+    }
+
+    fn positive(name: &str, v: Option<f64>) {
+        match v {
+            Some(v) => assert!(v.is_finite() && v > 0.0, "{name} = {v}"),
+            None => panic!("{name} is missing"),
+        }
+    }
+
+    /// The loss-alone figures come with a contrastive loss and only then; no timing is compared.
+    #[test]
+    fn cpu_bench_reports_the_loss_alone_only_with_a_contrastive_loss() {
+        let r = bench_train(&Cpu, None, &tiny("contextrast")).unwrap();
+        positive("step_ms_median", Some(r.step_ms_median));
+        positive("loss_ms_median", r.loss_ms_median);
+        positive("loss_ms_min", r.loss_ms_min);
+        positive("loss_share_of_step", r.loss_share_of_step);
+        if std::path::Path::new("/proc/self/status").exists() {
+            positive("peak_resident_mib", r.peak_resident_mib);
+        }
+        assert!(r.gpu_peak_allocated_mib.is_none() && r.gpu_device_used_mib.is_none());
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(json.get("loss_ms_median").is_some());
+        assert!(json.get("gpu_peak_allocated_mib").is_none());
+
+        let r = bench_train(&Cpu, None, &tiny("ce")).unwrap();
+        positive("step_ms_median", Some(r.step_ms_median));
+        assert!(r.loss_ms_median.is_none() && r.loss_ms_min.is_none());
+        assert!(r.loss_share_of_step.is_none());
+        let json = serde_json::to_value(&r).unwrap();
+        for key in ["loss_ms_median", "loss_ms_min", "loss_share_of_step"] {
+            assert!(json.get(key).is_none(), "{key} present with --loss ce");
+        }
+        // The fields other scripts read are all still there.
+        for key in [
+            "device",
+            "loss",
+            "step_ms_median",
+            "step_ms_min",
+            "images_per_s",
+            "gflop_per_step",
+            "achieved_gflops",
+            "gemm_peak_gflops_1_thread",
+            "gemm_peak_gflops_all_threads",
+            "threads",
+        ] {
+            assert!(json.get(key).is_some(), "{key} missing");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use crate::evaluate::{EnginePredictor, EvalReport, evaluate};
 use crate::loss::contrast::{AnchorCount, ContrastConfig, SCALES};
 use crate::loss::tally::{ClassSampling, SamplingTally};
 use crate::model::contextrast_net;
-use crate::nn::exec::{Grads, Mode, backward, forward};
+use crate::nn::exec::{Activations, Grads, Mode, backward, forward};
 use crate::nn::graph::Graph;
 use crate::nn::params::{HostParams, Params};
 use crate::{Error, Result};
@@ -188,6 +188,31 @@ pub struct ContrastStep<'a> {
     pub step: u64,
 }
 
+/// The contrastive loss's inputs: the four projection heads' outputs of a forward pass run with
+/// heads, each with its stride from the `input` resolution. Shared by [`train_step`] and the
+/// benchmark that times the loss alone, so both feed it the same tensors.
+pub fn projection_scales<'a, B: Backend>(
+    graph: &Graph,
+    acts: &'a Activations<B>,
+    input: Shape,
+) -> Result<[ScaleBuf<'a, B>; SCALES]> {
+    let scales = graph
+        .projections
+        .iter()
+        .map(|&id| {
+            let sh = acts.shapes[id];
+            Ok(ScaleBuf {
+                z: acts.get(id)?,
+                shape: sh,
+                stride: input.h / sh.h.max(1),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    scales
+        .try_into()
+        .map_err(|_| Error::Shape("projection_scales: the model has not four projections".into()))
+}
+
 /// One optimiser step: upload, forward, cross-entropy (+ α·L_PA when `contrast` is given),
 /// backward, SGD. Returns the CE loss as a 1-element backend buffer (downloading it is the
 /// caller's choice: it syncs a GPU) and the contrastive part when computed.
@@ -223,21 +248,7 @@ pub fn train_step<B: Backend>(
     let mut stats = None;
     if let Some(c) = contrast {
         let pred = be.argmax_channels(acts.get(graph.logits)?, logit_shape)?;
-        let scales = graph
-            .projections
-            .iter()
-            .map(|&id| {
-                let sh = acts.shapes[id];
-                Ok(ScaleBuf {
-                    z: acts.get(id)?,
-                    shape: sh,
-                    stride: shape.h / sh.h.max(1),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let scales: [ScaleBuf<B>; SCALES] = scales
-            .try_into()
-            .map_err(|_| Error::Shape("train_step: the model has not four projections".into()))?;
+        let scales = projection_scales(graph, &acts, shape)?;
         let out = be.contrastive_loss(
             &scales, &label_buf, &pred, shape.h, shape.w, c.cfg, c.seed, c.step,
         )?;

@@ -101,6 +101,12 @@ pub trait Backend: Send + Sync + 'static {
     fn len(&self, buf: &Self::Buf) -> usize;
     fn labels_len(&self, labels: &Self::Labels) -> usize;
     fn fill(&self, buf: &mut Self::Buf, value: f32) -> Result<()>;
+    /// Waits until every op issued so far has finished, and reports any error it raised. A GPU
+    /// backend only enqueues work, so timing an op needs this; on the CPU every op is done when
+    /// it returns, hence the no-op default.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
 
     // ---- elementwise ----
     /// `a + b`.

@@ -12,7 +12,7 @@
 //! per-anchor sample sizes (the anchors' weights and the `AnchorCount`s the trainer logs) and the
 //! per-anchor losses. Gradients stay on the device.
 use super::{Cuda, backend_err, check_len, dim, driver_err, elems_cfg};
-use crate::backend::{BackendContrast, ScaleBuf, Shape};
+use crate::backend::{Backend as _, BackendContrast, ScaleBuf, Shape};
 use crate::loss::bane::{AnchorSamples, SamplingConfig};
 use crate::loss::contrast::{self, AnchorCount, ContrastConfig, SCALES, ScaleDims};
 use crate::loss::sampling::anchor_key_base;

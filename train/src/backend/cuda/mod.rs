@@ -8,6 +8,8 @@ use super::{Backend, BackendContrast, ConvSpec, ScaleBuf, Shape};
 use crate::loss::contrast::{ContrastConfig, SCALES};
 use crate::{Error, Result};
 use cudarc::cublas::CudaBlas;
+use cudarc::driver::result::mem_pool;
+use cudarc::driver::sys::{CUmemPool_attribute, CUmemoryPool};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, LaunchConfig};
 use std::sync::Arc;
 
@@ -51,6 +53,19 @@ pub struct Cuda {
     kernels: kernels::Kernels,
     arch: String,
     name: String,
+}
+
+/// Device memory for benchmarks ([`Cuda::memory_stats`]), in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Peak bytes allocated from the stream-ordered pool since the last reset (buffers only);
+    /// `None` when the device allocates without a pool.
+    pub pool_used_peak_bytes: Option<u64>,
+    /// Peak bytes the pool held from the device since the last reset (allocated plus cached).
+    pub pool_reserved_peak_bytes: Option<u64>,
+    /// Total minus free now: every allocation on the device, the CUDA context included.
+    pub device_used_bytes: u64,
+    pub device_total_bytes: u64,
 }
 
 /// Which of the libraries cudarc needs cannot be loaded, if any.
@@ -123,14 +138,78 @@ impl Cuda {
         &self.arch
     }
 
-    /// Waits for all queued work and reports any asynchronous error (for timing and tests).
-    pub fn synchronize(&self) -> Result<()> {
-        self.stream
-            .synchronize()
-            .map_err(|e| driver_err("synchronize", e))?;
+    /// Starts a new peak for [`Cuda::memory_stats`]: the pool's high-water marks drop to what
+    /// is in use now (after the queued work, so pending frees have landed). A no-op without
+    /// stream-ordered allocation.
+    pub fn reset_memory_peak(&self) -> Result<()> {
+        self.synchronize()?;
+        let Some(pool) = self.alloc_pool()? else {
+            return Ok(());
+        };
+        for attr in [
+            CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+            CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH,
+        ] {
+            // The driver accepts only 0 for the high-water marks, and resets them to the current
+            // values (CUDA programming guide, stream-ordered allocator, usage statistics).
+            let mut zero: u64 = 0;
+            // SAFETY: `pool` is the device's live pool; both attributes are cuuint64_t (u64) and
+            // `zero` outlives the call.
+            unsafe { mem_pool::set_attribute(pool, attr, (&raw mut zero).cast()) }
+                .map_err(|e| driver_err(&format!("resetting the memory pool's {attr:?}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Peak pool memory since [`Cuda::reset_memory_peak`] (or since the pool was created), and
+    /// the device's used and total memory now. The pool peaks count what cudarc allocated, like
+    /// PyTorch's `max_memory_allocated`/`max_memory_reserved`; the device figure also holds the
+    /// CUDA context, the kernels and cuBLAS's workspace, and any other process's memory.
+    pub fn memory_stats(&self) -> Result<MemoryStats> {
+        self.synchronize()?;
+        let (pool_used_peak_bytes, pool_reserved_peak_bytes) = match self.alloc_pool()? {
+            Some(pool) => {
+                let get = |attr: CUmemPool_attribute| {
+                    let mut v: u64 = 0;
+                    // SAFETY: `pool` is the device's live pool; the attribute is a cuuint64_t
+                    // (u64) and `v` outlives the call.
+                    unsafe { mem_pool::get_attribute(pool, attr, (&raw mut v).cast()) }
+                        .map(|()| v)
+                        .map_err(|e| driver_err(&format!("reading the memory pool's {attr:?}"), e))
+                };
+                (
+                    Some(get(CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?),
+                    Some(get(CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)?),
+                )
+            }
+            None => (None, None),
+        };
+        let (free, total) = self
+            .ctx
+            .mem_get_info()
+            .map_err(|e| driver_err("reading the device's free memory", e))?;
+        Ok(MemoryStats {
+            pool_used_peak_bytes,
+            pool_reserved_peak_bytes,
+            device_used_bytes: total.saturating_sub(free) as u64,
+            device_total_bytes: total as u64,
+        })
+    }
+
+    /// The pool `cuMemAllocAsync` draws from: the device's current pool (its default pool, as
+    /// nothing here replaces it). `None` when cudarc allocates with `cuMemAlloc` instead.
+    fn alloc_pool(&self) -> Result<Option<CUmemoryPool>> {
+        if !self.ctx.has_async_alloc() {
+            return Ok(None);
+        }
         self.ctx
-            .check_err()
-            .map_err(|e| driver_err("deferred error", e))
+            .bind_to_thread()
+            .map_err(|e| driver_err("binding the context", e))?;
+        // SAFETY: `cu_device` is the device this context was opened on (by `cuDeviceGet`); the
+        // pool handle is only read from, never destroyed.
+        unsafe { cudarc::driver::result::device::get_mem_pool(self.ctx.cu_device()) }
+            .map(Some)
+            .map_err(|e| driver_err("getting the device's memory pool", e))
     }
 
     fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
@@ -244,6 +323,17 @@ impl Backend for Cuda {
 
     fn fill(&self, buf: &mut Self::Buf, value: f32) -> Result<()> {
         self.fill_impl(buf, value)
+    }
+
+    /// Waits for the stream and reports any asynchronous error (the one definition: the
+    /// backend's own code calls it through the trait too).
+    fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| driver_err("synchronize", e))?;
+        self.ctx
+            .check_err()
+            .map_err(|e| driver_err("deferred error", e))
     }
 
     fn add(&self, a: &Self::Buf, b: &Self::Buf) -> Result<Self::Buf> {
