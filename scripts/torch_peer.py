@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import pathlib
+import resource
 import sys
 import time
 
@@ -414,6 +415,8 @@ def bench(args):
         report["gpu_peak_reserved_mib"] = mib(torch.cuda.max_memory_reserved(dev))
         free, total = torch.cuda.mem_get_info(dev)
         report["gpu_device_used_mib"] = mib(total - free)
+    else:
+        report["peak_resident_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if contrast:
         # The loss alone: L_PA forward and its gradient w.r.t. the four projections.
         logits, zs = net(x, projections=True)

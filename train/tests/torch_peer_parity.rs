@@ -32,7 +32,11 @@ fn root() -> &'static Path {
 fn torch_python(test: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CONTEXTRAST_TORCH_PYTHON") {
         let p = PathBuf::from(p);
-        assert!(p.exists(), "CONTEXTRAST_TORCH_PYTHON={} does not exist", p.display());
+        assert!(
+            p.exists(),
+            "CONTEXTRAST_TORCH_PYTHON={} does not exist",
+            p.display()
+        );
         return Some(p);
     }
     let python = root().join(".venv-torch/bin/python");
@@ -206,6 +210,12 @@ fn check_loss_case(python: &Path, name: &str, c: &LossCase, rng_seed: u64) {
 
     // The loss to f64 precision (both sum in f64 from the same f32 inputs).
     let tl = torch["loss"].as_f64().unwrap();
+    println!(
+        "{name}: {} anchors, {hard_total} hard negatives, L_PA {} (torch − engine = {:.1e})",
+        anchors.len(),
+        ours.loss,
+        tl - ours.loss
+    );
     assert!(
         (tl - ours.loss).abs() <= 1e-9 * tl.abs().max(1.0),
         "{name}: L_PA torch {tl} vs engine {}",
@@ -232,6 +242,11 @@ fn check_loss_case(python: &Path, name: &str, c: &LossCase, rng_seed: u64) {
             worst <= 1e-6 * scale + 1e-12,
             "{name}: dL/dz{} differs by {worst} (largest |g| {scale})",
             i + 1
+        );
+        println!(
+            "{name}: dL/dz{} worst difference {:.1e} of the largest |g|",
+            i + 1,
+            worst / scale.max(f32::MIN_POSITIVE)
         );
         if ours.anchors_used[i] > 0 {
             assert!(
@@ -421,6 +436,7 @@ fn training_step_matches_pytorch() {
         // Every parameter's and statistic's change, against PyTorch's.
         let after = params.to_host(&be).unwrap();
         let mut checked = 0;
+        let mut worst_rel = 0f32;
         for (n, v0) in &before {
             let (t1, _) = read_npy(&dir.path().join("after").join(format!("{n}.npy")))
                 .unwrap_or_else(|e| panic!("{name}: torch has no parameter {n}: {e}"));
@@ -431,8 +447,12 @@ fn training_step_matches_pytorch() {
                 worst <= 2e-3 * largest + 1e-7,
                 "{name}: {n} changed by up to {largest}, engine and torch differ by {worst}"
             );
+            if largest > 0.0 {
+                worst_rel = worst_rel.max(worst / largest);
+            }
             checked += 1;
         }
+        println!("{name}: {checked} tensors, worst change differs by {worst_rel:.1e} of its largest");
         let torch_count = std::fs::read_dir(dir.path().join("after")).unwrap().count();
         assert_eq!(checked, torch_count, "{name}: parameter sets differ");
     }

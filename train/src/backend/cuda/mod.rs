@@ -123,14 +123,37 @@ impl Cuda {
             .name()
             .map_err(|e| driver_err("reading the device name", e))?;
         let name = format!("cuda:{ordinal} ({device})");
-        Ok(Cuda {
+        let cuda = Cuda {
             ctx,
             stream,
             blas,
             kernels,
             arch,
             name,
-        })
+        };
+        cuda.keep_freed_memory()?;
+        Ok(cuda)
+    }
+
+    /// Lets the allocation pool keep freed memory instead of returning it to the device at every
+    /// synchronisation (the pool's default release threshold is 0): a training step frees and
+    /// re-allocates the same buffers each time, and the trainer syncs every step, so without
+    /// this each step would map its memory afresh (PyTorch's caching allocator keeps it too).
+    /// `CONTEXTRAST_CUDA_POOL=trim` keeps the driver's default, for comparison.
+    fn keep_freed_memory(&self) -> Result<()> {
+        if std::env::var("CONTEXTRAST_CUDA_POOL").is_ok_and(|v| v.eq_ignore_ascii_case("trim")) {
+            log::info!("CUDA memory pool: freed memory goes back to the device at each sync");
+            return Ok(());
+        }
+        let Some(pool) = self.alloc_pool()? else {
+            return Ok(());
+        };
+        let mut keep_all: u64 = u64::MAX;
+        let attr = CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD;
+        // SAFETY: `pool` is the device's live pool; the release threshold is a cuuint64_t (u64)
+        // and `keep_all` outlives the call.
+        unsafe { mem_pool::set_attribute(pool, attr, (&raw mut keep_all).cast()) }
+            .map_err(|e| driver_err("setting the memory pool's release threshold", e))
     }
 
     /// The `compute_XY` architecture the kernels were compiled for.
