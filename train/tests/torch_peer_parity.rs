@@ -87,15 +87,16 @@ fn scene(rng: &mut Rng, b: usize, h: usize, w: usize, classes: u64) -> (Vec<u8>,
     let paint = |rng: &mut Rng, m: &mut [u8], value: u8| {
         let (y0, x0) = (rng.below(h as u64) as usize, rng.below(w as u64) as usize);
         let (rh, rw) = (
-            1 + rng.below(h as u64 / 2) as usize,
-            1 + rng.below(w as u64 / 2) as usize,
+            1 + rng.below(h as u64 * 3 / 4) as usize,
+            1 + rng.below(w as u64 * 3 / 4) as usize,
         );
         for yy in y0..(y0 + rh).min(h) {
             m[yy * w + x0..yy * w + (x0 + rw).min(w)].fill(value);
         }
     };
     for img in y.chunks_mut(h * w) {
-        for _ in 0..6 {
+        img.fill(rng.below(classes) as u8);
+        for _ in 0..8 {
             let v = rng.below(classes) as u8;
             paint(rng, img, v);
         }
@@ -425,6 +426,7 @@ fn training_step_matches_pytorch() {
             (ce - tce).abs() <= 1e-5 * tce,
             "{name}: CE engine {ce} vs torch {tce}"
         );
+        assert_eq!(stats.is_some(), with_contrast, "{name}: L_PA computed");
         if let Some(st) = stats {
             let tl = torch["l_pa"].as_f64().unwrap();
             assert!(
@@ -444,15 +446,17 @@ fn training_step_matches_pytorch() {
             let theirs: Vec<f32> = t1.iter().zip(v0).map(|(a, b)| a - b).collect();
             let (worst, largest) = worst_diff(&ours, &theirs);
             assert!(
-                worst <= 2e-3 * largest + 1e-7,
+                worst <= 1e-3 * largest + 1e-7,
                 "{name}: {n} changed by up to {largest}, engine and torch differ by {worst}"
             );
-            if largest > 0.0 {
-                worst_rel = worst_rel.max(worst / largest);
-            }
+            // Some changes are zero in exact arithmetic (a bias right before batch norm): f32
+            // noise there is measured against the absolute floor, not the change.
+            worst_rel = worst_rel.max(worst / largest.max(1e-4));
             checked += 1;
         }
-        println!("{name}: {checked} tensors, worst change differs by {worst_rel:.1e} of its largest");
+        println!(
+            "{name}: {checked} tensors, worst difference {worst_rel:.1e} of the largest change (or of 1e-4)"
+        );
         let torch_count = std::fs::read_dir(dir.path().join("after")).unwrap().count();
         assert_eq!(checked, torch_count, "{name}: parameter sets differ");
     }
