@@ -452,7 +452,9 @@ fn training_step_matches_pytorch() {
             }
             checked += 1;
         }
-        println!("{name}: {checked} tensors, worst change differs by {worst_rel:.1e} of its largest");
+        println!(
+            "{name}: {checked} tensors, worst change differs by {worst_rel:.1e} of its largest"
+        );
         let torch_count = std::fs::read_dir(dir.path().join("after")).unwrap().count();
         assert_eq!(checked, torch_count, "{name}: parameter sets differ");
     }
