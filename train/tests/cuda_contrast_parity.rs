@@ -372,6 +372,20 @@ fn cases() -> Vec<Case> {
         .map(|&l| if l == IGNORE { 0 } else { l })
         .collect();
     out.push(c);
+    // Every pixel the stride-32 scale samples is 255: no class there, so the deepest scale has
+    // no anchor, fuses into nothing, and its class list is empty (a zero-length upload).
+    let mut c = case(
+        &mut rng,
+        "deepest scale all ignored",
+        (1, 3, 64, 64),
+        &[0, 1, 2],
+    );
+    for r in (0..c.h).step_by(32) {
+        for col in (0..c.w).step_by(32) {
+            c.labels[r * c.w + col] = IGNORE;
+        }
+    }
+    out.push(c);
     out
 }
 

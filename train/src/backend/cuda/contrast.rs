@@ -139,7 +139,13 @@ impl Cuda {
             .map_err(|e| driver_err(&format!("allocating {what} ({len})"), e))
     }
 
-    fn up_t<T: DeviceRepr>(&self, what: &str, v: &[T]) -> Result<CudaSlice<T>> {
+    fn up_t<T: DeviceRepr + ValidAsZeroBits>(&self, what: &str, v: &[T]) -> Result<CudaSlice<T>> {
+        // An empty list (a scale whose labels are all 255 has no classes) would be a zero-byte
+        // allocation, which the driver refuses (CUDA_ERROR_INVALID_VALUE) on some devices:
+        // one zero instead, as alloc_t does; the kernels never read it (A = 0).
+        if v.is_empty() {
+            return self.alloc_t(what, 0);
+        }
         self.stream
             .clone_htod(v)
             .map_err(|e| driver_err(&format!("uploading {what}"), e))
@@ -355,18 +361,28 @@ impl Cuda {
         let pos = self.down_t("positives", &s.pos_idx)?;
         let neg = self.down_t("negatives", &s.neg_idx)?;
         self.synchronize()?;
-        Ok((0..s.classes.len())
+        (0..s.classes.len())
             .map(|a| {
                 let (np, nh, nr) = sample_counts(&counts, a);
+                // Counts beyond the caps would be a kernel bug: an error, not a slice panic.
+                if np > s.pos_cap || nh + nr > s.neg_cap {
+                    return Err(backend_err(
+                        "contrast_download_samples",
+                        format!(
+                            "anchor {a}: counts ({np}, {nh}, {nr}) exceed the caps ({}, {})",
+                            s.pos_cap, s.neg_cap
+                        ),
+                    ));
+                }
                 let p0 = a * s.pos_cap;
                 let n0 = a * s.neg_cap;
-                AnchorSamples {
+                Ok(AnchorSamples {
                     positives: pos[p0..p0 + np].to_vec(),
                     hard_negatives: neg[n0..n0 + nh].to_vec(),
                     random_negatives: neg[n0 + nh..n0 + nh + nr].to_vec(),
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// L_PA and its gradients on the device: what `contrastive_loss` computes (see the module
