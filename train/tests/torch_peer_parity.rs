@@ -68,8 +68,25 @@ fn run_peer(python: &Path, mode: &str, case: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(case.join("result.json")).unwrap()).unwrap()
 }
 
-fn labels_as_f32(v: &[u8]) -> Vec<f32> {
-    v.iter().map(|&l| f32::from(l)).collect()
+/// A label map as the f32 `.npy` the peer reads (class ids are exact in f32).
+fn write_labels(path: &Path, v: &[u8], dims: &[usize]) {
+    let f: Vec<f32> = v.iter().map(|&l| f32::from(l)).collect();
+    write_npy(path, &f, dims).unwrap();
+}
+
+/// The loss constants and sampling keys in the peer's case.json, plus `extra`.
+fn case_json(cfg: &ContrastConfig, seed: u64, step: u64, extra: Value) -> String {
+    let s = &cfg.sampling;
+    let mut case = json!({
+        "tau": cfg.tau, "lambda": cfg.lambda, "w_l": cfg.w_l, "w_h": cfg.w_h,
+        "alpha": cfg.alpha, "max_pos": s.max_pos, "max_neg": s.max_neg,
+        "hard_fraction": s.hard_fraction, "k_percentile": s.k_percentile, "bane": s.bane,
+        "seed": seed, "step": step,
+    });
+    if let (Some(m), Value::Object(e)) = (case.as_object_mut(), extra) {
+        m.extend(e);
+    }
+    case.to_string()
 }
 
 fn indices(v: &Value) -> Vec<u32> {
@@ -143,25 +160,10 @@ fn check_loss_case(python: &Path, name: &str, c: &LossCase, rng_seed: u64) {
         let p = dir.path().join(format!("z{}.npy", i + 1));
         write_npy(&p, z, &[c.b, c.d, c.h / s, c.w / s]).unwrap();
     }
-    write_npy(
-        &dir.path().join("labels.npy"),
-        &labels_as_f32(&labels),
-        &[c.b, c.h, c.w],
-    )
-    .unwrap();
-    write_npy(
-        &dir.path().join("pred.npy"),
-        &labels_as_f32(&pred),
-        &[c.b, c.h, c.w],
-    )
-    .unwrap();
-    let s = &cfg.sampling;
-    let case = json!({
-        "tau": cfg.tau, "lambda": cfg.lambda, "w_l": cfg.w_l, "w_h": cfg.w_h,
-        "max_pos": s.max_pos, "max_neg": s.max_neg, "hard_fraction": s.hard_fraction,
-        "k_percentile": s.k_percentile, "bane": s.bane, "seed": c.seed, "step": c.step,
-    });
-    std::fs::write(dir.path().join("case.json"), case.to_string()).unwrap();
+    write_labels(&dir.path().join("labels.npy"), &labels, &[c.b, c.h, c.w]);
+    write_labels(&dir.path().join("pred.npy"), &pred, &[c.b, c.h, c.w]);
+    let case = case_json(&cfg, c.seed, c.step, json!({}));
+    std::fs::write(dir.path().join("case.json"), case).unwrap();
     let torch = run_peer(python, "loss", dir.path());
 
     let inputs: [ScaleInput; SCALES] = std::array::from_fn(|i| ScaleInput {
@@ -187,8 +189,19 @@ fn check_loss_case(python: &Path, name: &str, c: &LossCase, rng_seed: u64) {
         let (sh, sw) = (c.h / strides[i], c.w / strides[i]);
         let y = downsample_nearest(&labels, c.b, c.h, c.w, strides[i]).unwrap();
         let p = downsample_nearest(&pred, c.b, c.h, c.w, strides[i]).unwrap();
-        let smp =
-            sample_anchor(&y, &p, c.b, sh, sw, class, s, c.seed, c.step, i as u32 + 1).unwrap();
+        let smp = sample_anchor(
+            &y,
+            &p,
+            c.b,
+            sh,
+            sw,
+            class,
+            &cfg.sampling,
+            c.seed,
+            c.step,
+            i as u32 + 1,
+        )
+        .unwrap();
         let at = format!("{name}: scale {} class {class}", i + 1);
         assert_eq!(indices(&a["positives"]), smp.positives, "{at}: positives");
         assert_eq!(
@@ -205,7 +218,7 @@ fn check_loss_case(python: &Path, name: &str, c: &LossCase, rng_seed: u64) {
     }
     assert_eq!(
         hard_total > 0,
-        s.bane,
+        cfg.sampling.bane,
         "{name}: the case must exercise BANE exactly when it is on"
     );
 
@@ -381,23 +394,18 @@ fn training_step_matches_pytorch() {
             &[shape.n, 3, shape.h, shape.w],
         )
         .unwrap();
-        write_npy(
+        write_labels(
             &dir.path().join("labels.npy"),
-            &labels_as_f32(&labels),
+            &labels,
             &[shape.n, shape.h, shape.w],
-        )
-        .unwrap();
-        let s = &contrast.sampling;
-        let case = json!({
+        );
+        let extra = json!({
             "classes": classes, "width": model.width, "decoder": model.decoder,
             "proj_dim": model.proj_dim, "contrast": with_contrast,
-            "tau": contrast.tau, "lambda": contrast.lambda, "w_l": contrast.w_l,
-            "w_h": contrast.w_h, "alpha": contrast.alpha,
-            "max_pos": s.max_pos, "max_neg": s.max_neg, "hard_fraction": s.hard_fraction,
-            "k_percentile": s.k_percentile, "bane": s.bane, "seed": 9, "step": 4,
             "lr": sgd.lr, "momentum": sgd.momentum, "weight_decay": sgd.weight_decay,
         });
-        std::fs::write(dir.path().join("case.json"), case.to_string()).unwrap();
+        let case = case_json(&contrast, 9, 4, extra);
+        std::fs::write(dir.path().join("case.json"), case).unwrap();
         let torch = run_peer(&python, "step", dir.path());
 
         let mut grads = Grads::zeros(&be, &params).unwrap();

@@ -2,6 +2,8 @@
 //! generator, so a failure reproduces.
 // Each test file uses its own subset of these.
 #![allow(dead_code)]
+pub mod contrast_cases;
+
 use contextrast_train::backend::cuda::{Cuda, cuda_available};
 
 /// The CUDA backend, or `None` after printing the skip line.
