@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 IGNORE = 255
 SCALES = 4
+STRIDES = (4, 8, 16, 32)
 CLASS_IDS = 256
 M64 = (1 << 64) - 1
 STEP_MULTIPLIER = 0xD6E8FEB86659FD93
@@ -221,11 +222,12 @@ def contrastive_loss(zs, labels, pred, cfg, seed, step, record=None):
     """L_PA = sum_i lambda_i · mean over anchors of mean_p softplus(LSE_q s_q − s_p), s = â·z/τ,
     with batch anchors fused with the deepest scale's. Autograd gives the gradient through the
     positives, the negatives and the (not detached) anchors."""
-    full_h, full_w = labels.shape[1:]
     ys, preds, flat, means, counts = [], [], [], [], []
-    for z in zs:
+    for i, z in enumerate(zs):
         h, w = z.shape[2:]
-        s = full_h // h
+        # The scale's stride (4, 8, 16, 32), not full_h // h: that differs for odd sizes
+        # (70 rows at stride 16 give 4, and 70 // 4 = 17).
+        s = STRIDES[i]
         y = labels[:, : h * s : s, : w * s : s]
         p = pred[:, : h * s : s, : w * s : s]
         zf = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
@@ -244,7 +246,7 @@ def contrastive_loss(zs, labels, pred, cfg, seed, step, record=None):
     for i in range(SCALES):
         losses = []
         for n in range(CLASS_IDS):
-            if counts[i][n] == 0 or n == IGNORE:
+            if counts[i][n] == 0:  # 255 is never counted
                 continue
             pos, hard, rand = sample_anchor(ys[i], preds[i], n, cfg["sampling"], seed, step, i + 1)
             neg = torch.cat([hard, rand])
@@ -305,7 +307,6 @@ def check_step(case):
     """One SGD step (CE + alpha·L_PA when case.json says so) from the engine's parameters: the
     losses before the step, and every parameter and BN running statistic after it."""
     c = read_case(case)
-    torch.manual_seed(0)
     net = ContextrastNet(c["classes"], c["width"], c["decoder"], c["proj_dim"]).double()
     state = net.state_dict()
     with torch.no_grad():

@@ -12,6 +12,7 @@
 mod common;
 
 use common::Rng;
+use common::contrast_cases::maps;
 use contextrast_train::backend::{Backend, Cpu, Shape};
 use contextrast_train::loss::bane::{SamplingConfig, downsample_nearest, sample_anchor};
 use contextrast_train::loss::contrast::{ContrastConfig, SCALES, ScaleInput, contrastive_loss};
@@ -97,47 +98,12 @@ fn indices(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-/// Labels made of rectangles of `classes` classes (some `ignore`d), and a prediction that is the
-/// labels with other rectangles painted over: error regions with edges for BANE.
-fn scene(rng: &mut Rng, b: usize, h: usize, w: usize, classes: u64) -> (Vec<u8>, Vec<u8>) {
-    let mut y = vec![0u8; b * h * w];
-    let paint = |rng: &mut Rng, m: &mut [u8], value: u8| {
-        let (y0, x0) = (rng.below(h as u64) as usize, rng.below(w as u64) as usize);
-        let (rh, rw) = (
-            1 + rng.below(h as u64 * 3 / 4) as usize,
-            1 + rng.below(w as u64 * 3 / 4) as usize,
-        );
-        for yy in y0..(y0 + rh).min(h) {
-            m[yy * w + x0..yy * w + (x0 + rw).min(w)].fill(value);
-        }
-    };
-    for img in y.chunks_mut(h * w) {
-        img.fill(rng.below(classes) as u8);
-        for _ in 0..8 {
-            let v = rng.below(classes) as u8;
-            paint(rng, img, v);
-        }
-        paint(rng, img, 255);
-    }
-    let mut pred = y
-        .iter()
-        .map(|&l| if l == 255 { 0 } else { l })
-        .collect::<Vec<_>>();
-    for img in pred.chunks_mut(h * w) {
-        for _ in 0..5 {
-            let v = rng.below(classes) as u8;
-            paint(rng, img, v);
-        }
-    }
-    (y, pred)
-}
-
 struct LossCase {
     b: usize,
     d: usize,
     h: usize,
     w: usize,
-    classes: u64,
+    classes: &'static [u8],
     sampling: SamplingConfig,
     seed: u64,
     step: u64,
@@ -145,7 +111,7 @@ struct LossCase {
 
 fn check_loss_case(python: &Path, name: &str, c: &LossCase, rng_seed: u64) {
     let mut rng = Rng(rng_seed);
-    let (labels, pred) = scene(&mut rng, c.b, c.h, c.w, c.classes);
+    let (labels, pred) = maps(&mut rng, (c.b, c.h, c.w), c.classes, 5, 0.1);
     let strides = [4usize, 8, 16, 32];
     let zs: Vec<Vec<f32>> = strides
         .iter()
@@ -291,7 +257,7 @@ fn contrastive_loss_matches_pytorch_autograd() {
                 d: 8,
                 h: 64,
                 w: 96,
-                classes: 4,
+                classes: &[0, 1, 2, 3],
                 sampling: small_caps.clone(),
                 seed: 7,
                 step: 3,
@@ -305,7 +271,7 @@ fn contrastive_loss_matches_pytorch_autograd() {
                 d: 5,
                 h: 70,
                 w: 45,
-                classes: 3,
+                classes: &[0, 1, 2],
                 sampling: SamplingConfig {
                     hard_fraction: 1.0,
                     k_percentile: 1.0,
@@ -322,7 +288,7 @@ fn contrastive_loss_matches_pytorch_autograd() {
                 d: 16,
                 h: 64,
                 w: 64,
-                classes: 5,
+                classes: &[0, 1, 2, 3, 4],
                 sampling: SamplingConfig {
                     bane: false,
                     ..SamplingConfig::default()
@@ -360,7 +326,7 @@ fn training_step_matches_pytorch() {
     let shape = Shape::new(2, 3, 64, 96);
     let mut rng = Rng(5);
     let x = rng.vec(shape.numel());
-    let (labels, _) = scene(&mut rng, shape.n, shape.h, shape.w, classes as u64);
+    let (labels, _) = maps(&mut rng, (shape.n, shape.h, shape.w), &[0, 1, 2], 7, 0.1);
     // Random negatives only: BANE reads the argmax, which near-ties could flip between the
     // engine's f32 and PyTorch's f64 forward; its sampling is checked on fixed predictions above.
     let contrast = ContrastConfig {
