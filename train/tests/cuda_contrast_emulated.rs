@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 mod common;
-use common::contrast_cases::{Case, STRIDES, cases, configs, cpu_reference};
+use common::contrast_cases::{Case, STRIDES, assert_close64, cases, configs, cpu_reference};
 
 const EMU: &str = include_str!("cuda_emu/emu.hpp");
 const COMMON: &str = include_str!("../src/backend/cuda/kernels/common.cuh");
@@ -112,14 +112,6 @@ fn run(bin: &Path, dir: &Path, text: &str, descending: bool) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-#[track_caller]
-fn close64(what: &str, cpu: f64, emu: f64, rtol: f64) {
-    assert!(
-        (cpu - emu).abs() <= rtol * cpu.abs().max(emu.abs()).max(1e-12),
-        "{what}: cpu {cpu} vs emulated {emu}"
-    );
-}
-
 #[test]
 fn emulated_kernels_match_the_cpu_reference() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("contextrast-ctr-emu-{}", std::process::id()));
@@ -196,9 +188,9 @@ fn emulated_kernels_match_the_cpu_reference() -> Result<()> {
                     .map(|a| (a.scale, a.class, a.positives, a.hard, a.random))
                     .collect();
                 assert_eq!(anchors, want_anchors, "{what}: anchors");
-                close64(&format!("{what}: loss"), want.loss, loss, 1e-9);
+                assert_close64(&format!("{what}: loss"), want.loss, loss, 1e-9);
                 for (i, &l) in per_scale.iter().enumerate() {
-                    close64(&format!("{what}: L_{}", i + 1), want.per_scale[i], l, 1e-9);
+                    assert_close64(&format!("{what}: L_{}", i + 1), want.per_scale[i], l, 1e-9);
                     let n: usize = next().parse().expect("grad length");
                     let g: Vec<f32> = (0..n)
                         .map(|_| f32::from_bits(next().parse().expect("grad")))

@@ -13,7 +13,9 @@ use contextrast_train::loss::contrast::{ContrastConfig, SCALES};
 use contextrast_train::loss::edt::edt_squared;
 
 mod common;
-use common::contrast_cases::{Case, STRIDES, case, cases, configs, cpu_reference, maps};
+use common::contrast_cases::{
+    Case, STRIDES, assert_close64, case, cases, configs, cpu_reference, maps,
+};
 use common::{Rng, gpu};
 
 /// `|c − g| ≤ atol + rtol·max(|c|, |g|)` everywhere, with `atol = rtol · max|c|`.
@@ -28,14 +30,6 @@ fn assert_close(op: &str, cpu: &[f32], gpu: &[f32], rtol: f32) {
             "{op}[{i}]: cpu {c} vs cuda {g} beyond rtol {rtol} (scale {scale})"
         );
     }
-}
-
-#[track_caller]
-fn assert_close64(op: &str, cpu: f64, gpu: f64, rtol: f64) {
-    assert!(
-        (cpu - gpu).abs() <= rtol * cpu.abs().max(gpu.abs()).max(1e-12),
-        "{op}: cpu {cpu} vs cuda {gpu} beyond rtol {rtol}"
-    );
 }
 
 #[test]

@@ -195,3 +195,12 @@ pub fn cpu_reference(
     });
     contrastive_loss(&inputs, &c.labels, &c.pred, c.h, c.w, cfg, seed, step)
 }
+
+/// `|a − b| ≤ rtol · max(|a|, |b|)` (1e-12 floor): the losses of two implementations.
+#[track_caller]
+pub fn assert_close64(what: &str, reference: f64, got: f64, rtol: f64) {
+    assert!(
+        (reference - got).abs() <= rtol * reference.abs().max(got.abs()).max(1e-12),
+        "{what}: reference {reference} vs {got} beyond rtol {rtol}"
+    );
+}
