@@ -131,7 +131,10 @@ impl Cuda {
             arch,
             name,
         };
-        cuda.keep_freed_memory()?;
+        // Only a speed matter: a driver that refuses it still trains, with a warning.
+        if let Err(e) = cuda.keep_freed_memory() {
+            log::warn!("CUDA memory pool left at the driver's default: {e}");
+        }
         Ok(cuda)
     }
 
