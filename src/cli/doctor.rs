@@ -1,21 +1,30 @@
 //! `contextrast doctor`: what this machine offers the runtime and the trainer — CPU, CUDA,
 //! cameras, GPIO chips — each line saying what will be used.
 use anyhow::Result;
-use contextrast_train::backend::Backend;
-use contextrast_train::backend::cuda::{Cuda, cuda_available};
+use contextrast_train::backend::cuda::{Cuda, cuda_unavailable};
 
 pub fn run() -> Result<()> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     println!("cpu: {threads} threads ({})", std::env::consts::ARCH);
-    if !cuda_available() {
-        println!("cuda: not found (libcuda, libnvrtc or libcublas missing): training uses the CPU");
-    } else {
-        match Cuda::new(0) {
-            Ok(c) => println!("cuda: {} (kernels for {})", c.name(), c.arch()),
-            Err(e) => println!("cuda: present but unusable: {e}"),
-        }
+    match cuda_unavailable() {
+        Some(why) => println!("cuda: none ({why}): training uses the CPU"),
+        None => match Cuda::new(0).and_then(|c| c.info()) {
+            Ok(i) => println!(
+                "cuda: {}, compute capability {}.{} (kernels for {}), driver CUDA {}.{}, \
+                 memory {} of {} MiB free: training uses it",
+                i.name,
+                i.compute_capability.0,
+                i.compute_capability.1,
+                i.arch,
+                i.driver_version.0,
+                i.driver_version.1,
+                i.free_bytes >> 20,
+                i.total_bytes >> 20
+            ),
+            Err(e) => println!("cuda: present but unusable ({e}): training uses the CPU"),
+        },
     }
     let mut cameras: Vec<String> = std::fs::read_dir("/dev")
         .map(|rd| {

@@ -1,7 +1,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use contextrast_train::backend::Cpu;
-use contextrast_train::backend::cuda::{Cuda, cuda_available};
+use contextrast_train::backend::cuda::{Cuda, cuda_unavailable};
 use contextrast_train::config::TrainConfig;
 use contextrast_train::trainer::{Event, TrainOptions, train};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -174,8 +174,8 @@ pub fn pick_device(device: &str) -> Result<Option<Cuda>> {
         "cpu" => Ok(None),
         "cuda" => Ok(Some(Cuda::new(0).context("--device cuda")?)),
         "auto" => {
-            if !cuda_available() {
-                log::info!("CUDA not found (no libcuda/libnvrtc/libcublas): training on the CPU");
+            if let Some(why) = cuda_unavailable() {
+                log::info!("no CUDA ({why}): training on the CPU");
                 return Ok(None);
             }
             match Cuda::new(0) {

@@ -177,7 +177,19 @@ pub(crate) fn pick_arch(major: i32, minor: i32) -> Result<String> {
             .result()
             .map_err(|e| backend_err("nvrtcGetSupportedArchs", format!("{e:?}")))?;
     }
-    choose_arch(major * 10 + minor, &archs)
+    let device = major * 10 + minor;
+    if device < MIN_ARCH {
+        return Err(backend_err(
+            "CUDA",
+            format!(
+                "compute capability {major}.{minor} is older than {}.{}, the oldest our kernels \
+                 run on (they add doubles atomically)",
+                MIN_ARCH / 10,
+                MIN_ARCH % 10
+            ),
+        ));
+    }
+    choose_arch(device, &archs)
         .map(|a| format!("compute_{a}"))
         .ok_or_else(|| {
             backend_err(
@@ -187,9 +199,17 @@ pub(crate) fn pick_arch(major: i32, minor: i32) -> Result<String> {
         })
 }
 
-/// The largest of `supported` not above `device`.
+/// The oldest compute capability the kernels build for: `atomicAdd` on doubles needs 6.0 (every
+/// JetPack 5/6 device, Xavier sm_72 and Orin sm_87, is above it).
+const MIN_ARCH: i32 = 60;
+
+/// The largest of `supported` not above `device` and not below [`MIN_ARCH`].
 pub(crate) fn choose_arch(device: i32, supported: &[i32]) -> Option<i32> {
-    supported.iter().copied().filter(|&a| a <= device).max()
+    supported
+        .iter()
+        .copied()
+        .filter(|&a| (MIN_ARCH..=device).contains(&a))
+        .max()
 }
 
 /// The full source NVRTC sees: the shared helpers, then the file.
@@ -289,6 +309,9 @@ mod tests {
         assert_eq!(choose_arch(88, &supported), Some(87));
         assert_eq!(choose_arch(120, &supported), Some(90));
         assert_eq!(choose_arch(35, &supported), None);
+        // 6.1 runs PTX for 6.0; older archs NVRTC offers are never picked.
+        assert_eq!(choose_arch(61, &supported), Some(60));
+        assert_eq!(choose_arch(53, &supported), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! host waits only in `download*`, so a training step runs without round trips.
 //!
 //! cudarc loads libcuda, libnvrtc and libcublas at run time and panics when one is missing,
-//! so [`Cuda::new`] and [`cuda_available`] check for them first and report an error instead.
+//! so [`Cuda::new`] and [`cuda_unavailable`] check for them first and report an error instead.
 use super::{Backend, BackendContrast, ConvSpec, ScaleBuf, Shape};
 use crate::loss::contrast::{ContrastConfig, SCALES};
 use crate::{Error, Result};
@@ -89,14 +89,37 @@ fn missing_library() -> Option<&'static str> {
     }
 }
 
-/// Whether a CUDA device is usable: the libraries load and at least one device exists.
-/// Never panics, so callers can pick the CPU backend instead.
-pub fn cuda_available() -> bool {
-    if missing_library().is_some() {
-        return false;
+/// Why no CUDA device can be used (a library missing, no device, the driver failing), or
+/// `None` when one can. Never panics, so callers can say why and pick the CPU backend instead.
+pub fn cuda_unavailable() -> Option<String> {
+    if let Some(missing) = missing_library() {
+        return Some(missing.to_string());
     }
-    std::panic::catch_unwind(|| matches!(CudaContext::device_count(), Ok(n) if n > 0))
-        .unwrap_or(false)
+    match std::panic::catch_unwind(CudaContext::device_count) {
+        Ok(Ok(n)) if n > 0 => None,
+        Ok(Ok(_)) => Some("the CUDA driver loads but reports no device".into()),
+        Ok(Err(e)) => Some(format!("the CUDA driver loads but reports no device ({e})")),
+        Err(_) => Some("the CUDA driver panicked while counting devices".into()),
+    }
+}
+
+/// Whether a CUDA device is usable: the libraries load and at least one device exists.
+pub fn cuda_available() -> bool {
+    cuda_unavailable().is_none()
+}
+
+/// What `contextrast doctor` reports of the device the backend opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// `cuda:N (device name)`.
+    pub name: String,
+    pub compute_capability: (i32, i32),
+    /// The `compute_XY` the kernels were compiled for.
+    pub arch: String,
+    /// The driver's CUDA version, e.g. `(12, 6)`.
+    pub driver_version: (i32, i32),
+    pub total_bytes: u64,
+    pub free_bytes: u64,
 }
 
 impl Cuda {
@@ -162,6 +185,31 @@ impl Cuda {
     /// The `compute_XY` architecture the kernels were compiled for.
     pub fn arch(&self) -> &str {
         &self.arch
+    }
+
+    /// The device, its driver and its memory now.
+    pub fn info(&self) -> Result<DeviceInfo> {
+        let compute_capability = self
+            .ctx
+            .compute_capability()
+            .map_err(|e| driver_err("reading the compute capability", e))?;
+        let mut version = 0;
+        // SAFETY: writes one int; the driver library is loaded (checked in `Cuda::new`).
+        unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) }
+            .result()
+            .map_err(|e| driver_err("reading the driver version", e))?;
+        let (free, total) = self
+            .ctx
+            .mem_get_info()
+            .map_err(|e| driver_err("reading the device's free memory", e))?;
+        Ok(DeviceInfo {
+            name: self.name.clone(),
+            compute_capability,
+            arch: self.arch.clone(),
+            driver_version: (version / 1000, version % 1000 / 10),
+            total_bytes: total as u64,
+            free_bytes: free as u64,
+        })
     }
 
     /// Starts a new peak for [`Cuda::memory_stats`]: the pool's high-water marks drop to what
