@@ -1,13 +1,14 @@
 //! End to end on both backends: 20 SGD steps of ContextrastNet (forward, cross-entropy,
 //! backward, SGD) from one seed must end at matching losses. Skips without CUDA.
 use contextrast_train::Result;
-use contextrast_train::backend::cuda::{Cuda, cuda_available};
 use contextrast_train::backend::{Backend, Cpu, IGNORE, Shape};
 use contextrast_train::model::{ModelConfig, contextrast_net};
 use contextrast_train::nn::exec::{Grads, Mode, backward, forward};
 use contextrast_train::nn::graph::Graph;
 use contextrast_train::nn::params::{HostParams, Params};
 use contextrast_train::rng::Rng;
+
+mod common;
 
 const STEPS: usize = 20;
 
@@ -81,11 +82,9 @@ fn train<B: Backend>(be: &B, init: &HostParams) -> Result<(Vec<f32>, HostParams)
 
 #[test]
 fn twenty_training_steps_match_between_cpu_and_cuda() -> Result<()> {
-    if !cuda_available() {
-        println!("SKIPPED (no CUDA): 20 training steps CPU vs CUDA");
+    let Some(cuda) = common::gpu("20 training steps CPU vs CUDA") else {
         return Ok(());
-    }
-    let cuda = Cuda::new(0)?;
+    };
     let graph = small_net();
     let init = Params::init(&Cpu, &graph, 3)?.to_host(&Cpu)?;
     let (cpu_losses, cpu_params) = train(&Cpu, &init)?;
@@ -168,11 +167,9 @@ fn train_contrast<B: Backend>(be: &B, init: &HostParams, steps: usize) -> Result
 /// `CONTEXTRAST_CUDA_LOSS` selects (host reference by default; `device` for the kernels).
 #[test]
 fn contrastive_training_steps_match_between_cpu_and_cuda() -> Result<()> {
-    if !cuda_available() {
-        println!("SKIPPED (no CUDA): 10 contrastive training steps CPU vs CUDA");
+    let Some(cuda) = common::gpu("10 contrastive training steps CPU vs CUDA") else {
         return Ok(());
-    }
-    let cuda = Cuda::new(0)?;
+    };
     println!(
         "CUDA contrastive loss path: {:?}",
         contextrast_train::backend::cuda::contrast::loss_path()

@@ -6,9 +6,15 @@ pub mod contrast_cases;
 
 use contextrast_train::backend::cuda::{Cuda, cuda_available};
 
-/// The CUDA backend, or `None` after printing the skip line.
+/// The CUDA backend, or `None` after printing the skip line. With `CONTEXTRAST_CUDA_REQUIRED`
+/// set (scripts/cuda-emu, a GPU host's gpu-check) a missing device fails the test instead, so a
+/// run that was meant to exercise CUDA cannot pass by skipping.
 pub fn gpu(op: &str) -> Option<Cuda> {
     if !cuda_available() {
+        assert!(
+            std::env::var_os("CONTEXTRAST_CUDA_REQUIRED").is_none(),
+            "CONTEXTRAST_CUDA_REQUIRED is set, but no CUDA device answers: {op}"
+        );
         println!("SKIPPED (no CUDA): {op}");
         return None;
     }

@@ -8,8 +8,11 @@
 // ascending or (EMU_DESCENDING=1) descending thread order.
 // Shared memory is `static` (one copy per kernel, reused block after block: like the device,
 // nothing carries over between blocks that the kernel does not initialise itself).
-// For tests/cuda_contrast_emulated.rs only: it checks logic, not performance or memory models.
+// For tests/cuda_contrast_emulated.rs and the emulated CUDA driver (driver.cpp): it checks logic,
+// not performance or memory models.
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -18,6 +21,13 @@
 #include <memory>
 #include <ucontext.h>
 #include <vector>
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+// Internal linkage for all of it: each kernel file is its own translation unit with its own
+// emulator state, and an `inline` function shared between them would read another's state.
+namespace {
 
 struct EmuDim3 {
     unsigned x = 1, y = 1, z = 1;
@@ -31,23 +41,52 @@ struct EmuFiber {
     ucontext_t ctx;
     std::vector<char> stack;
     EmuState state;
+    void* asan_save = nullptr;
 };
 static ucontext_t emu_scheduler;
+
+// Under AddressSanitizer (scripts/cuda-emu builds with it) every switch between the scheduler's
+// stack and a fiber's is announced, so the sanitizer tracks which stack is live.
+static const void* emu_scheduler_stack = nullptr;
+static size_t emu_scheduler_stack_size = 0;
+#if defined(__SANITIZE_ADDRESS__)
+// Leaving for `to` (its stack); `save` keeps the leaving side's state (null: it never returns).
+inline void emu_switch_out(void** save, const void* to, size_t size) {
+    __sanitizer_start_switch_fiber(save, to, size);
+}
+// Arrived; `save` is what this side saved when it left (null: first arrival).
+inline void emu_switch_in(void* save, const void** from, size_t* size) {
+    __sanitizer_finish_switch_fiber(save, from, size);
+}
+#else
+inline void emu_switch_out(void**, const void*, size_t) {}
+inline void emu_switch_in(void*, const void**, size_t*) {}
+#endif
 static std::vector<EmuFiber> emu_fibers;
 static unsigned emu_current = 0;
 static std::function<void()> emu_job;
 // Order in which runnable fibers resume: ascending thread index, or descending when set (so a
 // missing barrier shows whichever side of it thread 0 is on).
 static bool emu_descending = false;
+// The kernel being run, for the emulator's messages (set by launch.hpp; empty otherwise).
+static const char* emu_kernel = "";
 
 #define __global__
-#define __device__
+// static: each kernel file is its own translation unit over its own emulator state (driver.cpp).
+#define __device__ static
 #define __forceinline__ inline
 #define __shared__ static
 
 static void emu_fail(const char* what) {
-    fprintf(stderr, "emulator: %s\n", what);
+    fprintf(stderr, "emulator: %s%s%s\n", emu_kernel, *emu_kernel ? ": " : "", what);
     std::abort();
+}
+
+// A fiber hands the OS thread back to the scheduler; `exited`: it never resumes.
+inline void emu_to_scheduler(EmuFiber& f, bool exited) {
+    emu_switch_out(exited ? nullptr : &f.asan_save, emu_scheduler_stack, emu_scheduler_stack_size);
+    swapcontext(&f.ctx, &emu_scheduler);
+    emu_switch_in(f.asan_save, nullptr, nullptr);
 }
 
 // Waits at a barrier: back to the scheduler until it opens.
@@ -55,7 +94,7 @@ inline void emu_wait(EmuState at) {
     if (!emu_cooperative) emu_fail("barrier in a kernel launched as not cooperative");
     EmuFiber& f = emu_fibers[emu_current];
     f.state = at;
-    swapcontext(&f.ctx, &emu_scheduler);
+    emu_to_scheduler(f, false);
 }
 inline void __syncthreads() { emu_wait(EMU_AT_BLOCK); }
 inline void emu_warp_sync() { emu_wait(EMU_AT_WARP); }
@@ -103,8 +142,13 @@ inline double __longlong_as_double(long long x) {
 }
 
 static void emu_fiber_main() {
+    emu_switch_in(nullptr, &emu_scheduler_stack, &emu_scheduler_stack_size);
     emu_job();
-    emu_fibers[emu_current].state = EMU_DONE;  // then uc_link resumes the scheduler
+    EmuFiber& f = emu_fibers[emu_current];
+    f.state = EMU_DONE;
+    // Back to the scheduler for good (rather than through uc_link, which AddressSanitizer's
+    // fiber support does not follow).
+    emu_to_scheduler(f, true);
 }
 
 // Runs one cooperative block of blockDim.x fibers until all have exited.
@@ -128,7 +172,11 @@ static void emu_run_block() {
             if (emu_fibers[t].state == EMU_RUNNABLE) {
                 emu_current = t;
                 threadIdx = {t, 0, 0};
-                swapcontext(&emu_scheduler, &emu_fibers[t].ctx);
+                EmuFiber& f = emu_fibers[t];
+                void* save = nullptr;
+                emu_switch_out(&save, f.stack.data(), f.stack.size());
+                swapcontext(&emu_scheduler, &f.ctx);
+                emu_switch_in(save, nullptr, nullptr);
             }
         }
         // Everyone waits or has exited: open what can open.
@@ -186,3 +234,5 @@ void emu_launch(EmuDim3 grid, EmuDim3 block, bool cooperative, F kernel) {
                 }
             }
 }
+
+}  // namespace
