@@ -4,8 +4,8 @@
 // ("cooperative") every CUDA thread is a fiber (ucontext) that runs until it reaches a barrier
 // (__syncthreads, or a warp intrinsic for its warp), and a barrier opens once every thread of the
 // block (of the warp) that has not exited waits at it; a barrier that can never open (divergent
-// synchronisation) aborts. Other blocks run their threads one after another. Fibers resume in
-// ascending or (EMU_DESCENDING=1) descending thread order.
+// synchronisation) aborts. Other blocks run their threads one after another. Blocks, threads
+// and fibers run in ascending or (EMU_DESCENDING=1) descending order.
 // Shared memory is `static` (one copy per kernel, reused block after block: like the device,
 // nothing carries over between blocks that the kernel does not initialise itself).
 // For tests/cuda_contrast_emulated.rs and the emulated CUDA driver (driver.cpp): it checks logic,
@@ -219,10 +219,13 @@ void emu_launch(EmuDim3 grid, EmuDim3 block, bool cooperative, F kernel) {
     blockDim = block;
     emu_cooperative = cooperative;
     if (cooperative) emu_job = kernel;
-    for (unsigned bz = 0; bz < grid.z; ++bz)
-        for (unsigned by = 0; by < grid.y; ++by)
-            for (unsigned bx = 0; bx < grid.x; ++bx) {
-                blockIdx = {bx, by, bz};
+    // Blocks too run last to first when descending: a kernel whose blocks depend on each
+    // other's order (which the device never promises) gives different results in the two runs.
+    auto order = [](unsigned i, unsigned n) { return emu_descending ? n - 1 - i : i; };
+    for (unsigned iz = 0; iz < grid.z; ++iz)
+        for (unsigned iy = 0; iy < grid.y; ++iy)
+            for (unsigned ix = 0; ix < grid.x; ++ix) {
+                blockIdx = {order(ix, grid.x), order(iy, grid.y), order(iz, grid.z)};
                 if (cooperative) {
                     emu_run_block();
                     continue;

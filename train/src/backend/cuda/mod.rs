@@ -98,7 +98,10 @@ pub fn cuda_unavailable() -> Option<String> {
     match std::panic::catch_unwind(CudaContext::device_count) {
         Ok(Ok(n)) if n > 0 => None,
         Ok(Ok(_)) => Some("the CUDA driver loads but reports no device".into()),
-        Ok(Err(e)) => Some(format!("the CUDA driver loads but reports no device ({e})")),
+        Ok(Err(e)) if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_NO_DEVICE => {
+            Some("the CUDA driver loads but reports no device".into())
+        }
+        Ok(Err(e)) => Some(format!("the CUDA driver loads but fails to start ({e})")),
         Err(_) => Some("the CUDA driver panicked while counting devices".into()),
     }
 }
