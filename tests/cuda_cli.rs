@@ -77,6 +77,28 @@ fn metrics(run: &Path) -> serde_json::Value {
     v["metrics"].clone()
 }
 
+/// The two runs' final metrics agree to 1 %.
+fn assert_same_metrics(cpu: &Path, gpu: &Path) {
+    let (c, g) = (metrics(cpu), metrics(gpu));
+    println!("cuda {g}\ncpu  {c}");
+    let keys: Vec<&String> = c
+        .as_object()
+        .expect("metrics is an object")
+        .keys()
+        .collect();
+    assert!(!keys.is_empty(), "no metrics in last.json");
+    for k in keys {
+        let (a, b) = (c[k].as_f64(), g[k].as_f64());
+        let (Some(a), Some(b)) = (a, b) else {
+            panic!("metric {k}: cpu {:?}, cuda {:?}", c[k], g[k]);
+        };
+        assert!(
+            (a - b).abs() <= 1e-2 * a.abs().max(1.0),
+            "metric {k}: cpu {a} vs cuda {b}"
+        );
+    }
+}
+
 #[test]
 fn doctor_describes_the_device() {
     let Some(line) = cuda_line("doctor describes the CUDA device") else {
@@ -88,6 +110,7 @@ fn doctor_describes_the_device() {
         "kernels for compute_",
         "driver CUDA ",
         "MiB free",
+        "convolutions by ",
     ] {
         assert!(
             line.contains(part),
@@ -110,24 +133,7 @@ fn train_picks_cuda_and_ends_where_the_cpu_ends() {
         "auto did not train on CUDA:\n{log}"
     );
     train(&data, &cfg, &cpu, "cpu");
-    let (g, c) = (metrics(&gpu), metrics(&cpu));
-    println!("cuda {g}\ncpu  {c}");
-    let keys: Vec<&String> = c
-        .as_object()
-        .expect("metrics is an object")
-        .keys()
-        .collect();
-    assert!(!keys.is_empty(), "no metrics in last.json");
-    for k in keys {
-        let (a, b) = (c[k].as_f64(), g[k].as_f64());
-        let (Some(a), Some(b)) = (a, b) else {
-            panic!("metric {k}: cpu {:?}, cuda {:?}", c[k], g[k]);
-        };
-        assert!(
-            (a - b).abs() <= 1e-2 * a.abs().max(1.0),
-            "metric {k}: cpu {a} vs cuda {b}"
-        );
-    }
+    assert_same_metrics(&cpu, &gpu);
     // And resuming on CUDA continues the run rather than starting over.
     std::fs::write(
         &cfg,
@@ -220,4 +226,53 @@ fn a_driver_without_a_device_falls_back_or_fails_clearly() {
             && log.contains("on cpu"),
         "{log}"
     );
+}
+
+/// `CONTEXTRAST_CUDA_CONV=cudnn`: cuDNN where libcudnn opens, else one warning with the reason
+/// and im2col + cuBLAS; either way training ends where the CPU ends. `CONTEXTRAST_EXPECT_CUDNN`
+/// (1 or 0, set by scripts/cuda-emu and scripts/gpu-run) says which of the two this machine must
+/// show; on the emulator with cuDNN, one older than 9 is refused too.
+#[test]
+fn cudnn_is_used_or_refused_with_a_reason() {
+    let Some(line) = cuda_line("CONTEXTRAST_CUDA_CONV=cudnn") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (data, cfg) = tiny_run(dir.path());
+    let (gpu, cpu) = (dir.path().join("gpu"), dir.path().join("cpu"));
+    let (doctor, _) = ok(bin().arg("doctor").env("CONTEXTRAST_CUDA_CONV", "cudnn"));
+    let (_, log) = ok(bin()
+        .args(["train", "--device", "cuda", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&gpu)
+        .arg("--config")
+        .arg(&cfg)
+        .env("CONTEXTRAST_CUDA_CONV", "cudnn"));
+    let used = log.contains("CUDA convolutions: cuDNN 9.");
+    let refused = log.contains("cuDNN was asked for (CONTEXTRAST_CUDA_CONV=cudnn) but ");
+    assert!(used != refused, "neither or both of used/refused:\n{log}");
+    assert_eq!(
+        doctor.contains("convolutions by cuDNN 9."),
+        used,
+        "doctor and train disagree:\n{doctor}\n{log}"
+    );
+    match std::env::var("CONTEXTRAST_EXPECT_CUDNN").as_deref() {
+        Ok("1") => assert!(used, "cuDNN expected:\n{log}"),
+        Ok("0") => assert!(refused, "no cuDNN expected:\n{log}"),
+        _ => println!("cuDNN used: {used}"),
+    }
+    train(&data, &cfg, &cpu, "cpu");
+    assert_same_metrics(&cpu, &gpu);
+    if used && line.contains("CUDA emulator") {
+        let (doctor, err) = ok(bin()
+            .arg("doctor")
+            .env("CONTEXTRAST_CUDA_CONV", "cudnn")
+            .env("CUDNN_EMU_VERSION", "8904"));
+        assert!(
+            doctor.contains("convolutions by im2col + cuBLAS")
+                && err.contains("cuDNN 8.9.4 is older than 9"),
+            "{doctor}\n{err}"
+        );
+    }
 }

@@ -72,6 +72,10 @@ struct TrainReport {
     gemm_peak_gflops_1_thread: Option<f64>,
     gemm_peak_gflops_all_threads: Option<f64>,
     threads: usize,
+    /// CUDA: how convolutions ran (`im2col + cuBLAS`, or `cuDNN 9.x.y` with
+    /// `CONTEXTRAST_CUDA_CONV=cudnn`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conv: Option<String>,
     /// `Backend::contrastive_loss` alone (L_PA and its gradients, BANE with `contextrast`), same
     /// inputs and sampling keys as the steps; `ccl` and `contextrast` only.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -259,6 +263,7 @@ fn bench_train<B: Backend>(be: &B, gpu: Option<&Cuda>, b: &TrainBench) -> Result
         gemm_peak_gflops_1_thread: cpu.then(|| gemm_peak_gflops(1024, 1024, 1024, 1)),
         gemm_peak_gflops_all_threads: cpu.then(|| gemm_peak_gflops(1024, 1024, 1024, threads)),
         threads,
+        conv: gpu.map(Cuda::conv_label),
         loss_ms_median: loss.as_ref().map(|l| l.median_ms),
         loss_ms_min: loss.as_ref().map(|l| l.min_ms),
         loss_share_of_step: loss.as_ref().map(|l| l.median_ms / median),

@@ -13,7 +13,7 @@ pub fn run() -> Result<()> {
         None => match Cuda::new(0).and_then(|c| c.info()) {
             Ok(i) => println!(
                 "cuda: {}, compute capability {}.{} (kernels for {}), driver CUDA {}.{}, \
-                 memory {} of {} MiB free: training uses it",
+                 memory {} of {} MiB free, convolutions by {}: training uses it",
                 i.name,
                 i.compute_capability.0,
                 i.compute_capability.1,
@@ -21,7 +21,8 @@ pub fn run() -> Result<()> {
                 i.driver_version.0,
                 i.driver_version.1,
                 i.free_bytes >> 20,
-                i.total_bytes >> 20
+                i.total_bytes >> 20,
+                i.conv
             ),
             Err(e) => println!("cuda: present but unusable ({e}): training uses the CPU"),
         },

@@ -46,7 +46,7 @@ impl std::fmt::Display for Shape {
 }
 
 /// A square 2-D convolution: weights `[c_out, c_in, k, k]`, optional bias `[c_out]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConvSpec {
     pub c_in: usize,
     pub c_out: usize,

@@ -4,11 +4,13 @@
 #![allow(dead_code)]
 pub mod contrast_cases;
 
+use contextrast_train::backend::cuda::cudnn::{ConvPath, requested_conv_path};
 use contextrast_train::backend::cuda::{Cuda, cuda_available};
 
 /// The CUDA backend, or `None` after printing the skip line. With `CONTEXTRAST_CUDA_REQUIRED`
 /// set (scripts/cuda-emu, a GPU host's gpu-check) a missing device fails the test instead, so a
-/// run that was meant to exercise CUDA cannot pass by skipping.
+/// run that was meant to exercise CUDA cannot pass by skipping; there, too, cuDNN asked for
+/// (`CONTEXTRAST_CUDA_CONV=cudnn`) must have opened, so its run cannot pass on im2col.
 pub fn gpu(op: &str) -> Option<Cuda> {
     if !cuda_available() {
         assert!(
@@ -19,7 +21,19 @@ pub fn gpu(op: &str) -> Option<Cuda> {
         return None;
     }
     match Cuda::new(0) {
-        Ok(c) => Some(c),
+        Ok(c) => {
+            assert!(
+                std::env::var_os("CONTEXTRAST_CUDA_REQUIRED").is_none()
+                    || requested_conv_path() == c.conv_path(),
+                "CONTEXTRAST_CUDA_CONV asks for {:?}, the backend runs {} ({op})",
+                requested_conv_path(),
+                c.conv_label()
+            );
+            if c.conv_path() == ConvPath::Cudnn {
+                println!("convolutions by {}: {op}", c.conv_label());
+            }
+            Some(c)
+        }
         Err(e) => panic!("a CUDA device is present but the backend failed to start: {e}"),
     }
 }

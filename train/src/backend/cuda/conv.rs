@@ -3,6 +3,7 @@
 //! is issued as `Cᵀ = Bᵀ·Aᵀ`. Per image, with `K = c_in·k·k` and `P = oh·ow`:
 //! forward `Y[c_out×P] = W[c_out×K]·col[K×P]`; input gradient `dcol = Wᵀ·dY`, then col2im;
 //! weight gradient `dW += dY·colᵀ` (beta = 1, so it accumulates as the trait asks).
+//! With cuDNN open (cudnn.rs) the three go through it instead; bias stays on our kernels.
 use super::{Cuda, backend_err, check_len, dim, driver_err, elems_cfg, per_channel_cfg};
 use crate::backend::{ConvSpec, Shape};
 use crate::{Error, Result};
@@ -159,7 +160,11 @@ impl Cuda {
         if g.ys.numel() == 0 {
             return Ok(y);
         }
-        if g.kk > 0 {
+        let by_dnn = match self.dnn.as_ref() {
+            Some(d) => self.dnn_forward(d, x, xs, w, spec, &mut y)?,
+            None => false,
+        };
+        if g.kk > 0 && !by_dnn {
             let mut col = if g.direct {
                 None
             } else {
@@ -217,6 +222,11 @@ impl Cuda {
         check_len("conv2d_backward_input weight", w.len(), spec.weight_len())?;
         let mut dx = self.alloc(xs.numel())?;
         if xs.numel() == 0 || spec.c_out == 0 {
+            return Ok(dx);
+        }
+        if let Some(d) = self.dnn.as_ref()
+            && self.dnn_backward_data(d, dy, w, xs, spec, &mut dx)?
+        {
             return Ok(dx);
         }
         let mut dcol = if g.direct {
@@ -292,7 +302,11 @@ impl Cuda {
             return Ok(());
         }
         let per_y = spec.c_out * g.ohw;
-        if g.kk > 0 {
+        let by_dnn = match self.dnn.as_ref() {
+            Some(d) => self.dnn_backward_filter(d, x, xs, dy, spec, dw)?,
+            None => false,
+        };
+        if g.kk > 0 && !by_dnn {
             let mut col = if g.direct {
                 None
             } else {

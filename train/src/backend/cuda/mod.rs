@@ -1,6 +1,7 @@
 //! CUDA backend: cudarc's driver API on one stream, our NVRTC-compiled kernels
-//! (`kernels/*.cu`) and cuBLAS for the convolution GEMMs. Every op only enqueues work; the
-//! host waits only in `download*`, so a training step runs without round trips.
+//! (`kernels/*.cu`) and cuBLAS for the convolution GEMMs (or cuDNN's convolutions, opt-in:
+//! `cudnn.rs`). Every op only enqueues work; the host waits only in `download*`, so a training
+//! step runs without round trips.
 //!
 //! cudarc loads libcuda, libnvrtc and libcublas at run time and panics when one is missing,
 //! so [`Cuda::new`] and [`cuda_unavailable`] check for them first and report an error instead.
@@ -33,6 +34,7 @@ macro_rules! launch {
 mod batchnorm;
 pub mod contrast;
 mod conv;
+pub mod cudnn;
 mod elementwise;
 mod kernels;
 mod layout;
@@ -53,6 +55,8 @@ pub struct Cuda {
     kernels: kernels::Kernels,
     arch: String,
     name: String,
+    /// cuDNN, where `CONTEXTRAST_CUDA_CONV=cudnn` asked for it and it opened.
+    dnn: Option<cudnn::Dnn>,
 }
 
 /// Device memory for benchmarks ([`Cuda::memory_stats`]), in bytes.
@@ -123,12 +127,21 @@ pub struct DeviceInfo {
     pub driver_version: (i32, i32),
     pub total_bytes: u64,
     pub free_bytes: u64,
+    /// How convolutions run: `im2col + cuBLAS` or `cuDNN 9.x.y`.
+    pub conv: String,
 }
 
 impl Cuda {
     /// Opens device `ordinal`, compiles (or loads cached) kernels for its architecture and
-    /// creates the cuBLAS handle. Errors name what is missing rather than panicking.
+    /// creates the cuBLAS handle; convolutions as `CONTEXTRAST_CUDA_CONV` asks
+    /// ([`cudnn::requested_conv_path`]). Errors name what is missing rather than panicking.
     pub fn new(ordinal: usize) -> Result<Cuda> {
+        Cuda::with_conv(ordinal, cudnn::requested_conv_path())
+    }
+
+    /// [`Cuda::new`] with the convolution path given. cuDNN that cannot be used is logged,
+    /// once, with the reason, and convolutions stay on im2col + cuBLAS.
+    pub fn with_conv(ordinal: usize, conv: cudnn::ConvPath) -> Result<Cuda> {
         if let Some(missing) = missing_library() {
             return Err(backend_err(&format!("cuda:{ordinal}"), missing));
         }
@@ -149,6 +162,22 @@ impl Cuda {
             .name()
             .map_err(|e| driver_err("reading the device name", e))?;
         let name = format!("cuda:{ordinal} ({device})");
+        let dnn = match conv {
+            cudnn::ConvPath::Gemm => None,
+            cudnn::ConvPath::Cudnn => match cudnn::Dnn::open(&stream) {
+                Ok(d) => {
+                    log::info!("CUDA convolutions: cuDNN {}", d.version());
+                    Some(d)
+                }
+                Err(why) => {
+                    log::warn!(
+                        "cuDNN was asked for (CONTEXTRAST_CUDA_CONV=cudnn) but {why}: \
+                         convolutions stay on im2col + cuBLAS"
+                    );
+                    None
+                }
+            },
+        };
         let cuda = Cuda {
             ctx,
             stream,
@@ -156,6 +185,7 @@ impl Cuda {
             kernels,
             arch,
             name,
+            dnn,
         };
         // Only a speed matter: a driver that refuses it still trains, with a warning.
         if let Err(e) = cuda.keep_freed_memory() {
@@ -190,6 +220,22 @@ impl Cuda {
         &self.arch
     }
 
+    /// How convolutions run on this backend (cuDNN only where asked for and usable).
+    pub fn conv_path(&self) -> cudnn::ConvPath {
+        match self.dnn {
+            Some(_) => cudnn::ConvPath::Cudnn,
+            None => cudnn::ConvPath::Gemm,
+        }
+    }
+
+    /// [`Cuda::conv_path`] in words: `im2col + cuBLAS` or `cuDNN 9.x.y`.
+    pub fn conv_label(&self) -> String {
+        match &self.dnn {
+            Some(d) => format!("cuDNN {}", d.version()),
+            None => "im2col + cuBLAS".into(),
+        }
+    }
+
     /// The device, its driver and its memory now.
     pub fn info(&self) -> Result<DeviceInfo> {
         let compute_capability = self
@@ -212,6 +258,7 @@ impl Cuda {
             driver_version: (version / 1000, version % 1000 / 10),
             total_bytes: total as u64,
             free_bytes: free as u64,
+            conv: self.conv_label(),
         })
     }
 
