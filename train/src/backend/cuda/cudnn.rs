@@ -523,16 +523,45 @@ impl Cuda {
         Ok(choice)
     }
 
-    fn workspace(&self, bytes: usize) -> Result<Option<CudaSlice<u8>>> {
-        if bytes == 0 {
-            return Ok(None);
+    /// What the three launches share: the shape check, descriptors, the algorithm, a workspace
+    /// of the size cuDNN asked for, then `call`. `false` (nothing launched) where this shape
+    /// goes through im2col instead.
+    fn dnn_launch(
+        &self,
+        dnn_: &Dnn,
+        op: Op,
+        xs: Shape,
+        spec: &ConvSpec,
+        call: impl FnOnce(&Launch<'_>) -> Result<()>,
+    ) -> Result<bool> {
+        if degenerate(xs, spec) {
+            return Ok(false);
         }
-        // SAFETY: cuDNN only writes scratch data into the workspace before reading it.
-        unsafe { self.stream.alloc::<u8>(bytes) }
-            .map(Some)
-            .map_err(|e| {
+        let d = Descs::new(xs, spec)?;
+        // cuDNN runs on whatever context the calling thread has current, as cuBLAS does.
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| super::driver_err("binding the context", e))?;
+        let st = &mut *dnn_.lock()?;
+        let Some((algo, bytes)) = self.dnn_choice(st, op, xs, spec, &d)? else {
+            return Ok(false);
+        };
+        let mut ws = match bytes {
+            0 => None,
+            // SAFETY: cuDNN only writes scratch data into the workspace before reading it.
+            _ => Some(unsafe { self.stream.alloc::<u8>(bytes) }.map_err(|e| {
                 super::driver_err(&format!("allocating {bytes} bytes of cuDNN workspace"), e)
-            })
+            })?),
+        };
+        let (ws_ptr, _sync) = ws.as_mut().map(|b| b.device_ptr_mut(&self.stream)).unzip();
+        call(&Launch {
+            handle: st.handle.0,
+            d: &d,
+            algo,
+            ws: ws_ptr.map_or(std::ptr::null_mut(), |p| p as *mut c_void),
+            bytes,
+        })?;
+        Ok(true)
     }
 
     /// `y = conv(x, w)` through cuDNN (true), or `false` where this shape goes through im2col.
@@ -545,46 +574,31 @@ impl Cuda {
         spec: &ConvSpec,
         y: &mut CudaSlice<f32>,
     ) -> Result<bool> {
-        if degenerate(xs, spec) {
-            return Ok(false);
-        }
-        let d = Descs::new(xs, spec)?;
-        // cuDNN runs on whatever context the calling thread has current, as cuBLAS does.
-        self.ctx
-            .bind_to_thread()
-            .map_err(|e| super::driver_err("binding the context", e))?;
-        let mut st = dnn_.lock()?;
-        let Some((algo, bytes)) = self.dnn_choice(&mut st, Op::Forward, xs, spec, &d)? else {
-            return Ok(false);
-        };
-        let mut ws = self.workspace(bytes)?;
         let s = &self.stream;
-        let (xp, _a) = x.device_ptr(s);
-        let (wp, _b) = w.device_ptr(s);
-        let (yp, _c) = y.device_ptr_mut(s);
-        let (wsp, _d) = ws.as_mut().map(|b| b.device_ptr_mut(s)).unzip();
-        let (alpha, beta) = (1f32, 0f32);
-        // SAFETY: the caller checked x, w and y against these descriptors' shapes; the workspace
-        // holds the bytes cuDNN asked for this algorithm; `algo` is one cuDNN offered.
-        unsafe {
-            dnn::convolution_forward(
-                st.handle.0,
-                (&raw const alpha).cast(),
-                d.x.0,
-                xp as *const c_void,
-                d.w.0,
-                wp as *const c_void,
-                d.conv.0,
-                fwd_algo(algo)?,
-                wsp.map_or(std::ptr::null_mut(), |p| p as *mut c_void),
-                bytes,
-                (&raw const beta).cast(),
-                d.y.0,
-                yp as *mut c_void,
-            )
-        }
-        .map_err(|e| dnn_err("convolution forward", e))?;
-        Ok(true)
+        let ((xp, _a), (wp, _b), (yp, _c)) =
+            (x.device_ptr(s), w.device_ptr(s), y.device_ptr_mut(s));
+        self.dnn_launch(dnn_, Op::Forward, xs, spec, |l| {
+            // SAFETY: the caller checked x, w and y against these descriptors' shapes; the
+            // workspace holds the bytes cuDNN asked for this algorithm, one cuDNN offered.
+            unsafe {
+                dnn::convolution_forward(
+                    l.handle,
+                    ONE,
+                    l.d.x.0,
+                    xp as *const c_void,
+                    l.d.w.0,
+                    wp as *const c_void,
+                    l.d.conv.0,
+                    fwd_algo(l.algo)?,
+                    l.ws,
+                    l.bytes,
+                    ZERO,
+                    l.d.y.0,
+                    yp as *mut c_void,
+                )
+            }
+            .map_err(|e| dnn_err("convolution forward", e))
+        })
     }
 
     /// `dx = convᵀ(dy, w)` through cuDNN (overwriting `dx`), or `false` for im2col instead.
@@ -597,45 +611,30 @@ impl Cuda {
         spec: &ConvSpec,
         dx: &mut CudaSlice<f32>,
     ) -> Result<bool> {
-        if degenerate(xs, spec) {
-            return Ok(false);
-        }
-        let d = Descs::new(xs, spec)?;
-        // cuDNN runs on whatever context the calling thread has current, as cuBLAS does.
-        self.ctx
-            .bind_to_thread()
-            .map_err(|e| super::driver_err("binding the context", e))?;
-        let mut st = dnn_.lock()?;
-        let Some((algo, bytes)) = self.dnn_choice(&mut st, Op::BackwardData, xs, spec, &d)? else {
-            return Ok(false);
-        };
-        let mut ws = self.workspace(bytes)?;
         let s = &self.stream;
-        let (dyp, _a) = dy.device_ptr(s);
-        let (wp, _b) = w.device_ptr(s);
-        let (dxp, _c) = dx.device_ptr_mut(s);
-        let (wsp, _d) = ws.as_mut().map(|b| b.device_ptr_mut(s)).unzip();
-        let (alpha, beta) = (1f32, 0f32);
-        // SAFETY: as in `dnn_forward`, with dy and dx checked by the caller.
-        unsafe {
-            dnn::convolution_backward_data(
-                st.handle.0,
-                (&raw const alpha).cast(),
-                d.w.0,
-                wp as *const c_void,
-                d.y.0,
-                dyp as *const c_void,
-                d.conv.0,
-                data_algo(algo)?,
-                wsp.map_or(std::ptr::null_mut(), |p| p as *mut c_void),
-                bytes,
-                (&raw const beta).cast(),
-                d.x.0,
-                dxp as *mut c_void,
-            )
-        }
-        .map_err(|e| dnn_err("convolution backward data", e))?;
-        Ok(true)
+        let ((dyp, _a), (wp, _b), (dxp, _c)) =
+            (dy.device_ptr(s), w.device_ptr(s), dx.device_ptr_mut(s));
+        self.dnn_launch(dnn_, Op::BackwardData, xs, spec, |l| {
+            // SAFETY: as in `dnn_forward`, with dy and dx checked by the caller.
+            unsafe {
+                dnn::convolution_backward_data(
+                    l.handle,
+                    ONE,
+                    l.d.w.0,
+                    wp as *const c_void,
+                    l.d.y.0,
+                    dyp as *const c_void,
+                    l.d.conv.0,
+                    data_algo(l.algo)?,
+                    l.ws,
+                    l.bytes,
+                    ZERO,
+                    l.d.x.0,
+                    dxp as *mut c_void,
+                )
+            }
+            .map_err(|e| dnn_err("convolution backward data", e))
+        })
     }
 
     /// `dw += ∂L/∂w` through cuDNN (beta = 1: it accumulates as the trait asks), or `false`.
@@ -648,48 +647,46 @@ impl Cuda {
         spec: &ConvSpec,
         dw: &mut CudaSlice<f32>,
     ) -> Result<bool> {
-        if degenerate(xs, spec) {
-            return Ok(false);
-        }
-        let d = Descs::new(xs, spec)?;
-        // cuDNN runs on whatever context the calling thread has current, as cuBLAS does.
-        self.ctx
-            .bind_to_thread()
-            .map_err(|e| super::driver_err("binding the context", e))?;
-        let mut st = dnn_.lock()?;
-        let Some((algo, bytes)) = self.dnn_choice(&mut st, Op::BackwardFilter, xs, spec, &d)?
-        else {
-            return Ok(false);
-        };
-        let mut ws = self.workspace(bytes)?;
         let s = &self.stream;
-        let (xp, _a) = x.device_ptr(s);
-        let (dyp, _b) = dy.device_ptr(s);
-        let (dwp, _c) = dw.device_ptr_mut(s);
-        let (wsp, _d) = ws.as_mut().map(|b| b.device_ptr_mut(s)).unzip();
-        let (alpha, beta) = (1f32, 1f32);
-        // SAFETY: as in `dnn_forward`, with x, dy and dw checked by the caller.
-        unsafe {
-            dnn::convolution_backward_filter(
-                st.handle.0,
-                (&raw const alpha).cast(),
-                d.x.0,
-                xp as *const c_void,
-                d.y.0,
-                dyp as *const c_void,
-                d.conv.0,
-                filter_algo(algo)?,
-                wsp.map_or(std::ptr::null_mut(), |p| p as *mut c_void),
-                bytes,
-                (&raw const beta).cast(),
-                d.w.0,
-                dwp as *mut c_void,
-            )
-        }
-        .map_err(|e| dnn_err("convolution backward filter", e))?;
-        Ok(true)
+        let ((xp, _a), (dyp, _b), (dwp, _c)) =
+            (x.device_ptr(s), dy.device_ptr(s), dw.device_ptr_mut(s));
+        self.dnn_launch(dnn_, Op::BackwardFilter, xs, spec, |l| {
+            // SAFETY: as in `dnn_forward`, with x, dy and dw checked by the caller.
+            unsafe {
+                dnn::convolution_backward_filter(
+                    l.handle,
+                    ONE,
+                    l.d.x.0,
+                    xp as *const c_void,
+                    l.d.y.0,
+                    dyp as *const c_void,
+                    l.d.conv.0,
+                    filter_algo(l.algo)?,
+                    l.ws,
+                    l.bytes,
+                    ONE,
+                    l.d.w.0,
+                    dwp as *mut c_void,
+                )
+            }
+            .map_err(|e| dnn_err("convolution backward filter", e))
+        })
     }
 }
+
+/// What one launch gets from [`Cuda::dnn_launch`].
+struct Launch<'a> {
+    handle: sys::cudnnHandle_t,
+    d: &'a Descs,
+    algo: u32,
+    /// Null when the algorithm needs none.
+    ws: *mut c_void,
+    bytes: usize,
+}
+
+/// cuDNN's α and β scaling factors (host pointers to f32 for float convolutions).
+const ONE: *const c_void = (&1f32 as *const f32).cast();
+const ZERO: *const c_void = (&0f32 as *const f32).cast();
 
 #[cfg(test)]
 mod tests {
