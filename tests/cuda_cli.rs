@@ -60,15 +60,21 @@ fn tiny_run(d: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     (data, cfg)
 }
 
-fn train(data: &Path, cfg: &Path, out: &Path, device: &str) -> String {
-    let (_, log) = ok(bin()
-        .args(["train", "--device", device, "--data"])
+/// `contextrast train --device DEVICE --data DATA --out OUT --config CFG`, for more env or args.
+fn train_cmd(data: &Path, cfg: &Path, out: &Path, device: &str) -> Command {
+    let mut c = bin();
+    c.args(["train", "--device", device, "--data"])
         .arg(data)
         .arg("--out")
         .arg(out)
         .arg("--config")
-        .arg(cfg));
-    log
+        .arg(cfg);
+    c
+}
+
+/// [`train_cmd`] run to success; its log.
+fn train(data: &Path, cfg: &Path, out: &Path, device: &str) -> String {
+    ok(&mut train_cmd(data, cfg, out, device)).1
 }
 
 fn metrics(run: &Path) -> serde_json::Value {
@@ -132,6 +138,13 @@ fn train_picks_cuda_and_ends_where_the_cpu_ends() {
         log.contains("parameters on cuda:0"),
         "auto did not train on CUDA:\n{log}"
     );
+    if std::env::var_os("CONTEXTRAST_CUDA_LOSS").is_none() {
+        // The default L_PA path: the kernels, once checked against the host reference.
+        assert!(
+            log.contains("the device agrees with the host reference on the first step"),
+            "the first step's L_PA check did not pass:\n{log}"
+        );
+    }
     train(&data, &cfg, &cpu, "cpu");
     assert_same_metrics(&cpu, &gpu);
     // And resuming on CUDA continues the run rather than starting over.
@@ -174,27 +187,15 @@ fn a_driver_without_a_device_falls_back_or_fails_clearly() {
         doctor.contains("cuda: none (the CUDA driver loads but reports no device"),
         "{doctor}"
     );
-    let (_, log) = ok(bin()
-        .args(["train", "--device", "auto", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(dir.path().join("auto"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("CUDA_EMU_DEVICES", "0"));
+    let (_, log) =
+        ok(train_cmd(&data, &cfg, &dir.path().join("auto"), "auto").env("CUDA_EMU_DEVICES", "0"));
     assert!(
         log.contains("no CUDA (the CUDA driver loads but reports no device")
             && log.contains("on cpu"),
         "{log}"
     );
-    let out = run(bin()
-        .args(["train", "--device", "cuda", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(dir.path().join("cuda"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("CUDA_EMU_DEVICES", "0"));
+    let out =
+        run(train_cmd(&data, &cfg, &dir.path().join("cuda"), "cuda").env("CUDA_EMU_DEVICES", "0"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -212,20 +213,74 @@ fn a_driver_without_a_device_falls_back_or_fails_clearly() {
             && doctor.contains("compute capability 5.3 is older than 6.0"),
         "{doctor}"
     );
-    let (_, log) = ok(bin()
-        .args(["train", "--device", "auto", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(dir.path().join("old"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("CUDA_EMU_CC", "53"));
+    let (_, log) =
+        ok(train_cmd(&data, &cfg, &dir.path().join("old"), "auto").env("CUDA_EMU_CC", "53"));
     assert!(
         log.contains("CUDA present but unusable")
             && log.contains("older than 6.0")
             && log.contains("on cpu"),
         "{log}"
     );
+}
+
+/// A device whose L_PA kernels compute something else (on the emulator, one kernel skipped: the
+/// losses still agree, only the gradients do not) is caught on the first step, named, and the
+/// run goes on with the host reference, ending where the CPU ends.
+#[test]
+fn wrong_loss_kernels_are_caught_on_the_first_step() {
+    let Some(line) = cuda_line("a wrong L_PA kernel caught by the first step's check") else {
+        return;
+    };
+    if !line.contains("CUDA emulator") {
+        println!("SKIPPED (not the emulated driver): a wrong L_PA kernel");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (data, cfg) = tiny_run(dir.path());
+    let (gpu, cpu) = (dir.path().join("gpu"), dir.path().join("cpu"));
+    let (_, log) = ok(train_cmd(&data, &cfg, &gpu, "cuda")
+        .env_remove("CONTEXTRAST_CUDA_LOSS")
+        .env("EMU_SKIP_KERNEL", "ctr_scatter_samples"));
+    assert!(
+        log.contains("the device disagrees with the host reference on the first step (scale ")
+            && log.contains(" gradient [")
+            && log.contains("the rest of the run uses the host reference"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("disagrees with the host reference").count(),
+        1,
+        "said more than once:\n{log}"
+    );
+    let cpu_log = train(&data, &cfg, &cpu, "cpu");
+    assert_same_metrics(&cpu, &gpu);
+    // The training loss too, where one wrong step would show: the same as the CPU's, while the
+    // same kernel fault unchecked ends elsewhere.
+    let (_, unchecked) = ok(
+        train_cmd(&data, &cfg, &dir.path().join("unchecked"), "cuda")
+            .env("CONTEXTRAST_CUDA_LOSS", "device")
+            .env("EMU_SKIP_KERNEL", "ctr_scatter_samples"),
+    );
+    let (c, g, u) = (
+        final_loss(&cpu_log),
+        final_loss(&log),
+        final_loss(&unchecked),
+    );
+    println!("final loss: cpu {c}, checked {g}, unchecked {u}");
+    assert!((c - g).abs() <= 2e-4, "final loss cpu {c} vs checked {g}");
+    assert!(
+        (c - u).abs() > 1e-3,
+        "the skipped kernel changed nothing (cpu {c}, unchecked {u})"
+    );
+}
+
+/// The `final loss X` of `train`'s last line.
+fn final_loss(log: &str) -> f64 {
+    log.split("final loss ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.trim_end_matches(',').parse().ok())
+        .unwrap_or_else(|| panic!("no final loss in:\n{log}"))
 }
 
 /// `CONTEXTRAST_CUDA_CONV=cudnn`: cuDNN where libcudnn opens, else one warning with the reason
@@ -241,14 +296,7 @@ fn cudnn_is_used_or_refused_with_a_reason() {
     let (data, cfg) = tiny_run(dir.path());
     let (gpu, cpu) = (dir.path().join("gpu"), dir.path().join("cpu"));
     let (doctor, _) = ok(bin().arg("doctor").env("CONTEXTRAST_CUDA_CONV", "cudnn"));
-    let (_, log) = ok(bin()
-        .args(["train", "--device", "cuda", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(&gpu)
-        .arg("--config")
-        .arg(&cfg)
-        .env("CONTEXTRAST_CUDA_CONV", "cudnn"));
+    let (_, log) = ok(train_cmd(&data, &cfg, &gpu, "cuda").env("CONTEXTRAST_CUDA_CONV", "cudnn"));
     let used = log.contains("CUDA convolutions: cuDNN 9.");
     let refused = log.contains("cuDNN was asked for (CONTEXTRAST_CUDA_CONV=cudnn) but ");
     assert!(used != refused, "neither or both of used/refused:\n{log}");

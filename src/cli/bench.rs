@@ -76,6 +76,10 @@ struct TrainReport {
     /// `CONTEXTRAST_CUDA_CONV=cudnn`).
     #[serde(skip_serializing_if = "Option::is_none")]
     conv: Option<String>,
+    /// CUDA with `ccl` or `contextrast`: where L_PA ran (device or host reference) and, on the
+    /// default checked path, what the first step's comparison found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    l_pa: Option<String>,
     /// `Backend::contrastive_loss` alone (L_PA and its gradients, BANE with `contextrast`), same
     /// inputs and sampling keys as the steps; `ccl` and `contextrast` only.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -264,6 +268,7 @@ fn bench_train<B: Backend>(be: &B, gpu: Option<&Cuda>, b: &TrainBench) -> Result
         gemm_peak_gflops_all_threads: cpu.then(|| gemm_peak_gflops(1024, 1024, 1024, threads)),
         threads,
         conv: gpu.map(Cuda::conv_label),
+        l_pa: gpu.filter(|_| contrastive).map(Cuda::loss_label),
         loss_ms_median: loss.as_ref().map(|l| l.median_ms),
         loss_ms_min: loss.as_ref().map(|l| l.min_ms),
         loss_share_of_step: loss.as_ref().map(|l| l.median_ms / median),

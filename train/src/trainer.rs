@@ -217,9 +217,9 @@ pub fn projection_scales<'a, B: Backend>(
 /// backward, SGD. Returns the CE loss as a 1-element backend buffer (downloading it is the
 /// caller's choice: it syncs a GPU) and the contrastive part when computed.
 ///
-/// L_PA is the backend's [`Backend::contrastive_loss`]: on the CPU, and on CUDA by default, the
-/// host reference (the projections and the argmax come down once per step, the gradients go
-/// up); with `CONTEXTRAST_CUDA_LOSS=device` the CUDA kernels keep it all on the device.
+/// L_PA is the backend's [`Backend::contrastive_loss`]: on the CPU the reference; on CUDA the
+/// kernels keep it on the device (after the first step's check against the host reference; see
+/// `backend::cuda::contrast::LossPath`).
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<B: Backend>(
     be: &B,

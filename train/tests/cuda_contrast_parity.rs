@@ -12,6 +12,7 @@ use contextrast_train::loss::bane::{IGNORE, SamplingConfig, downsample_nearest, 
 use contextrast_train::loss::contrast::{ContrastConfig, SCALES};
 use contextrast_train::loss::edt::edt_squared;
 
+use contextrast_train::backend::cuda::contrast::LossPath;
 mod common;
 use common::contrast_cases::{
     Case, STRIDES, assert_close64, case, cases, configs, cpu_reference, maps,
@@ -327,8 +328,9 @@ fn whole_loss_shape_errors_do_not_panic() -> Result<()> {
     Ok(())
 }
 
-/// Runs without a GPU: the backend op's default (host) path is the CPU reference, gradients
-/// uploaded unchanged. The CUDA backend takes this same path unless CONTEXTRAST_CUDA_LOSS=device.
+/// Runs without a GPU: the host path (`contrastive_loss_on_host`, which the CPU backend takes,
+/// and the CUDA backend with CONTEXTRAST_CUDA_LOSS=host or after a failed first-step check) is
+/// the CPU reference, gradients uploaded unchanged.
 #[test]
 #[allow(clippy::default_constructed_unit_structs)] // as in cuda_parity.rs
 fn host_path_through_the_backend_is_the_reference() -> Result<()> {
@@ -351,8 +353,9 @@ fn host_path_through_the_backend_is_the_reference() -> Result<()> {
     Ok(())
 }
 
-/// The backend op on CUDA, on whichever path `CONTEXTRAST_CUDA_LOSS` selects (the host reference
-/// by default, the kernels with `device`), as the trainer calls it.
+/// The backend op on CUDA, on whichever path `CONTEXTRAST_CUDA_LOSS` selects (by default the
+/// kernels, checked on the first call, which must keep them; `device`; `host`), as the trainer
+/// calls it.
 #[test]
 fn backend_op_on_cuda_matches_the_reference() -> Result<()> {
     let Some(cuda) =
@@ -382,6 +385,44 @@ fn backend_op_on_cuda_matches_the_reference() -> Result<()> {
                 1e-5,
             );
         }
+    }
+    if contextrast_train::backend::cuda::contrast::loss_path() == LossPath::Checked {
+        assert_eq!(
+            cuda.checked_loss_path(),
+            Some(LossPath::Device),
+            "the first call's check sent L_PA to the host: {}",
+            cuda.loss_label()
+        );
+    }
+    Ok(())
+}
+
+/// On the default (checked) path, a first call with nothing to compare (one class: no anchor has
+/// negatives) settles nothing; the next call with anchors does.
+#[test]
+fn checked_path_waits_for_a_call_with_anchors() -> Result<()> {
+    if contextrast_train::backend::cuda::contrast::loss_path() != LossPath::Checked {
+        println!("not run (CONTEXTRAST_CUDA_LOSS picks the path): the first-call check");
+        return Ok(());
+    }
+    let Some(cuda) = gpu("the checked L_PA path's first call") else {
+        return Ok(());
+    };
+    let cfg = ContrastConfig::default();
+    let all = cases();
+    for (c, want_used, want) in [(&all[3], 0, None), (&all[0], 1, Some(LossPath::Device))] {
+        let bufs = upload(&cuda, c)?;
+        let (yd, pd) = (cuda.upload_labels(&c.labels)?, cuda.upload_labels(&c.pred)?);
+        let got = cuda.contrastive_loss(&scale_bufs(&bufs), &yd, &pd, c.h, c.w, &cfg, 1, 2)?;
+        let used: usize = got.anchors_used.iter().sum();
+        assert_eq!(used.min(1), want_used, "{}: anchors used {used}", c.name);
+        assert_eq!(
+            cuda.checked_loss_path(),
+            want,
+            "{}: {}",
+            c.name,
+            cuda.loss_label()
+        );
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! End to end on both backends: 20 SGD steps of ContextrastNet (forward, cross-entropy,
 //! backward, SGD) from one seed must end at matching losses. Skips without CUDA.
 use contextrast_train::Result;
+use contextrast_train::backend::cuda::contrast::LossPath;
 use contextrast_train::backend::{Backend, Cpu, IGNORE, Shape};
 use contextrast_train::model::{ModelConfig, contextrast_net};
 use contextrast_train::nn::exec::{Grads, Mode, backward, forward};
@@ -164,7 +165,8 @@ fn train_contrast<B: Backend>(be: &B, init: &HostParams, steps: usize) -> Result
 }
 
 /// The contrastive training step on both backends. On CUDA it takes the path
-/// `CONTEXTRAST_CUDA_LOSS` selects (host reference by default; `device` for the kernels).
+/// `CONTEXTRAST_CUDA_LOSS` selects (by default the kernels, checked against the host reference
+/// on the first step, which must then have kept them; `device`; `host`).
 #[test]
 fn contrastive_training_steps_match_between_cpu_and_cuda() -> Result<()> {
     let Some(cuda) = common::gpu("10 contrastive training steps CPU vs CUDA") else {
@@ -178,6 +180,15 @@ fn contrastive_training_steps_match_between_cpu_and_cuda() -> Result<()> {
     let init = Params::init(&Cpu, &graph, 4)?.to_host(&Cpu)?;
     let cpu = train_contrast(&Cpu, &init, 10)?;
     let gpu = train_contrast(&cuda, &init, 10)?;
+    println!("L_PA on CUDA: {}", cuda.loss_label());
+    if contextrast_train::backend::cuda::contrast::loss_path() == LossPath::Checked {
+        assert_eq!(
+            cuda.checked_loss_path(),
+            Some(LossPath::Device),
+            "the first step's check sent L_PA to the host: {}",
+            cuda.loss_label()
+        );
+    }
     println!("step  cpu CE     cuda CE    cpu L_PA   cuda L_PA");
     for (i, ((a, la), (b, lb))) in cpu.iter().zip(&gpu).enumerate() {
         println!("{:>4}  {a:.6}  {b:.6}  {la:.6}  {lb:.6}", i + 1);

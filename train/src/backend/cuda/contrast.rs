@@ -4,9 +4,10 @@
 //! the summation order of f64 sums (the per-class feature sums and the sampled gradients use
 //! atomics; see docs in the kernel file).
 //!
-//! Which path the CUDA backend takes is [`loss_path`]: the host reference unless
-//! `CONTEXTRAST_CUDA_LOSS=device` (until a GPU session has run the parity suite; to make the
-//! device path the default, change [`DEFAULT_LOSS_PATH`]).
+//! Which path the CUDA backend takes is [`loss_path`]: by default these kernels, checked against
+//! the host reference on the first step ([`super::contrast_check`]), which keeps the rest of the
+//! run on the host if they disagree; `CONTEXTRAST_CUDA_LOSS=device` skips the check and `host`
+//! always uses the reference.
 //!
 //! A step syncs three times on small downloads: the per-class counts (which anchors exist), the
 //! per-anchor sample sizes (the anchors' weights and the `AnchorCount`s the trainer logs) and the
@@ -27,13 +28,15 @@ type Buf = CudaSlice<f32>;
 pub enum LossPath {
     /// Download, CPU reference, upload (verified by the CUDA training parity test).
     Host,
-    /// kernels/contrast.cu, everything on the device.
+    /// kernels/contrast.cu, everything on the device, unchecked.
     Device,
+    /// The kernels, after the first step's result matched the host reference's; the host
+    /// reference for the whole run if it did not. The default: no GPU model is trusted untested.
+    Checked,
 }
 
-/// The path taken when `CONTEXTRAST_CUDA_LOSS` is unset. Flip to `LossPath::Device` once the
-/// GPU parity suite (tests/cuda_contrast_parity.rs) has passed on a GPU.
-pub const DEFAULT_LOSS_PATH: LossPath = LossPath::Host;
+/// The path taken when `CONTEXTRAST_CUDA_LOSS` is unset.
+pub const DEFAULT_LOSS_PATH: LossPath = LossPath::Checked;
 
 /// Class ids a u8 label map can hold.
 const CLASSES: usize = 256;
@@ -42,9 +45,10 @@ const ANCHOR_BLOCK: u32 = 512;
 /// Threads of the other kernels.
 const BLOCK: u32 = 256;
 
-/// Parses `CONTEXTRAST_CUDA_LOSS`: `device` or `host` (any case), else `None`.
+/// Parses `CONTEXTRAST_CUDA_LOSS`: `checked`, `device` or `host` (any case), else `None`.
 pub fn parse_loss_path(v: &str) -> Option<LossPath> {
     match v.trim().to_ascii_lowercase().as_str() {
+        "checked" | "auto" => Some(LossPath::Checked),
         "device" | "gpu" | "cuda" => Some(LossPath::Device),
         "host" | "cpu" => Some(LossPath::Host),
         _ => None,
@@ -62,18 +66,21 @@ pub fn loss_path() -> LossPath {
             Some((_, Some(p))) => p,
             Some((v, None)) => {
                 log::warn!(
-                    "CONTEXTRAST_CUDA_LOSS={v:?} is neither \"device\" nor \"host\"; using the default"
+                    "CONTEXTRAST_CUDA_LOSS={v:?} is not \"checked\", \"device\" or \"host\"; using the default"
                 );
                 DEFAULT_LOSS_PATH
             }
         };
         match path {
             LossPath::Host => log::info!(
-                "CUDA contrastive loss: host reference (download, CPU, upload); CONTEXTRAST_CUDA_LOSS=device runs it on the GPU"
+                "CUDA contrastive loss: host reference (download, CPU, upload), as CONTEXTRAST_CUDA_LOSS=host asks"
             ),
             LossPath::Device => {
-                log::info!("CUDA contrastive loss: on the device (kernels/contrast.cu)")
+                log::info!("CUDA contrastive loss: on the device (kernels/contrast.cu), unchecked")
             }
+            LossPath::Checked => log::info!(
+                "CUDA contrastive loss: on the device (kernels/contrast.cu), checked against the host reference on the first step"
+            ),
         }
         path
     })
@@ -646,6 +653,8 @@ mod tests {
         assert_eq!(parse_loss_path("device"), Some(LossPath::Device));
         assert_eq!(parse_loss_path(" DEVICE\n"), Some(LossPath::Device));
         assert_eq!(parse_loss_path("host"), Some(LossPath::Host));
+        assert_eq!(parse_loss_path("Checked"), Some(LossPath::Checked));
+        assert_eq!(parse_loss_path("auto"), Some(LossPath::Checked));
         assert_eq!(parse_loss_path("fast"), None);
     }
 

@@ -12,7 +12,7 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::result::mem_pool;
 use cudarc::driver::sys::{CUmemPool_attribute, CUmemoryPool};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, LaunchConfig};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Launches a kernel by name with the given arguments (references to buffers and to scalars
 /// bound to locals), mapping a driver error to `Error::Backend`.
@@ -33,6 +33,7 @@ macro_rules! launch {
 
 mod batchnorm;
 pub mod contrast;
+mod contrast_check;
 mod conv;
 pub mod cudnn;
 mod elementwise;
@@ -57,6 +58,8 @@ pub struct Cuda {
     name: String,
     /// cuDNN, where `CONTEXTRAST_CUDA_CONV=cudnn` asked for it and it opened.
     dnn: Option<cudnn::Dnn>,
+    /// Where L_PA runs after the first step's check ([`contrast::LossPath::Checked`]).
+    loss_verdict: OnceLock<contrast_check::Verdict>,
 }
 
 /// Device memory for benchmarks ([`Cuda::memory_stats`]), in bytes.
@@ -186,6 +189,7 @@ impl Cuda {
             arch,
             name,
             dnn,
+            loss_verdict: OnceLock::new(),
         };
         // Only a speed matter: a driver that refuses it still trains, with a warning.
         if let Err(e) = cuda.keep_freed_memory() {
@@ -625,8 +629,8 @@ impl Backend for Cuda {
         self.sgd_impl(param, grad, velocity, lr, momentum, weight_decay)
     }
 
-    /// On the device when [`contrast::loss_path`] says so (`CONTEXTRAST_CUDA_LOSS=device`),
-    /// else the host reference.
+    /// On the path [`contrast::loss_path`] names: by default the device kernels, checked
+    /// against the host reference on the first step.
     fn contrastive_loss(
         &self,
         scales: &[ScaleBuf<'_, Self>; SCALES],
@@ -645,6 +649,9 @@ impl Backend for Cuda {
             contrast::LossPath::Host => super::contrast::contrastive_loss_on_host(
                 self, scales, labels, pred, full_h, full_w, cfg, seed, step,
             ),
+            contrast::LossPath::Checked => {
+                self.contrastive_loss_checked(scales, labels, pred, full_h, full_w, cfg, seed, step)
+            }
         }
     }
 }
