@@ -77,10 +77,21 @@ fn train(data: &Path, cfg: &Path, out: &Path, device: &str) -> String {
     ok(&mut train_cmd(data, cfg, out, device)).1
 }
 
-fn metrics(run: &Path) -> serde_json::Value {
+fn last_json(run: &Path) -> serde_json::Value {
     let text = std::fs::read(run.join("last.json")).expect("last.json");
-    let v: serde_json::Value = serde_json::from_slice(&text).expect("last.json is JSON");
-    v["metrics"].clone()
+    serde_json::from_slice(&text).expect("last.json is JSON")
+}
+
+fn metrics(run: &Path) -> serde_json::Value {
+    last_json(run)["metrics"].clone()
+}
+
+/// The checkpoint's `provenance[key]`, `""` where absent.
+fn provenance(run: &Path, key: &str) -> String {
+    last_json(run)["provenance"][key]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The two runs' final metrics agree to 1 %.
@@ -144,8 +155,16 @@ fn train_picks_cuda_and_ends_where_the_cpu_ends() {
             log.contains("the device agrees with the host reference on the first step"),
             "the first step's L_PA check did not pass:\n{log}"
         );
+        let l_pa = provenance(&gpu, "l_pa");
+        assert!(
+            l_pa.starts_with("device: agreed with the host reference on the first step (L_PA "),
+            "{l_pa}"
+        );
     }
+    assert!(provenance(&gpu, "device").starts_with("cuda:0 ("));
     train(&data, &cfg, &cpu, "cpu");
+    assert!(provenance(&cpu, "device").starts_with("cpu ("));
+    assert_eq!(provenance(&cpu, "l_pa"), "", "the CPU has one L_PA path");
     assert_same_metrics(&cpu, &gpu);
     // And resuming on CUDA continues the run rather than starting over.
     std::fs::write(
@@ -251,6 +270,12 @@ fn wrong_loss_kernels_are_caught_on_the_first_step() {
         log.matches("disagrees with the host reference").count(),
         1,
         "said more than once:\n{log}"
+    );
+    // And the checkpoint says so.
+    let l_pa = provenance(&gpu, "l_pa");
+    assert!(
+        l_pa.starts_with("host reference: the device disagreed with it on the first step: scale "),
+        "{l_pa}"
     );
     let cpu_log = train(&data, &cfg, &cpu, "cpu");
     assert_same_metrics(&cpu, &gpu);

@@ -352,6 +352,8 @@ pub fn train<B: Backend>(
         "tool".into(),
         format!("contextrast-train {}", env!("CARGO_PKG_VERSION")),
     );
+    // The run's own device (a resumed run may have started elsewhere).
+    meta.provenance.insert("device".into(), be.name());
 
     let mut last_loss = f32::NAN;
     let mut step_ms_sum = 0.0;
@@ -460,6 +462,7 @@ pub fn train<B: Backend>(
                 meta.step = st.step;
                 meta.metrics.insert("best_miou".into(), st.best_miou);
                 let host = st.params.to_host(be)?;
+                note_loss_path(be, cfg, &mut meta);
                 let p = checkpoint::save(&opts.out, "best", &mut meta, &host, None)?;
                 on_event(Event::Checkpoint {
                     step: st.step,
@@ -469,10 +472,12 @@ pub fn train<B: Backend>(
             }
         }
         if st.step == cfg.steps || st.step % cfg.checkpoint_every.max(1) == 0 {
+            note_loss_path(be, cfg, &mut meta);
             save_last(be, opts, &st, &mut meta, on_event)?;
         }
     }
     if interrupted {
+        note_loss_path(be, cfg, &mut meta);
         save_last(be, opts, &st, &mut meta, on_event)?;
     }
     let best = best_path.or_else(|| {
@@ -492,6 +497,18 @@ pub fn train<B: Backend>(
             0.0
         },
     })
+}
+
+/// Records where L_PA ran (`l_pa`), for runs with a contrastive loss on a backend with more than
+/// one path (CUDA: device, or the host after a failed first-step check), so that a checkpoint
+/// says how it was trained.
+fn note_loss_path<B: Backend>(be: &B, cfg: &TrainConfig, meta: &mut CheckpointMeta) {
+    if cfg.loss == LossKind::Ce {
+        return;
+    }
+    if let Some(path) = be.contrastive_loss_path() {
+        meta.provenance.insert("l_pa".into(), path);
+    }
 }
 
 fn save_last<B: Backend>(

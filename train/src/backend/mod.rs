@@ -269,6 +269,12 @@ pub trait Backend: Send + Sync + 'static {
             self, scales, labels, pred, full_h, full_w, cfg, seed, step,
         )
     }
+
+    /// Where [`Backend::contrastive_loss`] runs, in words, when the backend has more than the
+    /// one way; the trainer records it in each checkpoint's provenance.
+    fn contrastive_loss_path(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A buffer with its shape.

@@ -654,6 +654,10 @@ impl Backend for Cuda {
             }
         }
     }
+
+    fn contrastive_loss_path(&self) -> Option<String> {
+        Some(self.loss_label())
+    }
 }
 
 #[cfg(test)]
