@@ -43,6 +43,19 @@ fn cuda_line(test: &str) -> Option<String> {
     Some(line)
 }
 
+/// Whether the device is the emulated one (tests that need its switches); prints the skip line
+/// where it is not.
+fn on_the_emulator(test: &str) -> bool {
+    let Some(line) = cuda_line(test) else {
+        return false;
+    };
+    let emulated = line.contains("CUDA emulator");
+    if !emulated {
+        println!("SKIPPED (not the emulated driver): {test}");
+    }
+    emulated
+}
+
 /// A tiny line and a training config with the contrastive loss (BANE on) from the first step.
 fn tiny_run(d: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let data = d.join("line");
@@ -192,11 +205,7 @@ fn train_picks_cuda_and_ends_where_the_cpu_ends() {
 /// same for a device older than the kernels support.
 #[test]
 fn a_driver_without_a_device_falls_back_or_fails_clearly() {
-    let Some(line) = cuda_line("CUDA driver without a device") else {
-        return;
-    };
-    if !line.contains("CUDA emulator") {
-        println!("SKIPPED (not the emulated driver): CUDA driver without a device");
+    if !on_the_emulator("CUDA driver without a device") {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -247,11 +256,7 @@ fn a_driver_without_a_device_falls_back_or_fails_clearly() {
 /// run goes on with the host reference, ending where the CPU ends.
 #[test]
 fn wrong_loss_kernels_are_caught_on_the_first_step() {
-    let Some(line) = cuda_line("a wrong L_PA kernel caught by the first step's check") else {
-        return;
-    };
-    if !line.contains("CUDA emulator") {
-        println!("SKIPPED (not the emulated driver): a wrong L_PA kernel");
+    if !on_the_emulator("a wrong L_PA kernel caught by the first step's check") {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

@@ -7,12 +7,12 @@
 //! everywhere and bites on a GPU host:
 //! `cargo test -p contextrast-train --test cuda_contrast_parity -- --nocapture`.
 use contextrast_train::Result;
+use contextrast_train::backend::cuda::contrast::{LossPath, loss_path};
 use contextrast_train::backend::{Backend, Cpu, ScaleBuf, Shape};
 use contextrast_train::loss::bane::{IGNORE, SamplingConfig, downsample_nearest, sample_anchor};
 use contextrast_train::loss::contrast::{ContrastConfig, SCALES};
 use contextrast_train::loss::edt::edt_squared;
 
-use contextrast_train::backend::cuda::contrast::LossPath;
 mod common;
 use common::contrast_cases::{
     Case, STRIDES, assert_close64, case, cases, configs, cpu_reference, maps,
@@ -363,10 +363,7 @@ fn backend_op_on_cuda_matches_the_reference() -> Result<()> {
     else {
         return Ok(());
     };
-    println!(
-        "CUDA contrastive loss path: {:?}",
-        contextrast_train::backend::cuda::contrast::loss_path()
-    );
+    println!("CUDA contrastive loss path: {:?}", loss_path());
     for c in cases().into_iter().take(3) {
         let bufs = upload(&cuda, &c)?;
         let scales = scale_bufs(&bufs);
@@ -386,14 +383,7 @@ fn backend_op_on_cuda_matches_the_reference() -> Result<()> {
             );
         }
     }
-    if contextrast_train::backend::cuda::contrast::loss_path() == LossPath::Checked {
-        assert_eq!(
-            cuda.checked_loss_path(),
-            Some(LossPath::Device),
-            "the first call's check sent L_PA to the host: {}",
-            cuda.loss_label()
-        );
-    }
+    common::assert_check_kept_the_kernels(&cuda, "Backend::contrastive_loss");
     Ok(())
 }
 
@@ -401,7 +391,7 @@ fn backend_op_on_cuda_matches_the_reference() -> Result<()> {
 /// negatives) settles nothing; the next call with anchors does.
 #[test]
 fn checked_path_waits_for_a_call_with_anchors() -> Result<()> {
-    if contextrast_train::backend::cuda::contrast::loss_path() != LossPath::Checked {
+    if loss_path() != LossPath::Checked {
         println!("not run (CONTEXTRAST_CUDA_LOSS picks the path): the first-call check");
         return Ok(());
     }

@@ -1,7 +1,6 @@
 //! End to end on both backends: 20 SGD steps of ContextrastNet (forward, cross-entropy,
 //! backward, SGD) from one seed must end at matching losses. Skips without CUDA.
 use contextrast_train::Result;
-use contextrast_train::backend::cuda::contrast::LossPath;
 use contextrast_train::backend::{Backend, Cpu, IGNORE, Shape};
 use contextrast_train::model::{ModelConfig, contextrast_net};
 use contextrast_train::nn::exec::{Grads, Mode, backward, forward};
@@ -181,14 +180,7 @@ fn contrastive_training_steps_match_between_cpu_and_cuda() -> Result<()> {
     let cpu = train_contrast(&Cpu, &init, 10)?;
     let gpu = train_contrast(&cuda, &init, 10)?;
     println!("L_PA on CUDA: {}", cuda.loss_label());
-    if contextrast_train::backend::cuda::contrast::loss_path() == LossPath::Checked {
-        assert_eq!(
-            cuda.checked_loss_path(),
-            Some(LossPath::Device),
-            "the first step's check sent L_PA to the host: {}",
-            cuda.loss_label()
-        );
-    }
+    common::assert_check_kept_the_kernels(&cuda, "10 contrastive training steps");
     println!("step  cpu CE     cuda CE    cpu L_PA   cuda L_PA");
     for (i, ((a, la), (b, lb))) in cpu.iter().zip(&gpu).enumerate() {
         println!("{:>4}  {a:.6}  {b:.6}  {la:.6}  {lb:.6}", i + 1);

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 pub mod contrast_cases;
 
+use contextrast_train::backend::cuda::contrast::{LossPath, loss_path};
 use contextrast_train::backend::cuda::cudnn::{ConvPath, requested_conv_path};
 use contextrast_train::backend::cuda::{Cuda, cuda_available};
 
@@ -62,5 +63,19 @@ impl Rng {
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
+    }
+}
+
+/// On the default (checked) L_PA path, after calls with anchors: the first-call check must have
+/// kept the kernels. Other paths (`CONTEXTRAST_CUDA_LOSS` set) have no check to assert.
+#[track_caller]
+pub fn assert_check_kept_the_kernels(cuda: &Cuda, what: &str) {
+    if loss_path() == LossPath::Checked {
+        assert_eq!(
+            cuda.checked_loss_path(),
+            Some(LossPath::Device),
+            "{what}: the first call's check sent L_PA to the host: {}",
+            cuda.loss_label()
+        );
     }
 }

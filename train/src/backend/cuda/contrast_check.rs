@@ -6,9 +6,8 @@
 use super::Cuda;
 use super::contrast::LossPath;
 use crate::Result;
-use crate::backend::{Backend as _, BackendContrast, ScaleBuf};
-use crate::loss::contrast::{AnchorCount, ContrastConfig, SCALES};
-use cudarc::driver::CudaSlice;
+use crate::backend::{Backend as _, BackendContrast};
+use crate::loss::contrast::{AnchorCount, SCALES};
 
 /// Relative tolerance of the loss and the per-scale losses: f64 sums that differ only in order
 /// agree to ~1e-12; the parity suite asserts 1e-9. A wrong kernel is off by far more.
@@ -142,38 +141,24 @@ pub(super) struct Verdict {
 }
 
 impl Cuda {
-    /// L_PA on [`LossPath::Checked`]: the first call computes both paths, compares them and
-    /// settles the backend's path; later calls take that path alone. A call without anchors
-    /// (nothing to compare but zeros) settles nothing, so the next one checks again. A failing
-    /// device path counts as a disagreement; a failing reference is the caller's error.
-    #[allow(clippy::too_many_arguments)] // the op's inputs, as in contrastive_loss
+    /// L_PA on [`LossPath::Checked`], given the two ways to compute it: the first call runs
+    /// both, compares them and settles the backend's path; later calls take that path alone. A
+    /// call without anchors (nothing to compare but zeros) settles nothing, so the next one
+    /// checks again. A failing device path counts as a disagreement; a failing reference is the
+    /// caller's error.
     pub(super) fn contrastive_loss_checked(
         &self,
-        scales: &[ScaleBuf<'_, Cuda>; SCALES],
-        labels: &CudaSlice<u8>,
-        pred: &CudaSlice<u8>,
-        full_h: usize,
-        full_w: usize,
-        cfg: &ContrastConfig,
-        seed: u64,
-        step: u64,
+        host: impl FnOnce() -> Result<BackendContrast<Cuda>>,
+        device: impl FnOnce() -> Result<BackendContrast<Cuda>>,
     ) -> Result<BackendContrast<Cuda>> {
-        let host = |be: &Cuda| {
-            crate::backend::contrast::contrastive_loss_on_host(
-                be, scales, labels, pred, full_h, full_w, cfg, seed, step,
-            )
-        };
-        let device = |be: &Cuda| {
-            be.contrastive_loss_device(scales, labels, pred, full_h, full_w, cfg, seed, step)
-        };
         if let Some(v) = self.loss_verdict.get() {
             return match v.path {
-                LossPath::Host => host(self),
-                _ => device(self),
+                LossPath::Host => host(),
+                _ => device(),
             };
         }
-        let reference = host(self)?;
-        let (path, why, out) = match device(self)
+        let reference = host()?;
+        let (path, why, out) = match device()
             .and_then(|d| Ok((self.compare_results(&reference, &d)?, d)))
         {
             Ok((Ok(_), d)) if reference.anchors_used.iter().sum::<usize>() == 0 => return Ok(d),

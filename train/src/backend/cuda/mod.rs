@@ -642,16 +642,17 @@ impl Backend for Cuda {
         seed: u64,
         step: u64,
     ) -> Result<BackendContrast<Self>> {
-        match contrast::loss_path() {
-            contrast::LossPath::Device => {
-                self.contrastive_loss_device(scales, labels, pred, full_h, full_w, cfg, seed, step)
-            }
-            contrast::LossPath::Host => super::contrast::contrastive_loss_on_host(
+        let host = || {
+            super::contrast::contrastive_loss_on_host(
                 self, scales, labels, pred, full_h, full_w, cfg, seed, step,
-            ),
-            contrast::LossPath::Checked => {
-                self.contrastive_loss_checked(scales, labels, pred, full_h, full_w, cfg, seed, step)
-            }
+            )
+        };
+        let device =
+            || self.contrastive_loss_device(scales, labels, pred, full_h, full_w, cfg, seed, step);
+        match contrast::loss_path() {
+            contrast::LossPath::Device => device(),
+            contrast::LossPath::Host => host(),
+            contrast::LossPath::Checked => self.contrastive_loss_checked(host, device),
         }
     }
 
