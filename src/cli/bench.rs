@@ -298,7 +298,11 @@ fn time_loss<B: Backend>(
 ) -> Result<LossTiming> {
     let labels = be.upload_labels(y)?;
     let acts = forward(be, graph, params, be.upload(x)?, shape, Mode::Train, true)?;
-    let pred = be.argmax_channels(acts.get(graph.logits)?, acts.shapes[graph.logits])?;
+    let logits = acts.shapes[graph.logits];
+    let (pred, classes) = (
+        be.argmax_channels(acts.get(graph.logits)?, logits)?,
+        logits.c,
+    );
     let scales = projection_scales(graph, &acts, shape)?;
     if let Some(cuda) = gpu {
         cuda.reset_memory_peak()?;
@@ -306,9 +310,11 @@ fn time_loss<B: Backend>(
     let mut times = Vec::new();
     for i in 0..steps + 2 {
         let t = Instant::now();
-        let out = be.contrastive_loss(
-            &scales, &labels, &pred, shape.h, shape.w, cfg, seed, i as u64,
-        )?;
+        let out = be
+            .contrastive_loss(
+                &scales, &labels, &pred, classes, shape.h, shape.w, cfg, seed, i as u64,
+            )?
+            .resolve(be)?;
         be.synchronize()?;
         if i >= 2 {
             times.push(t.elapsed().as_secs_f64() * 1e3);

@@ -219,7 +219,8 @@ pub fn projection_scales<'a, B: Backend>(
 ///
 /// L_PA is the backend's [`Backend::contrastive_loss`]: on the CPU the reference; on CUDA the
 /// kernels keep it on the device (after the first step's check against the host reference; see
-/// `backend::cuda::contrast::LossPath`).
+/// `backend::cuda::contrast::LossPath`), and its value is read back only after the backward
+/// pass and SGD are queued, so the device never waits for the host inside a step.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<B: Backend>(
     be: &B,
@@ -245,29 +246,34 @@ pub fn train_step<B: Backend>(
         class_weights,
     )?;
     let mut seeds = vec![(graph.logits, dlogits)];
-    let mut stats = None;
+    let mut report = None;
     if let Some(c) = contrast {
         let pred = be.argmax_channels(acts.get(graph.logits)?, logit_shape)?;
         let scales = projection_scales(graph, &acts, shape)?;
         let out = be.contrastive_loss(
-            &scales, &label_buf, &pred, shape.h, shape.w, c.cfg, c.seed, c.step,
+            &scales,
+            &label_buf,
+            &pred,
+            logit_shape.c,
+            shape.h,
+            shape.w,
+            c.cfg,
+            c.seed,
+            c.step,
         )?;
         let alpha = c.cfg.alpha as f32;
         for (&id, mut g) in graph.projections.iter().zip(out.grads) {
             be.scale(&mut g, alpha)?;
             seeds.push((id, g));
         }
-        stats = Some(StepContrast {
-            l_pa: out.loss,
-            anchors: out.anchors,
-        });
+        report = Some(out.report);
     }
     grads.clear(be)?;
     backward(be, graph, params, &acts, seeds, grads)?;
     drop(acts);
     // Without L_PA the projection heads get no gradient; like PyTorch's SGD with a `None`
     // gradient, they are then left alone (no weight decay, no momentum).
-    let heads_idle = stats.is_none();
+    let heads_idle = report.is_none();
     for (((p, g), v), spec) in params
         .values
         .iter_mut()
@@ -282,6 +288,16 @@ pub fn train_step<B: Backend>(
             be.sgd_step(p, g, v, sgd.lr, sgd.momentum, sgd.weight_decay)?;
         }
     }
+    let stats = match report {
+        Some(r) => {
+            let r = r.resolve(be)?;
+            Some(StepContrast {
+                l_pa: r.loss,
+                anchors: r.anchors,
+            })
+        }
+        None => None,
+    };
     Ok((loss, stats))
 }
 

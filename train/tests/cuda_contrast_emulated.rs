@@ -5,7 +5,7 @@
 //! that runs to its next barrier; __syncthreads, warp shuffles, ballots and atomics emulated; the
 //! threads resume in ascending order in some runs and descending in others, so a missing
 //! barrier shows on either side of thread 0). Every case must select the very
-//! same pixels as the CPU reference (`sample_anchor`, per scale and present class) and give the
+//! same pixels as the CPU reference (`sample_anchor`, per scale and class) and give the
 //! same L_PA, per-scale losses, anchor counts and gradients as `contrastive_loss`.
 //!
 //! This checks the kernels' logic (block reductions, radix selection, ordered compaction, EDT,
@@ -59,7 +59,7 @@ fn build(dir: &Path) -> Option<PathBuf> {
 
 fn input(c: &Case, cfg: &ContrastConfig, seed: u64, step: u64) -> String {
     let s = &cfg.sampling;
-    let mut t = format!("{} {} {} {}\n", c.b, c.d, c.h, c.w);
+    let mut t = format!("{} {} {} {} {}\n", c.b, c.d, c.h, c.w, c.classes());
     for st in STRIDES {
         let _ = write!(t, "{st} ");
     }

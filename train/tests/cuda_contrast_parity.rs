@@ -280,17 +280,19 @@ fn whole_contrastive_loss_matches() -> Result<()> {
             for (seed, step) in [(0u64, 0u64), (42, 977)] {
                 let what = format!("{} / {cname} / seed {seed} step {step}", c.name);
                 let want = cpu_reference(&c, &cfg, seed, step)?;
-                let got =
-                    cuda.contrastive_loss_device(&scales, &yd, &pd, c.h, c.w, &cfg, seed, step)?;
+                let k = c.classes();
+                let (got, grads) = cuda
+                    .contrastive_loss_device(&scales, &yd, &pd, k, c.h, c.w, &cfg, seed, step)?
+                    .resolve(&cuda)?;
                 // Integers: identical.
                 assert_eq!(got.anchors_used, want.anchors_used, "{what}: anchors_used");
                 assert_eq!(got.anchors, want.anchors, "{what}: per-anchor counts");
                 // f64 throughout; only summation orders differ.
                 assert_close64(&format!("{what}: loss"), want.loss, got.loss, 1e-9);
-                for i in 0..SCALES {
+                for (i, g) in grads.iter().enumerate() {
                     let op = format!("{what}: L_{}", i + 1);
                     assert_close64(&op, want.per_scale[i], got.per_scale[i], 1e-9);
-                    let g = cuda.download(&got.grads[i])?;
+                    let g = cuda.download(g)?;
                     assert_close(
                         &format!("{what}: grad scale {}", i + 1),
                         &want.grads[i],
@@ -316,15 +318,32 @@ fn whole_loss_shape_errors_do_not_panic() -> Result<()> {
     let short = cuda.upload_labels(&c.labels[1..])?;
     let pd = cuda.upload_labels(&c.pred)?;
     let cfg = ContrastConfig::default();
+    let k = c.classes();
     assert!(
-        cuda.contrastive_loss_device(&scales, &short, &pd, c.h, c.w, &cfg, 0, 0)
+        cuda.contrastive_loss_device(&scales, &short, &pd, k, c.h, c.w, &cfg, 0, 0)
             .is_err()
     );
     let yd = cuda.upload_labels(&c.labels)?;
     assert!(
-        cuda.contrastive_loss_device(&scales, &yd, &pd, c.h + 32, c.w, &cfg, 0, 0)
+        cuda.contrastive_loss_device(&scales, &yd, &pd, k, c.h + 32, c.w, &cfg, 0, 0)
             .is_err()
     );
+    for bad in [0, 256] {
+        assert!(
+            cuda.contrastive_loss_device(&scales, &yd, &pd, bad, c.h, c.w, &cfg, 0, 0)
+                .is_err(),
+            "{bad} classes"
+        );
+    }
+    // Labels of a class the model does not have: refused when the report is read (the
+    // reference would make anchors of them), with the class named.
+    let e = cuda
+        .contrastive_loss_device(&scales, &yd, &pd, 1, c.h, c.w, &cfg, 0, 0)?
+        .resolve(&cuda)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("class 1") && e.contains("1 classes"), "{e}");
     Ok(())
 }
 
@@ -341,14 +360,24 @@ fn host_path_through_the_backend_is_the_reference() -> Result<()> {
         let (yd, pd) = (be.upload_labels(&c.labels)?, be.upload_labels(&c.pred)?);
         let cfg = ContrastConfig::default();
         let want = cpu_reference(&c, &cfg, 3, 4)?;
-        let got = be.contrastive_loss(&scales, &yd, &pd, c.h, c.w, &cfg, 3, 4)?;
+        let (got, grads) = be
+            .contrastive_loss(&scales, &yd, &pd, c.classes(), c.h, c.w, &cfg, 3, 4)?
+            .resolve(&be)?;
         assert_eq!(got.loss, want.loss);
         assert_eq!(got.per_scale, want.per_scale);
         assert_eq!(got.anchors_used, want.anchors_used);
         assert_eq!(got.anchors, want.anchors);
-        for i in 0..SCALES {
-            assert_eq!(be.download(&got.grads[i])?, want.grads[i]);
+        for (g, w) in grads.iter().zip(&want.grads) {
+            assert_eq!(&be.download(g)?, w);
         }
+        // A label outside the model's classes is refused, by pixel.
+        let few = c.classes() - 2;
+        let e = be
+            .contrastive_loss(&scales, &yd, &pd, few, c.h, c.w, &cfg, 3, 4)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains(&format!("model's {few} classes")), "{e}");
     }
     Ok(())
 }
@@ -370,11 +399,13 @@ fn backend_op_on_cuda_matches_the_reference() -> Result<()> {
         let (yd, pd) = (cuda.upload_labels(&c.labels)?, cuda.upload_labels(&c.pred)?);
         let cfg = ContrastConfig::default();
         let want = cpu_reference(&c, &cfg, 11, 12)?;
-        let got = cuda.contrastive_loss(&scales, &yd, &pd, c.h, c.w, &cfg, 11, 12)?;
+        let (got, grads) = cuda
+            .contrastive_loss(&scales, &yd, &pd, c.classes(), c.h, c.w, &cfg, 11, 12)?
+            .resolve(&cuda)?;
         assert_eq!(got.anchors, want.anchors, "{}: per-anchor counts", c.name);
         assert_close64(&format!("{}: loss", c.name), want.loss, got.loss, 1e-9);
-        for i in 0..SCALES {
-            let g = cuda.download(&got.grads[i])?;
+        for (i, g) in grads.iter().enumerate() {
+            let g = cuda.download(g)?;
             assert_close(
                 &format!("{}: grad {}", c.name, i + 1),
                 &want.grads[i],
@@ -403,7 +434,19 @@ fn checked_path_waits_for_a_call_with_anchors() -> Result<()> {
     for (c, want_used, want) in [(&all[3], 0, None), (&all[0], 1, Some(LossPath::Device))] {
         let bufs = upload(&cuda, c)?;
         let (yd, pd) = (cuda.upload_labels(&c.labels)?, cuda.upload_labels(&c.pred)?);
-        let got = cuda.contrastive_loss(&scale_bufs(&bufs), &yd, &pd, c.h, c.w, &cfg, 1, 2)?;
+        let (got, _) = cuda
+            .contrastive_loss(
+                &scale_bufs(&bufs),
+                &yd,
+                &pd,
+                c.classes(),
+                c.h,
+                c.w,
+                &cfg,
+                1,
+                2,
+            )?
+            .resolve(&cuda)?;
         let used: usize = got.anchors_used.iter().sum();
         assert_eq!(used.min(1), want_used, "{}: anchors used {used}", c.name);
         assert_eq!(

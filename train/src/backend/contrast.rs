@@ -1,9 +1,12 @@
 //! The contrastive loss L_PA as a backend op: inputs and gradients are backend buffers. The
 //! default implementation ([`contrastive_loss_on_host`]) downloads the projections, the labels
 //! and the predictions, runs the CPU reference [`crate::loss::contrast::contrastive_loss`] and
-//! uploads the gradients; a backend with its own kernels (CUDA) overrides it.
+//! uploads the gradients; a backend with its own kernels (CUDA) overrides it. The op returns
+//! the gradients at once and the loss value as a [`PendingReport`]: on a GPU the value is read
+//! back only when the caller asks, after it has queued the rest of the step.
 use super::{Backend, Shape};
 use crate::Result;
+use crate::loss::bane::IGNORE;
 use crate::loss::contrast::{AnchorCount, ContrastConfig, SCALES, ScaleInput, contrastive_loss};
 
 /// One scale's projected features on the backend: `z` is `shape` = `[b, d, h, w]`, at `stride`
@@ -14,18 +17,62 @@ pub struct ScaleBuf<'a, B: Backend> {
     pub stride: usize,
 }
 
-/// What [`crate::loss::contrast::ContrastOutput`] holds, with the gradients left on the backend.
-pub struct BackendContrast<B: Backend> {
+/// L_PA's value and sample sizes: what the trainer logs and the checks compare, and nothing the
+/// backward pass needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContrastReport {
     /// L_PA = Σ λ_i L_i (not multiplied by α).
     pub loss: f64,
     /// L_i per scale (unweighted).
     pub per_scale: [f64; SCALES],
-    /// ∂L_PA/∂z_i, same layout as `z_i`.
-    pub grads: [B::Buf; SCALES],
     /// Anchors with both positives and negatives, per scale.
     pub anchors_used: [usize; SCALES],
     /// The sample sizes of each of those anchors, scale by scale, classes ascending.
     pub anchors: Vec<AnchorCount>,
+}
+
+/// Reads a report back from a backend: a GPU backend's report is still being computed when the
+/// op returns, and reading it waits for the device.
+pub type ReportReader<B> = Box<dyn FnOnce(&B) -> Result<ContrastReport>>;
+
+/// A [`ContrastReport`] that is either known or still on the backend.
+pub enum PendingReport<B: Backend> {
+    Ready(ContrastReport),
+    OnDevice(ReportReader<B>),
+}
+
+impl<B: Backend> PendingReport<B> {
+    /// The report, waiting for the backend if it is still there.
+    pub fn resolve(self, be: &B) -> Result<ContrastReport> {
+        match self {
+            PendingReport::Ready(r) => Ok(r),
+            PendingReport::OnDevice(read) => read(be),
+        }
+    }
+}
+
+/// What [`crate::loss::contrast::ContrastOutput`] holds, with the gradients left on the backend
+/// and the report possibly still there: a caller queues the backward pass with `grads` first
+/// and reads `report` last, so a GPU step never waits for the host midway.
+pub struct BackendContrast<B: Backend> {
+    /// ∂L_PA/∂z_i, same layout as `z_i`.
+    pub grads: [B::Buf; SCALES],
+    pub report: PendingReport<B>,
+}
+
+impl<B: Backend> BackendContrast<B> {
+    /// A result whose report is known.
+    pub fn ready((report, grads): (ContrastReport, [B::Buf; SCALES])) -> Self {
+        BackendContrast {
+            grads,
+            report: PendingReport::Ready(report),
+        }
+    }
+
+    /// The report and the gradients, waiting for the backend (tests, checks, benchmarks).
+    pub fn resolve(self, be: &B) -> Result<(ContrastReport, [B::Buf; SCALES])> {
+        Ok((self.report.resolve(be)?, self.grads))
+    }
 }
 
 /// L_PA through the CPU reference: download, compute on the host, upload the gradients.
@@ -35,6 +82,7 @@ pub fn contrastive_loss_on_host<B: Backend>(
     scales: &[ScaleBuf<'_, B>; SCALES],
     labels: &B::Labels,
     pred: &B::Labels,
+    classes: usize,
     full_h: usize,
     full_w: usize,
     cfg: &ContrastConfig,
@@ -43,6 +91,7 @@ pub fn contrastive_loss_on_host<B: Backend>(
 ) -> Result<BackendContrast<B>> {
     let labels = be.download_labels(labels)?;
     let pred = be.download_labels(pred)?;
+    check_classes(&labels, classes)?;
     let zs = scales
         .iter()
         .map(|s| be.download(s.z))
@@ -64,11 +113,26 @@ pub fn contrastive_loss_on_host<B: Backend>(
     let grads: [B::Buf; SCALES] = grads
         .try_into()
         .map_err(|_| crate::Error::Shape("contrastive_loss: not four gradients".into()))?;
-    Ok(BackendContrast {
+    let report = ContrastReport {
         loss: out.loss,
         per_scale: out.per_scale,
-        grads,
         anchors_used: out.anchors_used,
         anchors: out.anchors,
-    })
+    };
+    Ok(BackendContrast::ready((report, grads)))
+}
+
+/// Labels must be class ids below the model's `classes` (or 255): a backend sizes its anchors
+/// by `classes`, and the reference would make anchors of any other id.
+pub fn check_classes(labels: &[u8], classes: usize) -> Result<()> {
+    match labels
+        .iter()
+        .position(|&l| l != IGNORE && usize::from(l) >= classes)
+    {
+        Some(i) => Err(crate::Error::Shape(format!(
+            "contrastive_loss: label {} at pixel {i} is not one of the model's {classes} classes",
+            labels[i]
+        ))),
+        None => Ok(()),
+    }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub mod contrast;
 pub mod cpu;
 pub mod cuda;
-pub use contrast::{BackendContrast, ScaleBuf};
+pub use contrast::{BackendContrast, ContrastReport, PendingReport, ScaleBuf};
 pub use cpu::Cpu;
 
 /// An NCHW tensor shape.
@@ -248,14 +248,17 @@ pub trait Backend: Send + Sync + 'static {
     // ---- the contrastive loss ----
     /// L_PA and ∂L_PA/∂z_i (method doc, sections 2–5) on backend buffers: what
     /// [`crate::loss::contrast::contrastive_loss`] computes, with `labels` and `pred` (the
-    /// detached argmax) `[b, full_h, full_w]`. The default runs that CPU reference on the host
-    /// ([`contrast::contrastive_loss_on_host`]); a backend with its own kernels overrides it.
+    /// detached argmax) `[b, full_h, full_w]`, class ids below the model's `classes` (or 255
+    /// in `labels`; any other id is an error). The default runs that CPU reference on the host
+    /// ([`contrast::contrastive_loss_on_host`]); a backend with its own kernels overrides it and
+    /// may leave the report on the device until [`BackendContrast::report`] is resolved.
     #[allow(clippy::too_many_arguments)]
     fn contrastive_loss(
         &self,
         scales: &[ScaleBuf<'_, Self>; crate::loss::contrast::SCALES],
         labels: &Self::Labels,
         pred: &Self::Labels,
+        classes: usize,
         full_h: usize,
         full_w: usize,
         cfg: &crate::loss::contrast::ContrastConfig,
@@ -266,7 +269,7 @@ pub trait Backend: Send + Sync + 'static {
         Self: Sized,
     {
         contrast::contrastive_loss_on_host(
-            self, scales, labels, pred, full_h, full_w, cfg, seed, step,
+            self, scales, labels, pred, classes, full_h, full_w, cfg, seed, step,
         )
     }
 

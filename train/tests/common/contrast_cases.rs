@@ -74,6 +74,21 @@ pub struct Case {
     pub z: Vec<Vec<f32>>,
 }
 
+impl Case {
+    /// The model's class count for this case: one past the largest id in the labels and
+    /// predictions, plus one class that occurs nowhere (a model's rare class a batch lacks).
+    pub fn classes(&self) -> usize {
+        let top = self
+            .labels
+            .iter()
+            .chain(&self.pred)
+            .filter(|&&l| l != IGNORE)
+            .max()
+            .map_or(0, |&l| usize::from(l) + 1);
+        top + 1
+    }
+}
+
 pub fn case(
     rng: &mut Rng,
     name: &str,

@@ -1,7 +1,8 @@
 // The host side of Cuda::contrastive_loss_device (src/backend/cuda/contrast.rs), written again
 // in C++ over the emulator (emu.hpp), launching the kernels of kernels/contrast.cu with the same
 // grids, blocks, buffer sizes and arguments. Reads one case on stdin, writes the loss, the
-// samples of every present class and the gradients (tests/cuda_contrast_emulated.rs).
+// samples of every class (the anchor slots: the model's K classes at every scale) and the
+// gradients (tests/cuda_contrast_emulated.rs).
 // Keep in step with contrast.rs: every launch below names the Rust function it mirrors.
 #include <algorithm>
 #include <iostream>
@@ -34,7 +35,7 @@ int main() {
     const char* order = std::getenv("EMU_DESCENDING");
     emu_descending = order && order[0] == '1';
     const int S = 4, CLASSES = 256;
-    int B = rd<int>(), D = rd<int>(), H = rd<int>(), W = rd<int>();
+    int B = rd<int>(), D = rd<int>(), H = rd<int>(), W = rd<int>(), K = rd<int>();
     int stride[S];
     for (int& s : stride) s = rd<int>();
     double tau = rd<double>(), lambda[S];
@@ -63,7 +64,10 @@ int main() {
     std::vector<unsigned long long> all_bases(S * CLASSES);
     for (auto& b : all_bases) b = rd<unsigned long long>();
 
-    // Phase 1: contrast_downsample, contrast_class_stats, the class counts.
+    std::vector<int> slots(K);  // slots_dev: the classes 0..K-1
+    for (int c = 0; c < K; ++c) slots[c] = c;
+
+    // Phase 1: contrast_downsample, contrast_class_stats.
     std::vector<std::vector<unsigned char>> ys(S), preds(S);
     std::vector<std::vector<int>> counts(S);
     std::vector<std::vector<double>> sums(S);
@@ -86,12 +90,9 @@ int main() {
                    ctr_class_stats(z[i].data(), ys[i].data(), B, D, hw, counts[i].data(), sums[i].data()));
         }
     }
-    std::vector<std::vector<int>> present(S);
-    for (int i = 0; i < S; ++i)
-        for (int c = 0; c < CLASSES; ++c)
-            if (counts[i][c] > 0) present[i].push_back(c);
 
-    // Phase 2: contrast_sample (edt_device, ctr_bane_candidates, ctr_sample) and anchor_vectors.
+    // Phase 2: sample_device (edt_device, ctr_bane_candidates, ctr_sample) and anchor_vectors,
+    // for every class slot.
     struct Samples {
         std::vector<int> classes, counts;
         std::vector<unsigned> pos_idx, neg_idx;
@@ -101,11 +102,10 @@ int main() {
     std::vector<std::vector<double>> anchor_vecs(S);
     for (int i = 0; i < S; ++i) {
         Samples& sm = samples[i];
-        size_t n = pix[i], a = present[i].size();
+        size_t n = pix[i], a = K;
         int h = hs[i], w = ws[i];
-        sm.classes = present[i];
-        std::vector<int> classes_dev = present[i];
-        if (classes_dev.empty()) classes_dev.push_back(0);  // up_t pads to one element
+        sm.classes = slots;
+        std::vector<int>& classes_dev = slots;
         sm.pos_cap = std::min(max_pos, n);
         sm.neg_cap = std::min(max_neg, n);
         size_t hard_cap = std::min(hard_cap_cfg, n);
@@ -128,7 +128,7 @@ int main() {
                                            B, h * w, k_percentile, flags.data()));
             }
             std::vector<unsigned long long> bases;
-            for (int c : present[i]) bases.push_back(all_bases[i * CLASSES + c]);
+            for (int c : slots) bases.push_back(all_bases[i * CLASSES + c]);
             LAUNCH(blocks(a, 1), ANCHOR_BLOCK, true,
                    ctr_sample(ys[i].data(), flags.data(), classes_dev.data(), bases.data(), (long long)n,
                               (long long)sm.pos_cap, (long long)hard_cap, (long long)sm.neg_cap,
@@ -143,14 +143,8 @@ int main() {
                                       w_h, anchor_vecs[i].data()));
         }
     }
-    int anchors_used[S] = {0, 0, 0, 0};
-    for (int i = 0; i < S; ++i)
-        for (size_t a = 0; a < samples[i].classes.size(); ++a) {
-            int np = samples[i].counts[a * 3], nn = samples[i].counts[a * 3 + 1] + samples[i].counts[a * 3 + 2];
-            if (np > 0 && nn > 0) ++anchors_used[i];
-        }
-
-    // Phase 3: per-anchor losses, gradients into the samples and into the anchors.
+    // Phase 3: per-anchor losses, gradients into the samples and into the anchors, for every
+    // slot (the kernels skip unused anchors and weigh by the used ones they count).
     std::vector<std::vector<double>> grads64(S);
     for (int i = 0; i < S; ++i) grads64[i] = alloc_t<double>(numel[i]);
     size_t per = (size_t)CLASSES * D;
@@ -160,20 +154,18 @@ int main() {
         Samples& sm = samples[i];
         size_t a = sm.classes.size();
         losses[i] = alloc_t<double>(a);
-        if (anchors_used[i] == 0) continue;
         int hw = hs[i] * ws[i];
-        double weight = lambda[i] / anchors_used[i];
         long long pc = sm.pos_cap, nc = sm.neg_cap;
         auto pos_v = alloc_t<double>(a * sm.pos_cap), neg_v = alloc_t<double>(a * sm.neg_cap);
         double* av = anchor_vecs[i].data();
-        std::vector<int> classes_dev = sm.classes;
+        std::vector<int>& classes_dev = slots;
         LAUNCH(grid_of(sm.pos_cap + sm.neg_cap, a), BLOCK, false,
                ctr_dots(z[i].data(), av, sm.counts.data(), sm.pos_idx.data(), sm.neg_idx.data(), pc, nc, D,
                         hw, pos_v.data(), neg_v.data()));
         auto pos_c = alloc_t<double>(a * sm.pos_cap), neg_c = alloc_t<double>(a * sm.neg_cap);
         LAUNCH(blocks(a, 1), ANCHOR_BLOCK, true,
-               ctr_anchor_loss(sm.counts.data(), pos_v.data(), neg_v.data(), pc, nc, tau, weight,
-                               losses[i].data(), pos_c.data(), neg_c.data()));
+               ctr_anchor_loss(sm.counts.data(), pos_v.data(), neg_v.data(), pc, nc, tau, lambda[i],
+                               (int)a, losses[i].data(), pos_c.data(), neg_c.data()));
         size_t entries = (sm.pos_cap + sm.neg_cap) * D;
         LAUNCH(grid_of(entries, a), BLOCK, false,
                ctr_scatter_samples(grads64[i].data(), av, sm.counts.data(), sm.pos_idx.data(),
@@ -186,32 +178,33 @@ int main() {
     }
 
     // Phase 4: through the fusion and the means, then to f32.
-    std::vector<int> fused(S * CLASSES);
-    for (int i = 0; i < S; ++i)
-        for (int c = 0; c < CLASSES; ++c) fused[i * CLASSES + c] = i < S - 1 && counts[S - 1][c] > 0;
     auto d_anchor = alloc_t<double>(S * per);
     if (D > 0)
         LAUNCH(grid_of(per, 1), BLOCK, false,
-               ctr_anchor_grad(dhat.data(), fused.data(), D, w_l, w_h, d_anchor.data()));
+               ctr_anchor_grad(dhat.data(), counts[S - 1].data(), D, w_l, w_h, d_anchor.data()));
     std::vector<std::vector<float>> grads(S);
     for (int i = 0; i < S; ++i) {
         size_t n = numel[i];
         grads[i] = alloc_t<float>(n);
         if (n == 0) continue;
         int hw = hs[i] * ws[i];
-        if (!present[i].empty())
-            LAUNCH(grid_of(n, 1), BLOCK, false,
+        LAUNCH(grid_of(n, 1), BLOCK, false,
                    ctr_means_backward(ys[i].data(), counts[i].data(), d_anchor.data() + i * per, B, D, hw,
                                       grads64[i].data()));
         LAUNCH(grid_of(n, 1), BLOCK, false, ctr_to_f32(grads64[i].data(), grads[i].data(), (long long)n));
     }
 
+    // QueuedReport::read: the used anchors, then each one's loss over their count.
+    int anchors_used[S] = {0, 0, 0, 0};
     double per_scale[S] = {0, 0, 0, 0};
-    for (int i = 0; i < S; ++i)
-        for (size_t a = 0; a < samples[i].classes.size(); ++a) {
-            int np = samples[i].counts[a * 3], nn = samples[i].counts[a * 3 + 1] + samples[i].counts[a * 3 + 2];
-            if (np > 0 && nn > 0) per_scale[i] += losses[i][a] / anchors_used[i];
-        }
+    auto used = [&](int i, size_t a) {
+        return samples[i].counts[a * 3] > 0 && samples[i].counts[a * 3 + 1] + samples[i].counts[a * 3 + 2] > 0;
+    };
+    for (int i = 0; i < S; ++i) {
+        for (size_t a = 0; a < samples[i].classes.size(); ++a) anchors_used[i] += used(i, a);
+        for (size_t a = 0; a < samples[i].classes.size(); ++a)
+            if (used(i, a)) per_scale[i] += losses[i][a] / anchors_used[i];
+    }
     double loss = 0;
     for (int i = 0; i < S; ++i) loss += per_scale[i] * lambda[i];
 

@@ -9,16 +9,20 @@
 //! run on the host if they disagree; `CONTEXTRAST_CUDA_LOSS=device` skips the check and `host`
 //! always uses the reference.
 //!
-//! A step syncs three times on small downloads: the per-class counts (which anchors exist), the
-//! per-anchor sample sizes (the anchors' weights and the `AnchorCount`s the trainer logs) and the
-//! per-anchor losses. Gradients stay on the device.
+//! Nothing here waits for the device: the anchors are the model's classes (known on the host;
+//! a class absent at a scale gets no positives and so no anchor), each scale's weight λ_i / (its
+//! anchors used) is counted in the loss kernel, and the loss value and sample sizes stay on the
+//! device until the caller resolves the [`PendingReport`] (the trainer does so once the step's
+//! backward pass and SGD are queued). Gradients stay on the device.
 use super::{Cuda, backend_err, check_len, dim, driver_err, elems_cfg};
-use crate::backend::{Backend as _, BackendContrast, ScaleBuf, Shape};
-use crate::loss::bane::{AnchorSamples, SamplingConfig};
+use crate::backend::{
+    Backend as _, BackendContrast, ContrastReport, PendingReport, ScaleBuf, Shape,
+};
+use crate::loss::bane::{AnchorSamples, IGNORE, SamplingConfig};
 use crate::loss::contrast::{self, AnchorCount, ContrastConfig, SCALES, ScaleDims};
 use crate::loss::sampling::anchor_key_base;
 use crate::{Error, Result};
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, ValidAsZeroBits};
+use cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, ValidAsZeroBits};
 use std::sync::OnceLock;
 
 type Buf = CudaSlice<f32>;
@@ -120,7 +124,6 @@ fn grid_y(what: &str, v: usize) -> Result<usize> {
 /// concatenates them) and `counts [A, 3]` = (|P|, |hard|, |random|).
 pub struct DeviceSamples {
     pub classes: Vec<u8>,
-    classes_dev: CudaSlice<i32>,
     pub pos_idx: CudaSlice<u32>,
     pub neg_idx: CudaSlice<u32>,
     pub counts: CudaSlice<i32>,
@@ -309,6 +312,30 @@ impl Cuda {
         step: u64,
         scale: u32,
     ) -> Result<DeviceSamples> {
+        if classes.contains(&IGNORE) || !classes.is_sorted_by(|a, b| a < b) {
+            return Err(Error::Shape(
+                "contrast_sample: classes must be ascending, distinct and not 255".into(),
+            ));
+        }
+        let classes_dev = self.up_t("classes", &classes_i32(classes))?;
+        let bases = self.up_t("key bases", &key_bases(classes, seed, step, scale))?;
+        let bases = bases.slice(..);
+        self.sample_device(y, pred, (b, h, w), classes, &classes_dev, &bases, cfg)
+    }
+
+    /// The kernels of [`Cuda::contrast_sample`], with the classes and their sampling keys'
+    /// bases (sampling.rs `anchor_key_base`) already on the device.
+    #[allow(clippy::too_many_arguments)]
+    fn sample_device(
+        &self,
+        y: &CudaSlice<u8>,
+        pred: &CudaSlice<u8>,
+        (b, h, w): (usize, usize, usize),
+        classes: &[u8],
+        classes_dev: &CudaSlice<i32>,
+        bases: &CudaView<'_, u64>,
+        cfg: &SamplingConfig,
+    ) -> Result<DeviceSamples> {
         let n = b * h * w;
         check_len("sample_anchor labels", y.len(), n)?;
         check_len("sample_anchor predictions", pred.len(), n)?;
@@ -317,13 +344,7 @@ impl Cuda {
                 "sample_anchor: {b}×{h}×{w} pixels exceed u32 indices"
             )));
         }
-        if classes.contains(&crate::loss::bane::IGNORE) || !classes.is_sorted_by(|a, b| a < b) {
-            return Err(Error::Shape(
-                "contrast_sample: classes must be ascending, distinct and not 255".into(),
-            ));
-        }
         let a = classes.len();
-        let classes_dev = self.up_t("classes", &classes_i32(classes))?;
         let pos_cap = cfg.max_pos.min(n);
         let neg_cap = cfg.max_neg.min(n);
         let hard_cap = cfg.hard_cap().min(n);
@@ -333,27 +354,21 @@ impl Cuda {
         if a > 0 && n > 0 {
             let mut flags = self.alloc_t::<u8>("BANE flags", a * n)?;
             if hard_cap > 0 {
-                let d2 = self.edt_device(y, pred, b, h, w, &classes_dev, a)?;
+                let d2 = self.edt_device(y, pred, b, h, w, classes_dev, a)?;
                 let (hw, k) = (dim("h·w", h * w)?, cfg.k_percentile);
                 let bi = dim("b", b)?;
                 let cfg = blocks(b, grid_y("anchors", a)?, BLOCK);
                 launch!(self, "ctr_bane_candidates", cfg;
-                    y, pred, &classes_dev, &d2, &bi, &hw, &k, &mut flags)?;
+                    y, pred, classes_dev, &d2, &bi, &hw, &k, &mut flags)?;
             }
-            let bases: Vec<u64> = classes
-                .iter()
-                .map(|&m| anchor_key_base(seed, step, scale, u32::from(m)))
-                .collect();
-            let bases = self.up_t("key bases", &bases)?;
             let (ni, pc, hc, nc) = (n as i64, pos_cap as i64, hard_cap as i64, neg_cap as i64);
             let cfg = blocks(a, 1, ANCHOR_BLOCK);
             launch!(self, "ctr_sample", cfg;
-                y, &mut flags, &classes_dev, &bases, &ni, &pc, &hc, &nc,
+                y, &mut flags, classes_dev, bases, &ni, &pc, &hc, &nc,
                 &mut pos_idx, &mut neg_idx, &mut counts)?;
         }
         Ok(DeviceSamples {
             classes: classes.to_vec(),
-            classes_dev,
             pos_idx,
             neg_idx,
             counts,
@@ -393,13 +408,16 @@ impl Cuda {
     }
 
     /// L_PA and its gradients on the device: what `contrastive_loss` computes (see the module
-    /// doc), with the same errors for bad shapes.
+    /// doc), with the same errors for bad shapes. `classes` is the model's class count: every
+    /// class is an anchor slot at every scale. Returns with the work queued; the report reads
+    /// it back (and refuses labels of other classes, which the reference would make anchors of).
     #[allow(clippy::too_many_arguments)]
     pub fn contrastive_loss_device(
         &self,
         scales: &[ScaleBuf<'_, Cuda>; SCALES],
         labels: &CudaSlice<u8>,
         pred: &CudaSlice<u8>,
+        classes: usize,
         full_h: usize,
         full_w: usize,
         cfg: &ContrastConfig,
@@ -409,9 +427,20 @@ impl Cuda {
         let b = scales[0].shape.n;
         let d = scales[0].shape.c;
         check_inputs(scales, labels.len(), pred.len(), full_h, full_w, cfg)?;
+        if classes == 0 || classes > usize::from(IGNORE) {
+            return Err(Error::Shape(format!(
+                "contrastive_loss: {classes} classes; u8 label maps hold 1 to 255"
+            )));
+        }
         let dims: [Shape; SCALES] = std::array::from_fn(|i| scales[i].shape);
+        let slots: Vec<u8> = (0..classes).map(|c| c as u8).collect();
+        let slots_dev = self.up_t("classes", &classes_i32(&slots))?;
+        let bases: Vec<u64> = (1..=SCALES as u32)
+            .flat_map(|scale| key_bases(&slots, seed, step, scale))
+            .collect();
+        let bases = self.up_t("key bases", &bases)?;
 
-        // Phase 1: Y_i, ŷ_i and the class statistics of every scale; which classes exist.
+        // Phase 1: Y_i, ŷ_i and the class statistics of every scale.
         let mut ys = Vec::with_capacity(SCALES);
         let mut preds = Vec::with_capacity(SCALES);
         let mut stats = Vec::with_capacity(SCALES);
@@ -422,65 +451,29 @@ impl Cuda {
             ys.push(y);
             preds.push(p);
         }
-        let counts: Vec<Vec<i32>> = stats
-            .iter()
-            .map(|s| self.down_t("class counts", &s.counts))
-            .collect::<Result<_>>()?;
-        self.synchronize()?;
-        let present: Vec<Vec<u8>> = counts
-            .iter()
-            .map(|c| {
-                (0..CLASSES)
-                    .filter(|&n| c[n] > 0)
-                    .map(|n| n as u8)
-                    .collect()
-            })
-            .collect();
 
-        // Phase 2: anchors and samples of every scale; which anchors are used.
+        // Phase 2: every class slot's anchor (zero where the class is absent) and samples (no
+        // positives where it is absent: never used).
         let mut anchor_vecs = Vec::with_capacity(SCALES);
         let mut samples = Vec::with_capacity(SCALES);
         for i in 0..SCALES {
             let s = &dims[i];
-            let smp = self.contrast_sample(
+            let keys = bases.slice(i * classes..(i + 1) * classes);
+            let smp = self.sample_device(
                 &ys[i],
                 &preds[i],
-                b,
-                s.h,
-                s.w,
-                &present[i],
+                (b, s.h, s.w),
+                &slots,
+                &slots_dev,
+                &keys,
                 &cfg.sampling,
-                seed,
-                step,
-                i as u32 + 1,
             )?;
-            anchor_vecs.push(self.anchor_vectors(&stats, i, &smp, d, cfg)?);
+            anchor_vecs.push(self.anchor_vectors(&stats, i, &slots_dev, classes, d, cfg)?);
             samples.push(smp);
         }
-        let sample_counts_h: Vec<Vec<i32>> = samples
-            .iter()
-            .map(|s| self.down_t("sample counts", &s.counts))
-            .collect::<Result<_>>()?;
-        self.synchronize()?;
-        let mut anchors = Vec::new();
-        let mut anchors_used = [0usize; SCALES];
-        for i in 0..SCALES {
-            for (a, &class) in samples[i].classes.iter().enumerate() {
-                let (np, nh, nr) = sample_counts(&sample_counts_h[i], a);
-                if np > 0 && nh + nr > 0 {
-                    anchors.push(AnchorCount {
-                        scale: i,
-                        class,
-                        positives: np,
-                        hard: nh,
-                        random: nr,
-                    });
-                    anchors_used[i] += 1;
-                }
-            }
-        }
 
-        // Phase 3: per-anchor losses, gradients into the sampled pixels and into the anchors.
+        // Phase 3: per-anchor losses, gradients into the sampled pixels and into the anchors;
+        // anchors without positives or negatives contribute nothing.
         let mut grads64 = dims
             .iter()
             .map(|s| self.alloc_t::<f64>("f64 gradient", s.numel()))
@@ -488,54 +481,44 @@ impl Cuda {
         let mut dhat = self.alloc_t::<f64>("anchor gradients", SCALES * CLASSES * d)?;
         let mut losses = Vec::with_capacity(SCALES);
         let (di, per) = (dim("d", d)?, CLASSES * d);
+        let (ai, ay) = (classes as i32, grid_y("anchors", classes)?);
         for i in 0..SCALES {
             let smp = &samples[i];
-            let a = smp.classes.len();
-            let mut loss = self.alloc_t::<f64>("anchor losses", a)?;
-            if anchors_used[i] > 0 {
-                let hw = dim("h·w", dims[i].hw())?;
-                let weight = cfg.lambda[i] / anchors_used[i] as f64;
-                let (pc, nc) = (smp.pos_cap as i64, smp.neg_cap as i64);
-                let mut pos_v = self.alloc_t::<f64>("positive dots", a * smp.pos_cap)?;
-                let mut neg_v = self.alloc_t::<f64>("negative dots", a * smp.neg_cap)?;
-                let av = &anchor_vecs[i];
-                let ay = grid_y("anchors", a)?;
-                launch!(self, "ctr_dots", grid2(smp.pos_cap + smp.neg_cap, ay);
-                    scales[i].z, av, &smp.counts, &smp.pos_idx, &smp.neg_idx, &pc, &nc, &di, &hw,
-                    &mut pos_v, &mut neg_v)?;
-                let mut pos_c = self.alloc_t::<f64>("positive coefficients", a * smp.pos_cap)?;
-                let mut neg_c = self.alloc_t::<f64>("negative coefficients", a * smp.neg_cap)?;
-                let tau = cfg.tau;
-                launch!(self, "ctr_anchor_loss", blocks(a, 1, ANCHOR_BLOCK);
-                    &smp.counts, &pos_v, &neg_v, &pc, &nc, &tau, &weight, &mut loss,
-                    &mut pos_c, &mut neg_c)?;
-                let entries = (smp.pos_cap + smp.neg_cap) * d;
-                launch!(self, "ctr_scatter_samples", grid2(entries, ay);
-                    &mut grads64[i], av, &smp.counts, &smp.pos_idx, &smp.neg_idx, &pos_c, &neg_c,
-                    &pc, &nc, &di, &hw)?;
-                if d > 0 {
-                    let mut view = dhat.slice_mut(i * per..(i + 1) * per);
-                    launch!(self, "ctr_anchor_dhat", blocks(grid_y("d", d)?, ay, ANCHOR_BLOCK);
-                    scales[i].z, &smp.classes_dev, &smp.counts, &smp.pos_idx, &smp.neg_idx,
+            let mut loss = self.alloc_t::<f64>("anchor losses", classes)?;
+            let hw = dim("h·w", dims[i].hw())?;
+            let (pc, nc) = (smp.pos_cap as i64, smp.neg_cap as i64);
+            let mut pos_v = self.alloc_t::<f64>("positive dots", classes * smp.pos_cap)?;
+            let mut neg_v = self.alloc_t::<f64>("negative dots", classes * smp.neg_cap)?;
+            let av = &anchor_vecs[i];
+            launch!(self, "ctr_dots", grid2(smp.pos_cap + smp.neg_cap, ay);
+                scales[i].z, av, &smp.counts, &smp.pos_idx, &smp.neg_idx, &pc, &nc, &di, &hw,
+                &mut pos_v, &mut neg_v)?;
+            let mut pos_c = self.alloc_t::<f64>("positive coefficients", classes * smp.pos_cap)?;
+            let mut neg_c = self.alloc_t::<f64>("negative coefficients", classes * smp.neg_cap)?;
+            let (tau, lambda) = (cfg.tau, cfg.lambda[i]);
+            launch!(self, "ctr_anchor_loss", blocks(classes, 1, ANCHOR_BLOCK);
+                &smp.counts, &pos_v, &neg_v, &pc, &nc, &tau, &lambda, &ai, &mut loss,
+                &mut pos_c, &mut neg_c)?;
+            let entries = (smp.pos_cap + smp.neg_cap) * d;
+            launch!(self, "ctr_scatter_samples", grid2(entries, ay);
+                &mut grads64[i], av, &smp.counts, &smp.pos_idx, &smp.neg_idx, &pos_c, &neg_c,
+                &pc, &nc, &di, &hw)?;
+            if d > 0 {
+                let mut view = dhat.slice_mut(i * per..(i + 1) * per);
+                launch!(self, "ctr_anchor_dhat", blocks(grid_y("d", d)?, ay, ANCHOR_BLOCK);
+                    scales[i].z, &slots_dev, &smp.counts, &smp.pos_idx, &smp.neg_idx,
                     &pos_c, &neg_c, &pc, &nc, &di, &hw, &mut view)?;
-                }
             }
             losses.push(loss);
         }
 
-        // Phase 4: through the fusion and the means into every labelled pixel, then to f32.
-        let fused: Vec<i32> = (0..SCALES)
-            .flat_map(|i| {
-                let deep = &counts[SCALES - 1];
-                (0..CLASSES).map(move |n| i32::from(i < SCALES - 1 && deep[n] > 0))
-            })
-            .collect();
-        let fused = self.up_t("fusion flags", &fused)?;
+        // Phase 4: through the fusion (of the classes present at the deepest scale) and the
+        // means into every labelled pixel, then to f32.
         let mut d_anchor = self.alloc_t::<f64>("anchor gradients", SCALES * per)?;
         if d > 0 {
             let (wl, wh) = (cfg.w_l, cfg.w_h);
             launch!(self, "ctr_anchor_grad", elems_cfg(per);
-                &dhat, &fused, &di, &wl, &wh, &mut d_anchor)?;
+                &dhat, &stats[SCALES - 1].counts, &di, &wl, &wh, &mut d_anchor)?;
         }
         let mut grads = Vec::with_capacity(SCALES);
         for i in 0..SCALES {
@@ -544,54 +527,42 @@ impl Cuda {
             let mut g = self.alloc(n)?;
             if n > 0 {
                 let (bi, hw) = (dim("b", s.n)?, dim("h·w", s.hw())?);
-                if !present[i].is_empty() {
-                    let da = d_anchor.slice(i * per..(i + 1) * per);
-                    launch!(self, "ctr_means_backward", elems_cfg(n);
-                        &ys[i], &stats[i].counts, &da, &bi, &di, &hw, &mut grads64[i])?;
-                }
+                let da = d_anchor.slice(i * per..(i + 1) * per);
+                launch!(self, "ctr_means_backward", elems_cfg(n);
+                    &ys[i], &stats[i].counts, &da, &bi, &di, &hw, &mut grads64[i])?;
                 let nl = n as i64;
                 launch!(self, "ctr_to_f32", elems_cfg(n); &grads64[i], &mut g, &nl)?;
             }
             grads.push(g);
         }
-
-        let losses_h: Vec<Vec<f64>> = losses
-            .iter()
-            .map(|l| self.down_t("anchor losses", l))
-            .collect::<Result<_>>()?;
-        self.synchronize()?;
-        let mut per_scale = [0f64; SCALES];
-        for i in 0..SCALES {
-            for (a, _) in samples[i].classes.iter().enumerate() {
-                let (np, nh, nr) = sample_counts(&sample_counts_h[i], a);
-                if np > 0 && nh + nr > 0 {
-                    per_scale[i] += losses_h[i][a] / anchors_used[i] as f64;
-                }
-            }
-        }
-        let loss = per_scale.iter().zip(&cfg.lambda).map(|(l, w)| l * w).sum();
         let grads: [Buf; SCALES] = grads
             .try_into()
             .map_err(|_| backend_err("contrastive_loss", "not four gradients"))?;
+
+        let queued = QueuedReport {
+            class_counts: stats.into_iter().map(|s| s.counts).collect(),
+            sample_counts: samples.into_iter().map(|s| s.counts).collect(),
+            losses,
+            classes,
+            lambda: cfg.lambda,
+        };
         Ok(BackendContrast {
-            loss,
-            per_scale,
             grads,
-            anchors_used,
-            anchors,
+            report: PendingReport::OnDevice(Box::new(move |cuda: &Cuda| queued.read(cuda))),
         })
     }
 
-    /// The (fused) anchors `[A, d]` of scale `i`'s present classes.
+    /// The (fused) anchors `[A, d]` of scale `i` for the `a` classes of `classes_dev`; zero for
+    /// a class absent at the scale.
     fn anchor_vectors(
         &self,
         stats: &[ClassStats],
         i: usize,
-        smp: &DeviceSamples,
+        classes_dev: &CudaSlice<i32>,
+        a: usize,
         d: usize,
         cfg: &ContrastConfig,
     ) -> Result<CudaSlice<f64>> {
-        let a = smp.classes.len();
         let mut out = self.alloc_t::<f64>("anchors", a * d)?;
         if a > 0 && d > 0 {
             let (own, deep) = (&stats[i], &stats[SCALES - 1]);
@@ -599,11 +570,86 @@ impl Cuda {
             let fuse = i32::from(i < SCALES - 1);
             let (wl, wh) = (cfg.w_l, cfg.w_h);
             launch!(self, "ctr_anchor_vectors", elems_cfg(a * d);
-                &own.sums, &own.counts, &deep.sums, &deep.counts, &smp.classes_dev, &ai, &di,
+                &own.sums, &own.counts, &deep.sums, &deep.counts, classes_dev, &ai, &di,
                 &fuse, &wl, &wh, &mut out)?;
         }
         Ok(out)
     }
+}
+
+/// What the report of a queued L_PA reads back, per scale: the class counts `[256]`, the
+/// sample counts `[classes, 3]` and the per-anchor losses `[classes]`.
+struct QueuedReport {
+    class_counts: Vec<CudaSlice<i32>>,
+    sample_counts: Vec<CudaSlice<i32>>,
+    losses: Vec<CudaSlice<f64>>,
+    classes: usize,
+    lambda: [f64; SCALES],
+}
+
+impl QueuedReport {
+    /// Waits for the device and assembles the report as the CPU reference does.
+    fn read(&self, cuda: &Cuda) -> Result<ContrastReport> {
+        let down = |what: &str, v: &[CudaSlice<i32>]| -> Result<Vec<Vec<i32>>> {
+            v.iter().map(|c| cuda.down_t(what, c)).collect()
+        };
+        let class_counts = down("class counts", &self.class_counts)?;
+        let samples = down("sample counts", &self.sample_counts)?;
+        let losses = self
+            .losses
+            .iter()
+            .map(|l| cuda.down_t("anchor losses", l))
+            .collect::<Result<Vec<_>>>()?;
+        cuda.synchronize()?;
+        for (i, counts) in class_counts.iter().enumerate() {
+            if let Some(c) = (self.classes..CLASSES).find(|&c| counts[c] > 0) {
+                return Err(Error::Shape(format!(
+                    "contrastive_loss: the labels hold class {c} at scale {}, but the model has {} classes",
+                    i + 1,
+                    self.classes
+                )));
+            }
+        }
+        let mut anchors = Vec::new();
+        let mut anchors_used = [0usize; SCALES];
+        let mut per_scale = [0f64; SCALES];
+        for i in 0..SCALES {
+            let first = anchors.len();
+            for class in 0..self.classes {
+                let (np, nh, nr) = sample_counts(&samples[i], class);
+                if np > 0 && nh + nr > 0 {
+                    anchors.push(AnchorCount {
+                        scale: i,
+                        class: class as u8,
+                        positives: np,
+                        hard: nh,
+                        random: nr,
+                    });
+                }
+            }
+            let used = &anchors[first..];
+            anchors_used[i] = used.len();
+            // Summed as the reference sums: each anchor's loss over the scale's count.
+            for a in used {
+                per_scale[i] += losses[i][usize::from(a.class)] / used.len() as f64;
+            }
+        }
+        let loss = per_scale.iter().zip(&self.lambda).map(|(l, w)| l * w).sum();
+        Ok(ContrastReport {
+            loss,
+            per_scale,
+            anchors_used,
+            anchors,
+        })
+    }
+}
+
+/// The sampling keys' bases of `classes` at `scale` (sampling.rs `anchor_key_base`).
+fn key_bases(classes: &[u8], seed: u64, step: u64, scale: u32) -> Vec<u64> {
+    classes
+        .iter()
+        .map(|&m| anchor_key_base(seed, step, scale, u32::from(m)))
+        .collect()
 }
 
 /// `(|P|, |hard|, |random|)` of anchor `a` from a downloaded `counts [A, 3]`.

@@ -6,7 +6,7 @@
 use super::Cuda;
 use super::contrast::LossPath;
 use crate::Result;
-use crate::backend::{Backend as _, BackendContrast};
+use crate::backend::{Backend as _, BackendContrast, ContrastReport};
 use crate::loss::contrast::{AnchorCount, SCALES};
 
 /// Relative tolerance of the loss and the per-scale losses: f64 sums that differ only in order
@@ -145,7 +145,7 @@ impl Cuda {
     /// both, compares them and settles the backend's path; later calls take that path alone. A
     /// call without anchors (nothing to compare but zeros) settles nothing, so the next one
     /// checks again. A failing device path counts as a disagreement; a failing reference is the
-    /// caller's error.
+    /// caller's error. The checking call waits for the device; later ones do not.
     pub(super) fn contrastive_loss_checked(
         &self,
         host: impl FnOnce() -> Result<BackendContrast<Cuda>>,
@@ -157,11 +157,14 @@ impl Cuda {
                 _ => device(),
             };
         }
-        let reference = host()?;
+        let reference = host()?.resolve(self)?;
         let (path, why, out) = match device()
+            .and_then(|d| d.resolve(self))
             .and_then(|d| Ok((self.compare_results(&reference, &d)?, d)))
         {
-            Ok((Ok(_), d)) if reference.anchors_used.iter().sum::<usize>() == 0 => return Ok(d),
+            Ok((Ok(_), d)) if reference.0.anchors_used.iter().sum::<usize>() == 0 => {
+                return Ok(BackendContrast::ready(d));
+            }
             Ok((Ok(agreement), d)) => {
                 log::info!(
                     "CUDA contrastive loss: the device agrees with the host reference on the first step ({agreement}); it stays on the device"
@@ -186,18 +189,17 @@ impl Cuda {
         };
         // A second thread that settled first wins; both results are right for this step.
         let _ = self.loss_verdict.set(Verdict { path, why });
-        Ok(out)
+        Ok(BackendContrast::ready(out))
     }
 
     /// [`compare`] of two results of this backend; errors only if a download fails.
     fn compare_results(
         &self,
-        reference: &BackendContrast<Cuda>,
-        device: &BackendContrast<Cuda>,
+        reference: &Resolved,
+        device: &Resolved,
     ) -> Result<std::result::Result<Agreement, String>> {
-        let down = |r: &BackendContrast<Cuda>| {
-            r.grads
-                .iter()
+        let down = |r: &Resolved| {
+            r.1.iter()
                 .map(|g| self.download(g))
                 .collect::<Result<Vec<_>>>()
         };
@@ -227,8 +229,12 @@ impl Cuda {
     }
 }
 
+/// An L_PA result read back: its report and its gradients (still on the device).
+type Resolved = (ContrastReport, [cudarc::driver::CudaSlice<f32>; SCALES]);
+
 /// `r` with its gradients downloaded (`g`).
-fn summary<'a>(r: &'a BackendContrast<Cuda>, g: &'a [Vec<f32>]) -> LossSummary<'a> {
+fn summary<'a>(r: &'a Resolved, g: &'a [Vec<f32>]) -> LossSummary<'a> {
+    let r = &r.0;
     LossSummary {
         loss: r.loss,
         per_scale: r.per_scale,

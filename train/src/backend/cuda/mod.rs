@@ -636,6 +636,7 @@ impl Backend for Cuda {
         scales: &[ScaleBuf<'_, Self>; SCALES],
         labels: &Self::Labels,
         pred: &Self::Labels,
+        classes: usize,
         full_h: usize,
         full_w: usize,
         cfg: &ContrastConfig,
@@ -644,11 +645,14 @@ impl Backend for Cuda {
     ) -> Result<BackendContrast<Self>> {
         let host = || {
             super::contrast::contrastive_loss_on_host(
-                self, scales, labels, pred, full_h, full_w, cfg, seed, step,
+                self, scales, labels, pred, classes, full_h, full_w, cfg, seed, step,
             )
         };
-        let device =
-            || self.contrastive_loss_device(scales, labels, pred, full_h, full_w, cfg, seed, step);
+        let device = || {
+            self.contrastive_loss_device(
+                scales, labels, pred, classes, full_h, full_w, cfg, seed, step,
+            )
+        };
         match contrast::loss_path() {
             contrast::LossPath::Device => device(),
             contrast::LossPath::Host => host(),

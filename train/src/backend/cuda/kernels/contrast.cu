@@ -119,7 +119,8 @@ extern "C" __global__ void ctr_class_stats(const float* z, const unsigned char* 
 }
 
 // The (fused) anchors of one scale, [A, D]: â = a_i^n, or w_l·a_i^n + w_h·a_4^n when `fuse`
-// (not the deepest scale) and class n is present at the deepest scale. a = sum / count.
+// (not the deepest scale) and class n is present at the deepest scale. a = sum / count; zero
+// for a class absent at the scale (no positives there, so never used).
 extern "C" __global__ void ctr_anchor_vectors(const double* sums, const int* counts,
                                               const double* deep_sums, const int* deep_counts,
                                               const int* classes, int A, int D, int fuse,
@@ -128,6 +129,10 @@ extern "C" __global__ void ctr_anchor_vectors(const double* sums, const int* cou
     GRID_STRIDE(i, n) {
         int a = (int)(i / D), k = (int)(i % D);
         int c = classes[a];
+        if (counts[c] == 0) {
+            anchors[i] = 0.0;
+            continue;
+        }
         double own = sums[(long long)c * D + k] / (double)counts[c];
         double v = own;
         if (fuse && deep_counts[c] > 0) {
@@ -444,13 +449,15 @@ __device__ __forceinline__ bool ctr_entry(int a, long long j, const int* counts,
     return false;
 }
 
-// â·z of every sampled pixel, summed over k in order like the CPU: pos_dot [A, pos_cap],
-// neg_dot [A, neg_cap]. Grid-stride over pos_cap + neg_cap entries, anchor blockIdx.y.
+// â·z of every sampled pixel of a used anchor (with positives and negatives), summed over k
+// in order like the CPU: pos_dot [A, pos_cap], neg_dot [A, neg_cap]. Grid-stride over
+// pos_cap + neg_cap entries, anchor blockIdx.y.
 extern "C" __global__ void ctr_dots(const float* z, const double* anchors, const int* counts,
                                     const unsigned int* pos_idx, const unsigned int* neg_idx,
                                     long long pos_cap, long long neg_cap, int D, int HW,
                                     double* pos_dot, double* neg_dot) {
     int a = blockIdx.y;
+    if (counts[a * 3] == 0 || counts[a * 3 + 1] + counts[a * 3 + 2] == 0) return;
     const double* an = anchors + (long long)a * D;
     GRID_STRIDE(j, pos_cap + neg_cap) {
         unsigned int p;
@@ -474,11 +481,12 @@ __device__ __forceinline__ double ctr_sigmoid(double x) {
 
 // contrast.rs anchor_loss, one block per anchor: loss[a] = mean_P softplus(LSE_N(s) − s_p) with
 // s = dot/τ, and the chain-rule coefficients c = (∂loss/∂s)·weight/τ of every sampled pixel
-// into pos_coef / neg_coef (in place of the dots' layout). Anchors without positives or
-// negatives get loss 0 and no coefficients.
+// into pos_coef / neg_coef (in place of the dots' layout), weight = λ_i / (the scale's used
+// anchors, counted here from all A anchors' counts). Anchors without positives or negatives
+// (unused) get loss 0 and no coefficients.
 extern "C" __global__ void ctr_anchor_loss(const int* counts, const double* pos_dot,
                                            const double* neg_dot, long long pos_cap,
-                                           long long neg_cap, double tau, double weight,
+                                           long long neg_cap, double tau, double lambda, int A,
                                            double* loss, double* pos_coef, double* neg_coef) {
     __shared__ double sh[32];
     int a = blockIdx.x;
@@ -487,6 +495,9 @@ extern "C" __global__ void ctr_anchor_loss(const int* counts, const double* pos_
         if (threadIdx.x == 0) loss[a] = 0.0;
         return;
     }
+    int used = 0;
+    for (int j = 0; j < A; ++j) used += counts[j * 3] > 0 && counts[j * 3 + 1] + counts[j * 3 + 2] > 0;
+    double weight = lambda / (double)used;
     const double* pd = pos_dot + (long long)a * pos_cap;
     const double* nd = neg_dot + (long long)a * neg_cap;
     double m = CTR_NEG_INF;
@@ -560,17 +571,18 @@ extern "C" __global__ void ctr_anchor_dhat(const float* z, const int* classes, c
 }
 
 // ∂L/∂a_i^n for all four scales from the per-scale dhat [4, 256, D], in the CPU's order:
-// d_anchor[i] = wl·dhat[i] (wl = w_l when fused[i, n], else 1) for i < 3; the deepest scale
-// gets w_h·dhat[i] of every fused shallower scale, then its own dhat. fused [4, 256].
-extern "C" __global__ void ctr_anchor_grad(const double* dhat, const int* fused, int D,
+// d_anchor[i] = wl·dhat[i] (wl = w_l when class n is fused, i.e. present at the deepest scale:
+// deep_counts[n] > 0, else 1) for i < 3; the deepest scale gets w_h·dhat[i] of every fused
+// shallower scale, then its own dhat.
+extern "C" __global__ void ctr_anchor_grad(const double* dhat, const int* deep_counts, int D,
                                            double w_l, double w_h, double* d_anchor) {
     long long per = 256LL * D;
     GRID_STRIDE(i, per) {
         int n = (int)(i / D);
+        int f = deep_counts[n] > 0;
         double deep = 0.0;
         for (int s = 0; s < 3; ++s) {
             double v = dhat[s * per + i];
-            int f = fused[s * 256 + n];
             d_anchor[s * per + i] = (f ? w_l : 1.0) * v;
             if (f) deep += w_h * v;
         }
