@@ -299,10 +299,7 @@ fn time_loss<B: Backend>(
     let labels = be.upload_labels(y)?;
     let acts = forward(be, graph, params, be.upload(x)?, shape, Mode::Train, true)?;
     let logits = acts.shapes[graph.logits];
-    let (pred, classes) = (
-        be.argmax_channels(acts.get(graph.logits)?, logits)?,
-        logits.c,
-    );
+    let pred = be.argmax_channels(acts.get(graph.logits)?, logits)?;
     let scales = projection_scales(graph, &acts, shape)?;
     if let Some(cuda) = gpu {
         cuda.reset_memory_peak()?;
@@ -312,7 +309,7 @@ fn time_loss<B: Backend>(
         let t = Instant::now();
         let out = be
             .contrastive_loss(
-                &scales, &labels, &pred, classes, shape.h, shape.w, cfg, seed, i as u64,
+                &scales, &labels, &pred, logits.c, shape.h, shape.w, cfg, seed, i as u64,
             )?
             .resolve(be)?;
         be.synchronize()?;

@@ -288,16 +288,13 @@ pub fn train_step<B: Backend>(
             be.sgd_step(p, g, v, sgd.lr, sgd.momentum, sgd.weight_decay)?;
         }
     }
-    let stats = match report {
-        Some(r) => {
-            let r = r.resolve(be)?;
-            Some(StepContrast {
-                l_pa: r.loss,
-                anchors: r.anchors,
-            })
-        }
-        None => None,
-    };
+    let stats = report
+        .map(|r| r.resolve(be))
+        .transpose()?
+        .map(|r| StepContrast {
+            l_pa: r.loss,
+            anchors: r.anchors,
+        });
     Ok((loss, stats))
 }
 
