@@ -251,6 +251,55 @@ fn a_driver_without_a_device_falls_back_or_fails_clearly() {
     );
 }
 
+/// CUDA 13's NVRTC (the GPU hosts') against a CUDA 13.0 driver trains on the device; against a
+/// JetPack 6 driver (12.6), which cannot load its PTX, `doctor` names both versions and the fix
+/// and `auto` trains on the CPU. `CONTEXTRAST_NVRTC13_LIB` (set by scripts/cuda-emu) is the
+/// library path that puts NVRTC 13 first.
+#[test]
+fn an_nvrtc_newer_than_the_driver_is_named() {
+    let test = "NVRTC 13 against CUDA 13.0 and 12.6 drivers";
+    let Some(nvrtc13) = std::env::var_os("CONTEXTRAST_NVRTC13_LIB") else {
+        println!("SKIPPED (CONTEXTRAST_NVRTC13_LIB not set): {test}");
+        return;
+    };
+    if !on_the_emulator(test) {
+        return;
+    }
+    let mut path = nvrtc13;
+    path.push(":");
+    path.push(std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default());
+    let with13 = |driver: &str, cc: &str| {
+        let mut c = bin();
+        c.env("LD_LIBRARY_PATH", &path)
+            .env("CUDA_EMU_DRIVER", driver)
+            .env("CUDA_EMU_CC", cc);
+        c
+    };
+    let (doctor, _) = ok(with13("13000", "90").arg("doctor"));
+    assert!(
+        doctor.contains("driver CUDA 13.0")
+            && doctor.contains("kernels for compute_90")
+            && doctor.contains("training uses it"),
+        "{doctor}"
+    );
+    let (doctor, _) = ok(with13("12060", "87").arg("doctor"));
+    assert!(
+        doctor.contains("cuda: present but unusable")
+            && doctor.contains("the driver (CUDA 12.6) cannot load PTX from NVRTC 13.0")
+            && doctor.contains("scripts/setup-python installs 12.6"),
+        "{doctor}"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (data, cfg) = tiny_run(dir.path());
+    let (_, log) = ok(train_cmd(&data, &cfg, &dir.path().join("auto"), "auto")
+        .env("LD_LIBRARY_PATH", &path)
+        .env("CUDA_EMU_DRIVER", "12060"));
+    assert!(
+        log.contains("cannot load PTX from NVRTC 13.0") && log.contains("on cpu"),
+        "{log}"
+    );
+}
+
 /// A device whose L_PA kernels compute something else (on the emulator, one kernel skipped: the
 /// losses still agree, only the gradients do not) is caught on the first step, named, and the
 /// run goes on with the host reference, ending where the CPU ends.

@@ -11,7 +11,9 @@
 // synchronous (every stream is the host thread), so it checks logic, not timing or memory models.
 //
 // Environment: CUDA_EMU_DEVICES (0 = the driver loads but finds no device; default 1),
-// CUDA_EMU_CC (compute capability, default 87: Jetson Orin), CUDA_EMU_MEMORY_MIB (default 8192),
+// CUDA_EMU_CC (compute capability, default 87: Jetson Orin), CUDA_EMU_DRIVER (the CUDA version
+// it reports and whose PTX it loads: 12060 by default, JetPack 6; 13000 for the GPU hosts'),
+// CUDA_EMU_MEMORY_MIB (default 8192),
 // CUDA_EMU_TRACE=1 (one stderr line per launch).
 #include "abi.hpp"
 
@@ -84,8 +86,11 @@ unsigned long long env_u64(const char* name, unsigned long long fallback) {
 }
 int device_count() { return (int)env_u64("CUDA_EMU_DEVICES", 1); }
 int compute_capability() { return (int)env_u64("CUDA_EMU_CC", 87); }
-const int DRIVER_VERSION = 12060;  // CUDA 12.6, JetPack 6
-const int MAX_PTX_ISA = 85;        // what a 12.6 driver loads (PTX ISA 8.5)
+// CUDA 12.6 (JetPack 6) by default; CUDA_EMU_DRIVER=13000 is a CUDA 13.0 driver, as on the
+// GPU hosts lent to this project, for runs with CUDA 13's NVRTC (whose PTX a 12.6 driver refuses).
+int driver_version() { return (int)env_u64("CUDA_EMU_DRIVER", 12060); }
+// The newest PTX ISA the driver loads: 8.5 for 12.6, 9.0 for 13.0.
+int max_ptx_isa() { return driver_version() >= 13000 ? 90 : 85; }
 unsigned long long total_memory() { return env_u64("CUDA_EMU_MEMORY_MIB", 8192) << 20; }
 const unsigned long long CONTEXT_BYTES = 64ull << 20;  // what the context itself holds
 
@@ -162,7 +167,7 @@ CUresult parse_ptx(const char* ptx, Module& m) {
     int major = 0, minor = 0, sm = 0;
     std::sscanf(s.c_str() + s.find(".version"), ".version %d.%d", &major, &minor);
     std::sscanf(s.c_str() + s.find(".target"), ".target sm_%d", &sm);
-    if (major * 10 + minor > MAX_PTX_ISA) return CUDA_ERROR_UNSUPPORTED_PTX_VERSION;
+    if (major * 10 + minor > max_ptx_isa()) return CUDA_ERROR_UNSUPPORTED_PTX_VERSION;
     if (sm == 0 || sm > compute_capability()) return CUDA_ERROR_NO_BINARY_FOR_GPU;
     for (std::size_t at = s.find(".entry "); at != std::string::npos; at = s.find(".entry ", at + 1)) {
         std::size_t b = at + 7, e = b;
@@ -234,8 +239,16 @@ CUresult cuInit(unsigned flags) {
 
 CUresult cuDriverGetVersion(int* v) {
     if (!v) return CUDA_ERROR_INVALID_VALUE;
-    *v = DRIVER_VERSION;
+    *v = driver_version();
     return CUDA_SUCCESS;
+}
+
+// The driver's private tables, which NVRTC 13 asks for while compiling (it loads libcuda.so.1
+// itself): none is emulated, so every table is refused, as a driver refuses an unknown one.
+CUresult cuGetExportTable(const void** table, const void* /* CUuuid */) {
+    if (!table) return CUDA_ERROR_INVALID_VALUE;
+    *table = nullptr;
+    return CUDA_ERROR_NOT_SUPPORTED;
 }
 
 CUresult cuDeviceGetCount(int* n) {

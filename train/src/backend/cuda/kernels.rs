@@ -3,7 +3,8 @@
 //! compile, then loaded into the context as one module per source file.
 use super::{backend_err, driver_err};
 use crate::{Error, Result};
-use cudarc::driver::{CudaContext, CudaFunction};
+use cudarc::driver::sys::CUresult;
+use cudarc::driver::{CudaContext, CudaFunction, DriverError};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -104,7 +105,7 @@ impl Kernels {
             let ptx = cached_ptx(source, arch)?;
             let module = ctx
                 .load_module(Ptx::from_src(ptx))
-                .map_err(|e| driver_err(&format!("loading module {}", source.name), e))?;
+                .map_err(|e| load_err(source.name, e))?;
             for &name in source.functions {
                 let f = module
                     .load_function(name)
@@ -120,6 +121,26 @@ impl Kernels {
             .get(name)
             .ok_or_else(|| backend_err("kernel lookup", format!("no kernel named {name}")))
     }
+}
+
+/// Why the driver refused module `name`. PTX carries its NVRTC's ISA version and a driver
+/// loads none newer than its own CUDA version, so an NVRTC newer than the driver (CUDA 12.8's on
+/// a JetPack 6 driver, 12.6) fails here: that case names both versions and the fix.
+fn load_err(name: &str, e: DriverError) -> Error {
+    let what = format!("loading module {name}");
+    if e.0 != CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION {
+        return driver_err(&what, e);
+    }
+    let nvrtc = nvrtc_version().map_or("?".into(), |(a, b)| format!("{a}.{b}"));
+    let driver = super::driver_version().map_or("?".into(), |(a, b)| format!("{a}.{b}"));
+    backend_err(
+        &what,
+        format!(
+            "the driver (CUDA {driver}) cannot load PTX from NVRTC {nvrtc}: put an NVRTC no newer \
+             than the driver first on LD_LIBRARY_PATH (scripts/setup-python installs 12.6, which \
+             JetPack 6 loads)"
+        ),
+    )
 }
 
 /// Compiles every kernel source for `arch` (e.g. `"compute_87"`) without touching the cache or a
@@ -153,7 +174,7 @@ pub(crate) fn nvrtc_present() -> bool {
 }
 
 /// NVRTC's `(major, minor)` version: part of the cache key, since PTX differs by version.
-pub(crate) fn nvrtc_version() -> Result<(i32, i32)> {
+pub fn nvrtc_version() -> Result<(i32, i32)> {
     let (mut major, mut minor) = (0, 0);
     // SAFETY: the library is present (checked by the callers) and both pointers are valid.
     unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
@@ -162,9 +183,12 @@ pub(crate) fn nvrtc_version() -> Result<(i32, i32)> {
     Ok((major, minor))
 }
 
-/// The newest `compute_XY` NVRTC supports that the device (capability `major.minor`) can run:
-/// PTX for an older architecture is JIT-compiled forward by the driver, a newer one is refused.
-pub(crate) fn pick_arch(major: i32, minor: i32) -> Result<String> {
+/// The `compute_XY` numbers (`XY`) this NVRTC can target, oldest first. CUDA 13's dropped
+/// everything below 75 (Xavier's 72 among them), so callers ask instead of assuming.
+pub fn nvrtc_archs() -> Result<Vec<i32>> {
+    if !nvrtc_present() {
+        return Err(backend_err("NVRTC", "libnvrtc not found"));
+    }
     let mut count = 0;
     // SAFETY: the library is present and `count` is a valid pointer.
     unsafe { cudarc::nvrtc::sys::nvrtcGetNumSupportedArchs(&mut count) }
@@ -177,6 +201,13 @@ pub(crate) fn pick_arch(major: i32, minor: i32) -> Result<String> {
             .result()
             .map_err(|e| backend_err("nvrtcGetSupportedArchs", format!("{e:?}")))?;
     }
+    Ok(archs)
+}
+
+/// The newest `compute_XY` NVRTC supports that the device (capability `major.minor`) can run:
+/// PTX for an older architecture is JIT-compiled forward by the driver, a newer one is refused.
+pub(crate) fn pick_arch(major: i32, minor: i32) -> Result<String> {
+    let archs = nvrtc_archs()?;
     let device = major * 10 + minor;
     if device < MIN_ARCH {
         return Err(backend_err(

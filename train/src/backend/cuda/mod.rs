@@ -43,7 +43,7 @@ mod loss;
 mod normalize;
 mod resize;
 
-pub use kernels::compile_all;
+pub use kernels::{compile_all, nvrtc_archs, nvrtc_version};
 
 /// Threads per block for every kernel; reductions need a multiple of 32.
 const BLOCK: u32 = 256;
@@ -246,11 +246,7 @@ impl Cuda {
             .ctx
             .compute_capability()
             .map_err(|e| driver_err("reading the compute capability", e))?;
-        let mut version = 0;
-        // SAFETY: writes one int; the driver library is loaded (checked in `Cuda::new`).
-        unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) }
-            .result()
-            .map_err(|e| driver_err("reading the driver version", e))?;
+        let driver_version = driver_version()?;
         let (free, total) = self
             .ctx
             .mem_get_info()
@@ -259,7 +255,7 @@ impl Cuda {
             name: self.name.clone(),
             compute_capability,
             arch: self.arch.clone(),
-            driver_version: (version / 1000, version % 1000 / 10),
+            driver_version,
             total_bytes: total as u64,
             free_bytes: free as u64,
             conv: self.conv_label(),
@@ -356,6 +352,17 @@ pub(crate) fn backend_err(what: &str, msg: impl std::fmt::Display) -> Error {
 }
 
 /// A driver error while doing `what`.
+/// The CUDA version the driver supports, `(major, minor)`; needs the driver library loaded (a
+/// context exists).
+pub(crate) fn driver_version() -> Result<(i32, i32)> {
+    let mut version = 0;
+    // SAFETY: writes one int; callers hold a context, so the driver library is loaded.
+    unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) }
+        .result()
+        .map_err(|e| driver_err("reading the driver version", e))?;
+    Ok((version / 1000, version % 1000 / 10))
+}
+
 pub(crate) fn driver_err(what: &str, e: cudarc::driver::DriverError) -> Error {
     backend_err(what, e)
 }
