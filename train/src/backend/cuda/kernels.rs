@@ -183,7 +183,7 @@ pub fn nvrtc_version() -> Result<(i32, i32)> {
     Ok((major, minor))
 }
 
-/// The `compute_XY` numbers (`XY`) this NVRTC can target, oldest first. CUDA 13's dropped
+/// The `compute_XY` numbers (`XY`) this NVRTC can target. CUDA 13's dropped
 /// everything below 75 (Xavier's 72 among them), so callers ask instead of assuming.
 pub fn nvrtc_archs() -> Result<Vec<i32>> {
     if !nvrtc_present() {

@@ -351,7 +351,6 @@ pub(crate) fn backend_err(what: &str, msg: impl std::fmt::Display) -> Error {
     }
 }
 
-/// A driver error while doing `what`.
 /// The CUDA version the driver supports, `(major, minor)`; needs the driver library loaded (a
 /// context exists).
 pub(crate) fn driver_version() -> Result<(i32, i32)> {
@@ -363,6 +362,7 @@ pub(crate) fn driver_version() -> Result<(i32, i32)> {
     Ok((version / 1000, version % 1000 / 10))
 }
 
+/// A driver error while doing `what`.
 pub(crate) fn driver_err(what: &str, e: cudarc::driver::DriverError) -> Error {
     backend_err(what, e)
 }
