@@ -147,12 +147,7 @@ fn load_err(name: &str, e: DriverError) -> Error {
 /// device, and checks each declared kernel is in the PTX. For tests and CI: catches a broken
 /// kernel on machines with NVRTC but no GPU.
 pub fn compile_all(arch: &str) -> Result<()> {
-    if !nvrtc_present() {
-        return Err(backend_err(
-            "NVRTC",
-            "libnvrtc not found: install nvidia-cuda-nvrtc-cu12 (scripts/setup-python) and put its lib folder on LD_LIBRARY_PATH",
-        ));
-    }
+    require_nvrtc()?;
     for source in SOURCES {
         let ptx = compile(source, arch)?;
         for &name in source.functions {
@@ -173,10 +168,23 @@ pub(crate) fn nvrtc_present() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
+/// An error naming the fix unless libnvrtc loads: the public NVRTC entry points check first,
+/// since cudarc panics on first use without it.
+fn require_nvrtc() -> Result<()> {
+    if nvrtc_present() {
+        return Ok(());
+    }
+    Err(backend_err(
+        "NVRTC",
+        "libnvrtc not found: install nvidia-cuda-nvrtc-cu12 (scripts/setup-python) and put its lib folder on LD_LIBRARY_PATH",
+    ))
+}
+
 /// NVRTC's `(major, minor)` version: part of the cache key, since PTX differs by version.
 pub fn nvrtc_version() -> Result<(i32, i32)> {
+    require_nvrtc()?;
     let (mut major, mut minor) = (0, 0);
-    // SAFETY: the library is present (checked by the callers) and both pointers are valid.
+    // SAFETY: the library is present (checked just above) and both pointers are valid.
     unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
         .result()
         .map_err(|e| backend_err("nvrtcVersion", format!("{e:?}")))?;
@@ -186,9 +194,7 @@ pub fn nvrtc_version() -> Result<(i32, i32)> {
 /// The `compute_XY` numbers (`XY`) this NVRTC can target. CUDA 13's dropped
 /// everything below 75 (Xavier's 72 among them), so callers ask instead of assuming.
 pub fn nvrtc_archs() -> Result<Vec<i32>> {
-    if !nvrtc_present() {
-        return Err(backend_err("NVRTC", "libnvrtc not found"));
-    }
+    require_nvrtc()?;
     let mut count = 0;
     // SAFETY: the library is present and `count` is a valid pointer.
     unsafe { cudarc::nvrtc::sys::nvrtcGetNumSupportedArchs(&mut count) }
