@@ -13,6 +13,7 @@ pub mod gpio;
 pub mod images;
 pub mod infer;
 pub mod latency;
+pub mod malloc_tune;
 pub mod pipeline;
 pub mod plots;
 pub mod reject;

@@ -1,6 +1,7 @@
 //! `contextrast`: the inspection runtime and the on-device trainer, one binary.
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use contextrast::malloc_tune::Tuning;
 
 mod cli;
 
@@ -61,6 +62,16 @@ fn main() {
     }
     logger.init();
     let cli = Cli::parse();
+    // The training engine re-allocates its activations every step; see malloc_tune.
+    if matches!(
+        cli.cmd,
+        Cmd::Train(_) | Cmd::Retrain(_) | Cmd::Eval(_) | Cmd::Bench(cli::bench::BenchCmd::Train(_))
+    ) {
+        match contextrast::malloc_tune::tune_for_training() {
+            Tuning::LeftToUser(var) => log::info!("malloc: left to the environment ({var})"),
+            t => log::debug!("malloc: {t}"),
+        }
+    }
     let result: Result<()> = match cli.cmd {
         Cmd::Inspect(a) => cli::inspect::run(a),
         Cmd::Retrain(a) => cli::retrain::run(a),

@@ -72,6 +72,8 @@ struct TrainReport {
     gemm_peak_gflops_1_thread: Option<f64>,
     gemm_peak_gflops_all_threads: Option<f64>,
     threads: usize,
+    /// How the host's allocator ran (`contextrast::malloc_tune`): training commands tune glibc.
+    malloc: String,
     /// CUDA: how convolutions ran (`im2col + cuBLAS`, or `cuDNN 9.x.y` with
     /// `CONTEXTRAST_CUDA_CONV=cudnn`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -267,6 +269,8 @@ fn bench_train<B: Backend>(be: &B, gpu: Option<&Cuda>, b: &TrainBench) -> Result
         gemm_peak_gflops_1_thread: cpu.then(|| gemm_peak_gflops(1024, 1024, 1024, 1)),
         gemm_peak_gflops_all_threads: cpu.then(|| gemm_peak_gflops(1024, 1024, 1024, threads)),
         threads,
+        malloc: contextrast::malloc_tune::tuning()
+            .map_or_else(|| "the allocator's defaults".into(), |t| t.to_string()),
         conv: gpu.map(Cuda::conv_label),
         l_pa: gpu.filter(|_| contrastive).map(Cuda::loss_label),
         loss_ms_median: loss.as_ref().map(|l| l.median_ms),
@@ -389,6 +393,7 @@ mod tests {
             "gemm_peak_gflops_1_thread",
             "gemm_peak_gflops_all_threads",
             "threads",
+            "malloc",
         ] {
             assert!(json.get(key).is_some(), "{key} missing");
         }

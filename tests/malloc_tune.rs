@@ -1,0 +1,135 @@
+//! `malloc_tune::tune_for_training` on the real glibc: a training-like allocation pattern stops
+//! page-faulting, and malloc options the user set are left alone. Tuning is process-wide, so each
+//! case runs in a child process (this binary again); `harness = false` keeps the pattern on the
+//! main thread, where the trainer allocates its activations.
+use contextrast::malloc_tune::{OPT_OUT, Tuning, USER_SETTINGS, tune_for_training};
+use std::process::Command;
+
+/// The environment variable that makes this binary a child, naming the case it runs.
+const CASE: &str = "MALLOC_TUNE_TEST_CASE";
+
+fn main() {
+    match std::env::var(CASE).ok().as_deref() {
+        Some("pattern-default") => pattern(false),
+        Some("pattern-tuned") => pattern(true),
+        Some("report") => println!("tuning={:?}", tune_for_training()),
+        Some(other) => panic!("unknown case {other}"),
+        None => {
+            training_pattern_stops_faulting();
+            user_settings_win();
+            println!("malloc_tune: 2 passed");
+        }
+    }
+}
+
+/// Minor page faults of this process so far.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn minor_faults() -> i64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) }, 0);
+    usage.ru_minflt
+}
+
+/// Activations of 8, 20 and 40 MiB held together, written, freed, again and again (a step's
+/// forward and backward); prints the page faults of the last five rounds.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn pattern(tuned: bool) {
+    if tuned {
+        assert_eq!(tune_for_training(), Tuning::Applied);
+    }
+    let round = || {
+        let blocks: Vec<Vec<u8>> = [8usize, 20, 40, 8, 20, 40]
+            .iter()
+            .map(|mib| vec![1u8; mib << 20])
+            .collect();
+        std::hint::black_box(&blocks);
+    };
+    round();
+    round();
+    let before = minor_faults();
+    for _ in 0..5 {
+        round();
+    }
+    println!("faults={}", minor_faults() - before);
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn pattern(_tuned: bool) {
+    println!("faults=0");
+}
+
+/// Runs this binary as a child on `case` with `env` set (and no malloc options of the caller's),
+/// returning what it printed.
+fn child(case: &str, env: &[(&str, &str)]) -> String {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = Command::new(exe);
+    for var in USER_SETTINGS.iter().chain([&OPT_OUT]) {
+        cmd.env_remove(var);
+    }
+    cmd.env(CASE, case).envs(env.iter().copied());
+    let out = cmd.output().expect("running the child");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child {case} failed: {text}{err}");
+    text
+}
+
+/// With glibc's defaults the 40 MiB blocks are mapped afresh every round and fault on each
+/// 4 KiB page (about 20,000 faults a round); tuned, the heap keeps them and later rounds do not
+/// fault.
+fn training_pattern_stops_faulting() {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        println!("skipped training_pattern_stops_faulting: not glibc");
+        return;
+    }
+    let faults = |case| -> i64 {
+        let text = child(case, &[]);
+        text.trim()
+            .strip_prefix("faults=")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{case} printed {text:?}"))
+    };
+    let (default, tuned) = (faults("pattern-default"), faults("pattern-tuned"));
+    println!("page faults in five rounds: {default} with glibc's defaults, {tuned} tuned");
+    assert!(
+        default > 5 * 15_000,
+        "defaults faulted only {default} times"
+    );
+    assert!(
+        tuned < default / 20,
+        "tuned: {tuned} faults, defaults {default}"
+    );
+}
+
+/// Malloc options the user set win, and the answer names the variable.
+fn user_settings_win() {
+    let text = child("report", &[]);
+    let expect = if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        "tuning=Applied"
+    } else {
+        "tuning=Unavailable"
+    };
+    assert_eq!(text.trim(), expect);
+    // Empty, or tunables of other parts of glibc: not malloc options.
+    for (var, value) in [
+        ("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
+        ("MALLOC_TOP_PAD_", ""),
+        ("CONTEXTRAST_MALLOC", "tuned"),
+    ] {
+        assert_eq!(
+            child("report", &[(var, value)]).trim(),
+            expect,
+            "{var}={value:?}"
+        );
+    }
+    for (var, value) in [
+        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0"),
+        ("MALLOC_TOP_PAD_", "131072"),
+        ("MALLOC_MMAP_MAX_", "65536"),
+        ("CONTEXTRAST_MALLOC", "default"),
+    ] {
+        let text = child("report", &[(var, value)]);
+        assert_eq!(text.trim(), format!("tuning=LeftToUser({var:?})"));
+    }
+}
