@@ -5,7 +5,9 @@
 //!
 //! Cost per anchor is O(|P| + |N|) dot products: with s = â·z/τ every positive's loss is
 //! `softplus(LSE_{q∈N}(s_q) − s_p)`, so one log-sum-exp over the negatives serves all positives
-//! and no P×N matrix is ever built. Arithmetic is f64 internally; inputs and gradients are f32.
+//! and no P×N matrix is ever built. Each scale's `z` is copied pixel-major once, so the gathers
+//! at sampled pixels and the gradient's scatter read and write contiguous rows. Arithmetic is
+//! f64 internally; inputs and gradients are f32.
 use super::bane::{IGNORE, SamplingConfig, downsample_nearest, sample_anchor};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -153,6 +155,11 @@ pub fn check_inputs(
     tau: f64,
 ) -> Result<()> {
     let (b, d) = (scales[0].b, scales[0].d);
+    if d == 0 {
+        return Err(Error::Shape(
+            "contrastive_loss: features have 0 channels".into(),
+        ));
+    }
     let full = b * full_h * full_w;
     if labels != full || pred != full {
         return Err(Error::Shape(format!(
@@ -232,19 +239,36 @@ struct ClassMeans {
     means: Vec<f64>,
 }
 
-fn class_means(s: &ScaleInput, y: &[u8]) -> ClassMeans {
+/// `z` (`[b, d, h, w]`) pixel-major, `[b·h·w, d]`: one pixel's features side by side, so the
+/// gathers at sampled pixels read one cache line or two instead of `d` lines `h·w` apart.
+fn pixel_major(s: &ScaleInput) -> Vec<f32> {
     let (d, hw) = (s.d, s.h * s.w);
+    let mut zt = vec![0f32; s.z.len()];
+    if zt.is_empty() {
+        return zt;
+    }
+    for (img, zt_img) in s.z.chunks(d * hw).zip(zt.chunks_mut(d * hw)) {
+        for (k, plane) in img.chunks(hw).enumerate() {
+            for (pix, &v) in plane.iter().enumerate() {
+                zt_img[pix * d + k] = v;
+            }
+        }
+    }
+    zt
+}
+
+/// Per-class means of one scale's pixel-major features `zt` over the batch.
+fn class_means(zt: &[f32], d: usize, y: &[u8]) -> ClassMeans {
     let mut counts = vec![0usize; CLASSES];
     let mut means = vec![0f64; CLASSES * d];
-    for (p, &l) in y.iter().enumerate() {
+    for (row, &l) in zt.chunks(d).zip(y) {
         if l == IGNORE {
             continue;
         }
-        let (bi, pix) = (p / hw, p % hw);
         let n = usize::from(l);
         counts[n] += 1;
-        for k in 0..d {
-            means[n * d + k] += f64::from(s.z[bi * d * hw + k * hw + pix]);
+        for (m, &v) in means[n * d..(n + 1) * d].iter_mut().zip(row) {
+            *m += f64::from(v);
         }
     }
     for n in 0..CLASSES {
@@ -329,27 +353,25 @@ pub fn contrastive_loss(
         .iter()
         .map(|s| downsample_nearest(pred, b, full_h, full_w, s.stride))
         .collect::<Result<_>>()?;
-    let means: Vec<ClassMeans> = scales
+    let zts: Vec<Vec<f32>> = scales.iter().map(pixel_major).collect();
+    let means: Vec<ClassMeans> = zts
         .iter()
         .zip(&ys)
-        .map(|(s, y)| class_means(s, y))
+        .map(|(zt, y)| class_means(zt, d, y))
         .collect();
     let deep = &means[SCALES - 1];
 
     let mut per_scale = [0f64; SCALES];
     let mut anchors_used = [0usize; SCALES];
     let mut anchors = Vec::new();
+    // Pixel-major like `zts`; put back into `[b, d, h, w]` at the end.
     let mut grads64: Vec<Vec<f64>> = scales.iter().map(|s| vec![0f64; s.z.len()]).collect();
     // ∂L_PA/∂a_i^n, [CLASSES, d] per scale.
     let mut d_anchor: Vec<Vec<f64>> = (0..SCALES).map(|_| vec![0f64; CLASSES * d]).collect();
 
     for (i, s) in scales.iter().enumerate() {
-        let hw = s.h * s.w;
-        let z = s.z;
-        let at = |p: u32, k: usize| {
-            let p = p as usize;
-            (p / hw) * d * hw + k * hw + p % hw
-        };
+        let zt = &zts[i];
+        let row = |p: u32| &zt[p as usize * d..(p as usize + 1) * d];
         // Sampling first, so that the number of anchors (the mean's divisor) is known.
         let mut valid = Vec::new();
         for n in 0..CLASSES {
@@ -401,8 +423,10 @@ pub fn contrastive_loss(
                 own.to_vec()
             };
             let dot = |p: u32| -> f64 {
-                (0..d)
-                    .map(|k| anchor[k] * f64::from(z[at(p, k)]))
+                anchor
+                    .iter()
+                    .zip(row(p))
+                    .map(|(a, &v)| a * f64::from(v))
                     .sum::<f64>()
             };
             let pd: Vec<f64> = pos.iter().map(|&p| dot(p)).collect();
@@ -413,10 +437,10 @@ pub fn contrastive_loss(
             let mut d_hat = vec![0f64; d];
             for (&p, &g) in pos.iter().zip(&gp).chain(neg.iter().zip(&gn)) {
                 let g = g * weight / cfg.tau;
-                for k in 0..d {
-                    let idx = at(p, k);
-                    grad[idx] += g * anchor[k];
-                    d_hat[k] += g * f64::from(z[idx]);
+                let at = p as usize * d;
+                for (k, &v) in row(p).iter().enumerate() {
+                    grad[at + k] += g * anchor[k];
+                    d_hat[k] += g * f64::from(v);
                 }
             }
             let (wl, wh) = if fused {
@@ -434,27 +458,36 @@ pub fn contrastive_loss(
     }
 
     // Through the means: every pixel of class n at scale i gets ∂L/∂a_i^n / count.
-    for (i, s) in scales.iter().enumerate() {
-        let hw = s.h * s.w;
+    for i in 0..SCALES {
         let (m, da, grad) = (&means[i], &d_anchor[i], &mut grads64[i]);
-        for (p, &l) in ys[i].iter().enumerate() {
+        for (g_row, &l) in grad.chunks_mut(d).zip(&ys[i]) {
             if l == IGNORE {
                 continue;
             }
             let n = usize::from(l);
             let c = m.counts[n] as f64;
-            let (bi, pix) = (p / hw, p % hw);
-            for k in 0..d {
-                grad[bi * d * hw + k * hw + pix] += da[n * d + k] / c;
+            for (g, a) in g_row.iter_mut().zip(&da[n * d..(n + 1) * d]) {
+                *g += a / c;
             }
         }
     }
 
     let loss = per_scale.iter().zip(&cfg.lambda).map(|(l, w)| l * w).sum();
-    let mut it = grads64
-        .into_iter()
-        .map(|g| g.into_iter().map(|v| v as f32).collect::<Vec<f32>>());
-    let grads = std::array::from_fn(|_| it.next().unwrap_or_default());
+    let grads = std::array::from_fn(|i| {
+        let (hw, g64) = (scales[i].h * scales[i].w, &grads64[i]);
+        let mut g = vec![0f32; g64.len()];
+        if g.is_empty() {
+            return g;
+        }
+        for (img, g_img) in g64.chunks(d * hw).zip(g.chunks_mut(d * hw)) {
+            for (k, plane) in g_img.chunks_mut(hw).enumerate() {
+                for (pix, v) in plane.iter_mut().enumerate() {
+                    *v = img[pix * d + k] as f32;
+                }
+            }
+        }
+        g
+    });
     Ok(ContrastOutput {
         loss,
         per_scale,

@@ -355,3 +355,47 @@ fn config_errors_name_the_key() {
     assert_eq!(c.lambda, [0.1, 0.4, 0.7, 1.0]);
     assert!(toml::from_str::<ContrastConfig>("taus = 0.2").is_err());
 }
+
+/// Features with no channels are refused by name; an image smaller than the deepest stride (an
+/// empty scale) is not an error and that scale contributes nothing.
+#[test]
+fn degenerate_sizes_are_refused_or_handled() {
+    let mut rng = Rng::new(5);
+    let (b, full) = (2, 16);
+    let (labels, pred) = random_maps(&mut rng, b * full * full, 3);
+    let cfg = ContrastConfig::default();
+    let z = random_z(&mut rng, b, 0, full);
+    let err = contrastive_loss(
+        &inputs(&z, b, 0, full),
+        &labels,
+        &pred,
+        full,
+        full,
+        &cfg,
+        1,
+        1,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::Shape(m) if m.contains("0 channels")),
+        "{err}"
+    );
+
+    let z = random_z(&mut rng, b, 4, full);
+    assert!(z[3].is_empty(), "16 px at stride 32 is an empty scale");
+    let out = contrastive_loss(
+        &inputs(&z, b, 4, full),
+        &labels,
+        &pred,
+        full,
+        full,
+        &cfg,
+        1,
+        1,
+    )
+    .unwrap();
+    assert!(out.loss.is_finite() && out.loss > 0.0, "{}", out.loss);
+    assert_eq!(out.anchors_used[3], 0);
+    assert!(out.grads[3].is_empty());
+    assert!(out.grads[0].iter().any(|&g| g != 0.0));
+}
