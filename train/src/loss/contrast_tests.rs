@@ -364,18 +364,19 @@ fn degenerate_sizes_are_refused_or_handled() {
     let (b, full) = (2, 16);
     let (labels, pred) = random_maps(&mut rng, b * full * full, 3);
     let cfg = ContrastConfig::default();
-    let z = random_z(&mut rng, b, 0, full);
-    let err = contrastive_loss(
-        &inputs(&z, b, 0, full),
-        &labels,
-        &pred,
-        full,
-        full,
-        &cfg,
-        1,
-        1,
-    )
-    .unwrap_err();
+    let run = |z: &[Vec<f32>; 4], d| {
+        contrastive_loss(
+            &inputs(z, b, d, full),
+            &labels,
+            &pred,
+            full,
+            full,
+            &cfg,
+            1,
+            1,
+        )
+    };
+    let err = run(&random_z(&mut rng, b, 0, full), 0).unwrap_err();
     assert!(
         matches!(&err, Error::Shape(m) if m.contains("0 channels")),
         "{err}"
@@ -383,17 +384,7 @@ fn degenerate_sizes_are_refused_or_handled() {
 
     let z = random_z(&mut rng, b, 4, full);
     assert!(z[3].is_empty(), "16 px at stride 32 is an empty scale");
-    let out = contrastive_loss(
-        &inputs(&z, b, 4, full),
-        &labels,
-        &pred,
-        full,
-        full,
-        &cfg,
-        1,
-        1,
-    )
-    .unwrap();
+    let out = run(&z, 4).unwrap();
     assert!(out.loss.is_finite() && out.loss > 0.0, "{}", out.loss);
     assert_eq!(out.anchors_used[3], 0);
     assert!(out.grads[3].is_empty());
