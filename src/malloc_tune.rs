@@ -40,8 +40,9 @@ pub fn tuning() -> Option<Tuning> {
     DONE.get().copied()
 }
 
-/// `CONTEXTRAST_MALLOC=default` leaves glibc's defaults exactly as they are (setting any of
-/// [`USER_SETTINGS`] also turns off glibc's dynamic mmap threshold, so it is no baseline).
+/// `CONTEXTRAST_MALLOC=default` leaves glibc's defaults exactly as they are; `tuned` (or unset)
+/// tunes, and any other value is warned about and tunes. Setting one of [`USER_SETTINGS`] is no
+/// baseline: it also turns off glibc's dynamic mmap threshold.
 pub const OPT_OUT: &str = "CONTEXTRAST_MALLOC";
 
 /// Environment variables through which glibc takes malloc options; any of them set means the
@@ -71,8 +72,12 @@ fn user_set(var: &str) -> bool {
 /// return the first one's answer.
 pub fn tune_for_training() -> Tuning {
     *DONE.get_or_init(|| {
-        if std::env::var(OPT_OUT).is_ok_and(|v| v == "default") {
-            return Tuning::LeftToUser(OPT_OUT);
+        match std::env::var(OPT_OUT).as_deref() {
+            Ok("default") => return Tuning::LeftToUser(OPT_OUT),
+            Ok("tuned" | "") | Err(_) => {}
+            Ok(other) => log::warn!(
+                "{OPT_OUT}={other:?} is not \"default\" or \"tuned\"; tuning malloc for training"
+            ),
         }
         match USER_SETTINGS.iter().find(|v| user_set(v)) {
             Some(var) => Tuning::LeftToUser(var),
