@@ -24,7 +24,7 @@ pub struct LineConfig {
     /// `[faults]`: outputs that tell the line something is wrong.
     pub faults: FaultsConfig,
     /// `[events]`: JSONL events and defect images; absent = none written.
-    pub events: Option<crate::events::EventsConfig>,
+    pub events: Option<crate::record::events::EventsConfig>,
     /// The file this was read from (for error messages); not a TOML key.
     #[serde(skip)]
     pub path: PathBuf,
@@ -126,7 +126,7 @@ impl Default for DecisionToml {
 pub struct RejectConfig {
     /// `log`: pulses written to the log (demo, machines without GPIO); `gpio`: the line `gpio`.
     pub output: String,
-    pub gpio: Option<crate::gpio::LineSpec>,
+    pub gpio: Option<crate::line::gpio::LineSpec>,
     pub delay_ms: f64,
     pub pulse_ms: f64,
     pub min_lead_ms: f64,
@@ -139,7 +139,7 @@ pub struct RejectConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderConfig {
-    pub line: crate::gpio::LineSpec,
+    pub line: crate::line::gpio::LineSpec,
     pub delay_counts: u64,
     #[serde(default)]
     pub min_lead_counts: u64,
@@ -175,21 +175,21 @@ pub enum BlindPolicy {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FaultsConfig {
-    pub fault_line: Option<crate::gpio::LineSpec>,
-    pub heartbeat_line: Option<crate::gpio::LineSpec>,
-    pub stop_line: Option<crate::gpio::LineSpec>,
+    pub fault_line: Option<crate::line::gpio::LineSpec>,
+    pub heartbeat_line: Option<crate::line::gpio::LineSpec>,
+    pub stop_line: Option<crate::line::gpio::LineSpec>,
     pub on_blind: BlindPolicy,
 }
 
 impl RejectConfig {
     /// The scheduler's timing, in microseconds.
-    pub fn timing(&self) -> crate::reject::RejectTiming {
+    pub fn timing(&self) -> crate::line::reject::RejectTiming {
         let us = |ms: f64| (ms * 1e3).round() as u64;
-        crate::reject::RejectTiming {
+        crate::line::reject::RejectTiming {
             delay_us: us(self.delay_ms),
             pulse_us: us(self.pulse_ms),
             min_lead_us: us(self.min_lead_ms),
-            ..crate::reject::RejectTiming::default()
+            ..crate::line::reject::RejectTiming::default()
         }
     }
 }
@@ -254,7 +254,7 @@ impl LineConfig {
             ("faults.heartbeat_line", &self.faults.heartbeat_line),
             ("faults.stop_line", &self.faults.stop_line),
         ] {
-            if let Some(Err(m)) = spec.as_ref().map(crate::gpio::LineSpec::check) {
+            if let Some(Err(m)) = spec.as_ref().map(crate::line::gpio::LineSpec::check) {
                 return bad(key, m);
             }
         }
@@ -459,4 +459,5 @@ impl LineConfig {
 }
 
 #[cfg(test)]
+#[path = "config_tests.rs"]
 mod tests;

@@ -1,13 +1,14 @@
 //! `contextrast`: the inspection runtime and the on-device trainer, one binary.
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use contextrast::malloc_tune::Tuning;
+use contextrast::sys::malloc_tune::Tuning;
 
 mod cli;
 
 /// Counts allocations for `bench pipeline` (one relaxed atomic add per allocation).
 #[global_allocator]
-static ALLOC: contextrast::alloc_count::CountingAlloc = contextrast::alloc_count::CountingAlloc;
+static ALLOC: contextrast::sys::alloc_count::CountingAlloc =
+    contextrast::sys::alloc_count::CountingAlloc;
 
 /// Contextrast Edge: inline defect inspection with on-device Contextrast retraining.
 #[derive(Parser)]
@@ -67,7 +68,7 @@ fn main() {
         cli.cmd,
         Cmd::Train(_) | Cmd::Retrain(_) | Cmd::Eval(_) | Cmd::Bench(cli::bench::BenchCmd::Train(_))
     ) {
-        match contextrast::malloc_tune::tune_for_training() {
+        match contextrast::sys::malloc_tune::tune_for_training() {
             Tuning::LeftToUser(var) => log::info!("malloc: left to the environment ({var})"),
             t => log::debug!("malloc: {t}"),
         }

@@ -2,7 +2,7 @@
 //! page-faulting, and malloc options the user set are left alone. Tuning is process-wide, so each
 //! case runs in a child process (this binary again); `harness = false` keeps the pattern on the
 //! main thread, where the trainer allocates its activations.
-use contextrast::malloc_tune::{OPT_OUT, Tuning, USER_SETTINGS, tune_for_training};
+use contextrast::sys::malloc_tune::{OPT_OUT, Tuning, USER_SETTINGS, tune_for_training};
 use std::process::Command;
 
 /// The environment variable that makes this binary a child, naming the case it runs.

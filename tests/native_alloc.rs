@@ -1,11 +1,11 @@
 //! The native engine and the decision allocate nothing per frame once planned: segmenting
 //! and judging frames of a fixed size, on one thread and on a pool of two, leaves the
 //! process-wide allocation count where it was. (One test per binary: the counter is global.)
-use contextrast::alloc_count::{CountingAlloc, allocations};
 use contextrast::capture::Frame;
 use contextrast::decide::{Decider, DecisionConfig, Verdict};
 use contextrast::infer::native::NativeSegmenter;
 use contextrast::infer::{EngineKind, ModelConfig, Scores, Segmentation, Segmenter};
+use contextrast::sys::alloc_count::{CountingAlloc, allocations};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;

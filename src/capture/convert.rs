@@ -219,4 +219,5 @@ pub fn mjpeg_to_rgb(src: &[u8], w: u32, h: u32, dst: &mut [u8]) -> Result<(), St
 }
 
 #[cfg(test)]
+#[path = "convert_tests.rs"]
 mod tests;

@@ -690,4 +690,5 @@ fn capture_time(meta: &Metadata) -> Instant {
 }
 
 #[cfg(test)]
+#[path = "v4l_tests.rs"]
 mod tests;

@@ -10,7 +10,7 @@
 //! it the clock would measure the launches.
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use contextrast::alloc_count::resident_mib;
+use contextrast::sys::alloc_count::resident_mib;
 use contextrast_train::backend::cpu::gemm_peak_gflops;
 use contextrast_train::backend::cuda::Cuda;
 use contextrast_train::backend::{Backend, Cpu, Shape};
@@ -72,7 +72,7 @@ struct TrainReport {
     gemm_peak_gflops_1_thread: Option<f64>,
     gemm_peak_gflops_all_threads: Option<f64>,
     threads: usize,
-    /// How the host's allocator ran (`contextrast::malloc_tune`): training commands tune glibc.
+    /// How the host's allocator ran (`contextrast::sys::malloc_tune`): training commands tune glibc.
     malloc: String,
     /// CUDA: how convolutions ran (`im2col + cuBLAS`, or `cuDNN 9.x.y` with
     /// `CONTEXTRAST_CUDA_CONV=cudnn`).
@@ -269,7 +269,7 @@ fn bench_train<B: Backend>(be: &B, gpu: Option<&Cuda>, b: &TrainBench) -> Result
         gemm_peak_gflops_1_thread: cpu.then(|| gemm_peak_gflops(1024, 1024, 1024, 1)),
         gemm_peak_gflops_all_threads: cpu.then(|| gemm_peak_gflops(1024, 1024, 1024, threads)),
         threads,
-        malloc: contextrast::malloc_tune::tuning()
+        malloc: contextrast::sys::malloc_tune::tuning()
             .map_or_else(|| "the allocator's defaults".into(), |t| t.to_string()),
         conv: gpu.map(Cuda::conv_label),
         l_pa: gpu.filter(|_| contrastive).map(Cuda::loss_label),

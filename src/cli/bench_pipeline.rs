@@ -3,7 +3,6 @@
 //! (the binary's counting allocator) and resident memory at the end.
 use anyhow::Result;
 use clap::Args;
-use contextrast::alloc_count::{allocations, resident_mib};
 use contextrast::capture::Frame;
 use contextrast::capture::memory::MemorySource;
 use contextrast::config::DecisionToml;
@@ -12,8 +11,9 @@ use contextrast::decide::Verdict;
 use contextrast::infer::Segmentation;
 use contextrast::infer::native::load_segmenter;
 use contextrast::infer::{EngineKind, ModelConfig};
-use contextrast::latency::LatencySummary;
+use contextrast::pipeline::latency::LatencySummary;
 use contextrast::pipeline::{self, Engine, Hooks, Overflow, PipelineOptions};
+use contextrast::sys::alloc_count::{allocations, resident_mib};
 use contextrast_train::data::synth::{Variant, render};
 use serde::Serialize;
 use std::collections::BTreeMap;

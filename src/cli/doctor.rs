@@ -41,7 +41,7 @@ pub fn run() -> Result<()> {
     } else {
         println!("cameras: /dev/{}", cameras.join(", /dev/"));
     }
-    let chips = contextrast::gpio::describe_chips();
+    let chips = contextrast::line::gpio::describe_chips();
     if chips.is_empty() {
         println!("gpio: no chips (/dev/gpiochip*): rejects can only go to the log");
     } else {

@@ -9,19 +9,19 @@ use contextrast::capture::v4l::V4lSource;
 use contextrast::capture::{Frame, FrameSource};
 use contextrast::config::{BlindPolicy, LineConfig, SourceKind};
 use contextrast::decide::Verdict;
-use contextrast::detection::{DetectionSummary, DetectionTally};
-use contextrast::events::{
-    DefectRecord, EventLog, EventSink, EventStats, FaultEvent, VerdictEvent, rfc3339_ms,
-};
-use contextrast::gpio::{OutPin, spawn_edge_counter};
-use contextrast::images::{ImageJob, ImageStats, ImageWriter};
+use contextrast::decide::detection::{DetectionSummary, DetectionTally};
 use contextrast::infer::{ModelInfo, Segmentation};
-use contextrast::pipeline::{self, Fault, Hooks, PipelineOptions, Reopen, RunStats, Sink, Tick};
-use contextrast::reject::{
+use contextrast::line::gpio::{OutPin, spawn_edge_counter};
+use contextrast::line::reject::{
     EncoderCount, MonotonicClock, OnLate, RejectRunner, RejectScheduler, RejectStats, Trigger,
 };
-use contextrast::reload::{Watch, build_engine, spawn_watcher};
-use contextrast::service::Service;
+use contextrast::line::service::Service;
+use contextrast::pipeline::reload::{Watch, build_engine, spawn_watcher};
+use contextrast::pipeline::{self, Fault, Hooks, PipelineOptions, Reopen, RunStats, Sink, Tick};
+use contextrast::record::events::{
+    DefectRecord, EventLog, EventSink, EventStats, FaultEvent, VerdictEvent, rfc3339_ms,
+};
+use contextrast::record::images::{ImageJob, ImageStats, ImageWriter};
 use embedded_hal::digital::OutputPin;
 use serde::Serialize;
 use std::path::PathBuf;

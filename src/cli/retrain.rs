@@ -6,7 +6,7 @@
 use super::train::{pick_device, unix_now};
 use anyhow::{Context, Result};
 use clap::Args;
-use contextrast::plots;
+use contextrast::retrain::plots;
 use contextrast::retrain::{Decision, RetrainConfig, Scores, merge_datasets, promote, rollback};
 use contextrast_train::backend::Cpu;
 use contextrast_train::checkpoint;

@@ -2,7 +2,7 @@
 //! overlays and, with `--probs`, the raw model output — so a model can be tried before the line.
 use anyhow::{Context, Result};
 use clap::Args;
-use contextrast::infer::tract::{DEFAULT_MEAN, DEFAULT_STD, palette};
+use contextrast::infer::setup::{DEFAULT_MEAN, DEFAULT_STD, palette};
 use contextrast_train::data::preprocess;
 use contextrast_train::evaluate::argmax_chw;
 use contextrast_train::npy::write_npy;

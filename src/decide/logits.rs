@@ -12,8 +12,9 @@
 //! scores and areas equal those of [`Decider::decide`] on `to_probs()` bit for bit (a test
 //! holds them to it). A frame with non-finite or huge logits, where those bounds do not hold,
 //! takes the exact path at every pixel.
-use super::{Decider, MapGeom, NONE, Verdict, check_geom};
+use super::{Decider, NONE, Verdict, check_geom};
 use crate::infer::Logits;
+use crate::infer::MapGeom;
 use crate::infer::exp_nonpositive;
 use crate::infer::upsample::Tap;
 
@@ -278,4 +279,5 @@ impl Pixels<'_> {
 }
 
 #[cfg(test)]
+#[path = "logits_tests.rs"]
 mod tests;

@@ -1,6 +1,8 @@
-//! Segmentation of one frame: the [`Segmenter`] trait and its tract implementation (any ONNX
-//! model, CPU). The pipeline holds a `Box<dyn Segmenter>`, so a faster engine for our own models
-//! can be added beside tract without touching the rest.
+//! Segmentation of one frame: the [`Segmenter`] trait and its two engines, `native/` (our own
+//! forward engine for the ops our exports use) and `tract.rs` (any ONNX model, CPU), with what
+//! both resolve alike in `setup.rs`. The pipeline holds a `Box<dyn Segmenter>`, so an engine is
+//! chosen per model without touching the rest.
+pub mod geom;
 pub mod native;
 pub mod preprocess;
 pub mod setup;
@@ -9,7 +11,7 @@ pub mod upsample;
 
 use crate::Result;
 use crate::capture::Frame;
-use crate::decide::MapGeom;
+pub use geom::MapGeom;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;

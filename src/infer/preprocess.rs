@@ -3,7 +3,7 @@
 //! size multiple (fully convolutional models: no resampling, thin defects keep their pixels), or a
 //! bilinear resize to a fixed size (models exported at one size). Tables are built once per
 //! geometry, so a frame costs one read of each source pixel and no allocation.
-use crate::decide::MapGeom;
+use crate::infer::MapGeom;
 
 /// How a frame maps onto the model input.
 #[derive(Clone, Debug, PartialEq)]

@@ -12,31 +12,6 @@ use std::time::Instant;
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
-/// Normalisation assumed for a foreign model when the config gives none.
-pub const DEFAULT_MEAN: [f32; 3] = [0.45; 3];
-pub const DEFAULT_STD: [f32; 3] = [0.25; 3];
-
-/// A colour per class: the model's own, else a fixed palette (class 0 black: background).
-pub fn palette(n: usize, colors: Option<&[[u8; 3]]>) -> Vec<[u8; 3]> {
-    const P: [[u8; 3]; 8] = [
-        [0, 0, 0],
-        [0, 160, 0],
-        [230, 25, 75],
-        [255, 225, 25],
-        [0, 130, 200],
-        [245, 130, 48],
-        [145, 30, 180],
-        [70, 240, 240],
-    ];
-    (0..n)
-        .map(|i| {
-            colors
-                .and_then(|c| c.get(i).copied())
-                .unwrap_or(P[i % P.len()])
-        })
-        .collect()
-}
-
 pub struct TractSegmenter {
     model: OnnxModel,
     setup: ModelSetup,

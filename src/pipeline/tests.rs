@@ -1,5 +1,6 @@
 use super::*;
-use crate::decide::{DecisionConfig, MapGeom};
+use crate::decide::DecisionConfig;
+use crate::infer::MapGeom;
 use crate::infer::ModelInfo;
 use std::sync::atomic::AtomicBool;
 

@@ -8,6 +8,13 @@ use serde::{Deserialize, Serialize};
 use crate::atomic::write_atomic;
 use crate::{Error, Result};
 
+/// Class ids of [`Classes::synthetic_default`].
+pub const BELT: u8 = 0;
+pub const PART: u8 = 1;
+pub const SCRATCH: u8 = 2;
+pub const PIT: u8 = 3;
+pub const STAIN: u8 = 4;
+
 /// Mask value that means "no label here": skipped by losses and metrics.
 pub const IGNORE: u8 = 255;
 

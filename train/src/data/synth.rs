@@ -20,53 +20,8 @@ use super::synth_scene::sample_scene;
 use crate::atomic::write_atomic;
 use crate::{Error, Result};
 
-/// Class ids of [`Classes::synthetic_default`].
-pub const BELT: u8 = 0;
-pub const PART: u8 = 1;
-pub const SCRATCH: u8 = 2;
-pub const PIT: u8 = 3;
-pub const STAIN: u8 = 4;
-
-/// Which look of the line to render.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Variant {
-    Standard,
-    Shifted,
-}
-
-impl Variant {
-    /// Parses `standard` / `shifted` (for CLIs and configs).
-    pub fn parse(s: &str) -> Option<Variant> {
-        match s.to_ascii_lowercase().as_str() {
-            "standard" => Some(Variant::Standard),
-            "shifted" => Some(Variant::Shifted),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Variant::Standard => "standard",
-            Variant::Shifted => "shifted",
-        }
-    }
-
-    fn tag(self) -> u64 {
-        match self {
-            Variant::Standard => 0x0053_5444,
-            Variant::Shifted => 0x0053_4846,
-        }
-    }
-
-    /// File-name prefix, so datasets of both variants can share a folder.
-    fn prefix(self) -> &'static str {
-        match self {
-            Variant::Standard => "std",
-            Variant::Shifted => "shf",
-        }
-    }
-}
+pub use super::classes::{BELT, PART, PIT, SCRATCH, STAIN};
+pub use super::synth_scene::Variant;
 
 impl std::fmt::Display for Variant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -7,8 +7,8 @@
 //! fringe (coverage 0.15..0.5, about one pixel) as ignore (255): it is visibly tinted, yet
 //! calling it stain or part would both be wrong half the time.
 use super::classes::IGNORE;
+use super::classes::{BELT, PART, STAIN};
 use super::rng::SplitMix64;
-use super::synth::{BELT, PART, STAIN};
 use super::synth_noise::{value1, value2, white};
 use super::synth_scene::{Defect, DefectKind, Finish, Part, Scene};
 

@@ -1,7 +1,48 @@
 //! What a synthetic frame contains: lighting, belt, parts and defects, sampled from the frame's
 //! RNG. Rendering is separate (`synth_render`), so the scene can be inspected in tests.
 use super::rng::SplitMix64;
-use super::synth::Variant;
+use serde::{Deserialize, Serialize};
+
+/// Which look of the line to render.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    Standard,
+    Shifted,
+}
+
+impl Variant {
+    /// Parses `standard` / `shifted` (for CLIs and configs).
+    pub fn parse(s: &str) -> Option<Variant> {
+        match s.to_ascii_lowercase().as_str() {
+            "standard" => Some(Variant::Standard),
+            "shifted" => Some(Variant::Shifted),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Standard => "standard",
+            Variant::Shifted => "shifted",
+        }
+    }
+
+    pub(super) fn tag(self) -> u64 {
+        match self {
+            Variant::Standard => 0x0053_5444,
+            Variant::Shifted => 0x0053_4846,
+        }
+    }
+
+    /// File-name prefix, so datasets of both variants can share a folder.
+    pub(super) fn prefix(self) -> &'static str {
+        match self {
+            Variant::Standard => "std",
+            Variant::Shifted => "shf",
+        }
+    }
+}
 
 /// Lighting and camera response of one frame.
 pub(super) struct Light {

@@ -715,4 +715,5 @@ fn log_pin_error<E: core::fmt::Debug>(e: &E, count: u64) {
 }
 
 #[cfg(test)]
+#[path = "reject_tests.rs"]
 mod tests;

@@ -1,5 +1,7 @@
 use super::*;
-use crate::images::{ImageJob, ImageStats, ImageWriter, image_file_name, overlay_file_name};
+use crate::record::images::{
+    ImageJob, ImageStats, ImageWriter, image_file_name, overlay_file_name,
+};
 use std::sync::OnceLock;
 
 // ---------------------------------------------------------------------------------------------
@@ -750,7 +752,7 @@ fn image_original_and_overlay_pixels() {
     // A tinted pixel outside any box: red blended 50/50.
     let mut j2 = job(1);
     j2.boxes.clear();
-    let tinted = crate::images::overlay(&j2);
+    let tinted = crate::record::images::overlay(&j2);
     let at = |x: usize, y: usize| {
         let i = (y * 16 + x) * 3;
         [tinted[i], tinted[i + 1], tinted[i + 2]]

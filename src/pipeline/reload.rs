@@ -170,4 +170,5 @@ fn watch(w: Watch, mut seen: Option<FileSig>, tx: Sender<Control>) {
 }
 
 #[cfg(test)]
+#[path = "reload_tests.rs"]
 mod tests;

@@ -1,6 +1,7 @@
 use super::super::tests::count_allocs;
-use super::super::{Decider, DecisionConfig, MapGeom, Roi, Verdict};
+use super::super::{Decider, DecisionConfig, Roi, Verdict};
 use crate::infer::Logits;
+use crate::infer::MapGeom;
 use crate::infer::upsample::Upsample;
 use std::sync::Arc;
 

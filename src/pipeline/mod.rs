@@ -7,11 +7,14 @@
 //! instead, since there nothing is lost by waiting. The frame queue is a `ringbuf` ring under a
 //! mutex rather than a split SPSC pair because dropping the oldest means the producer evicts
 //! from the consumer's end, which the split halves cannot do; the lock is held for a pointer swap.
+pub mod latency;
+pub mod reload;
+
 use crate::capture::{Frame, FrameSource, Next};
 use crate::decide::{Decider, Verdict};
 use crate::infer::{ModelInfo, Scores, Segmentation, Segmenter};
-use crate::latency::{Histogram, LatencySummary};
-use crate::reject::{EncoderCount, Position};
+use crate::line::reject::{EncoderCount, Position};
+use crate::pipeline::latency::{Histogram, LatencySummary};
 use crate::{Error, Result};
 use ringbuf::HeapRb;
 use ringbuf::traits::{Consumer, Observer, Producer, Split};

@@ -24,7 +24,7 @@ pub const WIDTH: u32 = 900;
 pub const HEIGHT: u32 = 500;
 
 const FONT_FAMILY: &str = "sans-serif";
-static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static FONT_BYTES: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 /// Colour-blind friendly palette (Okabe-Ito), cycled per series.
 const PALETTE: [RGBColor; 8] = [

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[cfg(test)]
+#[path = "events_tests.rs"]
 mod tests;
 
 /// `[events]` in the line config.

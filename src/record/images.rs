@@ -3,7 +3,7 @@
 //! record: when the queue is full or the disk fails they are shed and counted, never waited
 //! for (the event log is what must not lose anything). Retention keeps the folder bounded in
 //! files and bytes by deleting the oldest first.
-use crate::events::{EventsConfig, utc_date};
+use crate::record::events::{EventsConfig, utc_date};
 use crate::{Error, Result};
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;

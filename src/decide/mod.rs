@@ -7,6 +7,7 @@
 //!
 //! All per-frame buffers live in [`Decider`] and are sized once per geometry, so
 //! steady-state [`Decider::decide`] does not touch the heap.
+use crate::infer::MapGeom;
 
 /// A region of interest in frame (image) pixel coordinates.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,21 +33,6 @@ pub struct DecisionConfig {
     pub confirm_k: usize,
     /// History length for k-of-n confirmation.
     pub confirm_n: usize,
-}
-
-/// Geometry between the model's output map and the frame.
-///
-/// The map is `map_w x map_h`; only its top-left `content_w x content_h` region
-/// shows the frame (the rest is letterbox padding and is ignored). Content pixel
-/// `(x, y)` covers frame pixels `[x*frame_w/content_w, (x+1)*frame_w/content_w)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct MapGeom {
-    pub map_w: usize,
-    pub map_h: usize,
-    pub content_w: usize,
-    pub content_h: usize,
-    pub frame_w: u32,
-    pub frame_h: u32,
 }
 
 /// One connected defect region.
@@ -526,6 +512,7 @@ fn roi_contains(roi: &Roi, px: f64, py: f64) -> bool {
     }
 }
 
+pub mod detection;
 mod logits;
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use crate::{Error, Result};
 
 #[cfg(test)]
+#[path = "gpio_tests.rs"]
 mod tests;
 
 /// How long the edge counter waits for an event before it looks at `stop` again.

@@ -1,6 +1,8 @@
 //! On-device retraining, the parts that decide what reaches the line: the retrain config, the
 //! merged training set, the promotion gate, and the atomic promote / rollback of the model file
 //! the service watches. The training itself is the train crate's; the orchestration is the CLI's.
+pub mod plots;
+
 use crate::{Error, Result};
 use contextrast_train::atomic::write_atomic;
 use contextrast_train::data::Dataset;

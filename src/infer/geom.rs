@@ -1,0 +1,17 @@
+//! Where the model's output map sits in the frame: shared by preprocessing (which lays the
+//! frame into the input), upsampling and the decision (which map pixels back to frame pixels).
+
+/// Geometry between the model's output map and the frame.
+///
+/// The map is `map_w x map_h`; only its top-left `content_w x content_h` region
+/// shows the frame (the rest is letterbox padding and is ignored). Content pixel
+/// `(x, y)` covers frame pixels `[x*frame_w/content_w, (x+1)*frame_w/content_w)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct MapGeom {
+    pub map_w: usize,
+    pub map_h: usize,
+    pub content_w: usize,
+    pub content_h: usize,
+    pub frame_w: u32,
+    pub frame_h: u32,
+}
