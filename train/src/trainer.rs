@@ -1,6 +1,6 @@
 //! The training loop: data → forward → loss → backward → SGD, periodic validation, atomic
 //! checkpoints, and resume from the last checkpoint after a kill.
-use crate::backend::{Backend, ScaleBuf, Shape, poly_lr};
+use crate::backend::{Backend, ContrastInputs, ScaleBuf, Shape, poly_lr};
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::config::{LossKind, TrainConfig};
 use crate::data::dataset::Dataset;
@@ -217,7 +217,7 @@ pub fn projection_scales<'a, B: Backend>(
 /// backward, SGD. Returns the CE loss as a 1-element backend buffer (downloading it is the
 /// caller's choice: it syncs a GPU) and the contrastive part when computed.
 ///
-/// L_PA is the backend's [`Backend::contrastive_loss`]: on the CPU the reference; on CUDA the
+/// L_PA is the backend's [`ContrastOps::contrastive_loss`](crate::backend::ContrastOps::contrastive_loss): on the CPU the reference; on CUDA the
 /// kernels keep it on the device (after the first step's check against the host reference; see
 /// `backend::cuda::contrast::LossPath`), and its value is read back only after the backward
 /// pass and SGD are queued, so the device never waits for the host inside a step.
@@ -250,17 +250,15 @@ pub fn train_step<B: Backend>(
     if let Some(c) = contrast {
         let pred = be.argmax_channels(acts.get(graph.logits)?, logit_shape)?;
         let scales = projection_scales(graph, &acts, shape)?;
-        let out = be.contrastive_loss(
-            &scales,
-            &label_buf,
-            &pred,
-            logit_shape.c,
-            shape.h,
-            shape.w,
-            c.cfg,
-            c.seed,
-            c.step,
-        )?;
+        let inputs = ContrastInputs {
+            scales: &scales,
+            labels: &label_buf,
+            pred: &pred,
+            classes: logit_shape.c,
+            full_h: shape.h,
+            full_w: shape.w,
+        };
+        let out = be.contrastive_loss(&inputs, c.cfg, c.seed, c.step)?;
         let alpha = c.cfg.alpha as f32;
         for (&id, mut g) in graph.projections.iter().zip(out.grads) {
             be.scale(&mut g, alpha)?;

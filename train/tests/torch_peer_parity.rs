@@ -13,7 +13,8 @@ mod common;
 
 use common::Rng;
 use common::contrast_cases::maps;
-use contextrast_train::backend::{Backend, Cpu, Shape};
+use contextrast_train::backend::ops::*;
+use contextrast_train::backend::{Cpu, Shape};
 use contextrast_train::loss::bane::{SamplingConfig, downsample_nearest, sample_anchor};
 use contextrast_train::loss::contrast::{ContrastConfig, SCALES, ScaleInput, contrastive_loss};
 use contextrast_train::model::{ModelConfig, contextrast_net};

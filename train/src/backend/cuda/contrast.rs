@@ -15,8 +15,9 @@
 //! device until the caller resolves the [`PendingReport`] (the trainer does so once the step's
 //! backward pass and SGD are queued). Gradients stay on the device.
 use super::{Cuda, backend_err, check_len, dim, driver_err, elems_cfg};
+use crate::backend::ops::{ContrastOps, Memory as _};
 use crate::backend::{
-    Backend as _, BackendContrast, ContrastReport, PendingReport, ScaleBuf, Shape,
+    BackendContrast, ContrastInputs, ContrastReport, PendingReport, ScaleBuf, Shape,
 };
 use crate::loss::bane::{AnchorSamples, IGNORE, SamplingConfig};
 use crate::loss::contrast::{self, AnchorCount, ContrastConfig, SCALES, ScaleDims};
@@ -411,19 +412,21 @@ impl Cuda {
     /// doc), with the same errors for bad shapes. `classes` is the model's class count: every
     /// class is an anchor slot at every scale. Returns with the work queued; the report reads
     /// it back (and refuses labels of other classes, which the reference would make anchors of).
-    #[allow(clippy::too_many_arguments)]
     pub fn contrastive_loss_device(
         &self,
-        scales: &[ScaleBuf<'_, Cuda>; SCALES],
-        labels: &CudaSlice<u8>,
-        pred: &CudaSlice<u8>,
-        classes: usize,
-        full_h: usize,
-        full_w: usize,
+        inputs: &ContrastInputs<'_, Cuda>,
         cfg: &ContrastConfig,
         seed: u64,
         step: u64,
     ) -> Result<BackendContrast<Cuda>> {
+        let ContrastInputs {
+            scales,
+            labels,
+            pred,
+            classes,
+            full_h,
+            full_w,
+        } = *inputs;
         let b = scales[0].shape.n;
         let d = scales[0].shape.c;
         check_inputs(scales, labels.len(), pred.len(), full_h, full_w, cfg)?;
@@ -574,6 +577,31 @@ impl Cuda {
                 &fuse, &wl, &wh, &mut out)?;
         }
         Ok(out)
+    }
+}
+
+impl ContrastOps for Cuda {
+    /// On the path [`loss_path`] names: by default the device kernels, checked against the
+    /// host reference on the first step.
+    fn contrastive_loss(
+        &self,
+        inputs: &ContrastInputs<'_, Cuda>,
+        cfg: &ContrastConfig,
+        seed: u64,
+        step: u64,
+    ) -> Result<BackendContrast<Cuda>> {
+        let host =
+            || crate::backend::contrast::contrastive_loss_on_host(self, inputs, cfg, seed, step);
+        let device = || self.contrastive_loss_device(inputs, cfg, seed, step);
+        match loss_path() {
+            LossPath::Device => device(),
+            LossPath::Host => host(),
+            LossPath::Checked => self.contrastive_loss_checked(host, device),
+        }
+    }
+
+    fn contrastive_loss_path(&self) -> Option<String> {
+        Some(self.loss_label())
     }
 }
 

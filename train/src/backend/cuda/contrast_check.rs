@@ -6,7 +6,8 @@
 use super::Cuda;
 use super::contrast::LossPath;
 use crate::Result;
-use crate::backend::{Backend as _, BackendContrast, ContrastReport};
+use crate::backend::ops::Memory as _;
+use crate::backend::{BackendContrast, ContrastReport};
 use crate::loss::contrast::{AnchorCount, SCALES};
 
 /// Relative tolerance of the loss and the per-scale losses: f64 sums that differ only in order
