@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use contextrast::alloc_count::resident_mib;
 use contextrast_train::backend::cpu::gemm_peak_gflops;
-use contextrast_train::backend::cuda::Cuda;
+use contextrast_train::backend::cuda::{Cuda, CudaOptions};
 use contextrast_train::backend::{Backend, ContrastInputs, Cpu, Shape};
 use contextrast_train::loss::contrast::ContrastConfig;
 use contextrast_train::model::{ModelConfig, contextrast_net, inference_flops};
@@ -146,7 +146,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             let report = match b.device.as_str() {
                 "cpu" => bench_train(&Cpu, None, &b)?,
                 "cuda" => {
-                    let cuda = Cuda::new(0).context("--device cuda")?;
+                    let cuda = Cuda::new(0, CudaOptions::from_env()).context("--device cuda")?;
                     bench_train(&cuda, Some(&cuda), &b)?
                 }
                 other => anyhow::bail!("--device {other}: expected cpu or cuda"),

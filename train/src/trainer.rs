@@ -217,8 +217,8 @@ pub fn projection_scales<'a, B: Backend>(
 /// backward, SGD. Returns the CE loss as a 1-element backend buffer (downloading it is the
 /// caller's choice: it syncs a GPU) and the contrastive part when computed.
 ///
-/// L_PA is the backend's [`ContrastOps::contrastive_loss`](crate::backend::ContrastOps::contrastive_loss): on the CPU the reference; on CUDA the
-/// kernels keep it on the device (after the first step's check against the host reference; see
+/// L_PA is the backend's [`contrastive_loss`](crate::backend::ContrastOps::contrastive_loss): on
+/// the CPU the reference; on CUDA the kernels keep it on the device (after the first step's check against the host reference; see
 /// `backend::cuda::contrast::LossPath`), and its value is read back only after the backward
 /// pass and SGD are queued, so the device never waits for the host inside a step.
 #[allow(clippy::too_many_arguments)]

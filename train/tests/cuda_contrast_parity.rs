@@ -7,7 +7,8 @@
 //! everywhere and bites on a GPU host:
 //! `cargo test -p contextrast-train --test cuda_contrast_parity -- --nocapture`.
 use contextrast_train::Result;
-use contextrast_train::backend::cuda::contrast::{LossPath, loss_path};
+use contextrast_train::backend::cuda::CudaOptions;
+use contextrast_train::backend::cuda::contrast::LossPath;
 use contextrast_train::backend::ops::*;
 use contextrast_train::backend::{Backend, ContrastInputs, Cpu, ScaleBuf, Shape};
 use contextrast_train::loss::bane::{IGNORE, SamplingConfig, downsample_nearest, sample_anchor};
@@ -477,7 +478,7 @@ fn backend_op_on_cuda_matches_the_reference() -> Result<()> {
     else {
         return Ok(());
     };
-    println!("CUDA contrastive loss path: {:?}", loss_path());
+    println!("CUDA contrastive loss path: {:?}", cuda.loss_path());
     for c in cases().into_iter().take(3) {
         let bufs = upload(&cuda, &c)?;
         let scales = scale_bufs(&bufs);
@@ -519,7 +520,7 @@ fn backend_op_on_cuda_matches_the_reference() -> Result<()> {
 /// negatives) settles nothing; the next call with anchors does.
 #[test]
 fn checked_path_waits_for_a_call_with_anchors() -> Result<()> {
-    if loss_path() != LossPath::Checked {
+    if CudaOptions::from_env().loss != LossPath::Checked {
         println!("not run (CONTEXTRAST_CUDA_LOSS picks the path): the first-call check");
         return Ok(());
     }

@@ -4,10 +4,10 @@
 //! the summation order of f64 sums (the per-class feature sums and the sampled gradients use
 //! atomics; see docs in the kernel file).
 //!
-//! Which path the CUDA backend takes is [`loss_path`]: by default these kernels, checked against
-//! the host reference on the first step ([`super::contrast_check`]), which keeps the rest of the
-//! run on the host if they disagree; `CONTEXTRAST_CUDA_LOSS=device` skips the check and `host`
-//! always uses the reference.
+//! Which path the CUDA backend takes is [`Cuda::loss_path`], as its options ask
+//! ([`super::CudaOptions`]): by default these kernels, checked against the host reference on the
+//! first step ([`super::contrast_check`]), which keeps the rest of the run on the host if they
+//! disagree; `CONTEXTRAST_CUDA_LOSS=device` skips the check and `host` always uses the reference.
 //!
 //! Nothing here waits for the device: the anchors are the model's classes (known on the host;
 //! a class absent at a scale gets no positives and so no anchor), each scale's weight λ_i / (its
@@ -24,7 +24,7 @@ use crate::loss::contrast::{self, AnchorCount, ContrastConfig, SCALES, ScaleDims
 use crate::loss::sampling::anchor_key_base;
 use crate::{Error, Result};
 use cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, ValidAsZeroBits};
-use std::sync::OnceLock;
+use std::sync::Once;
 
 type Buf = CudaSlice<f32>;
 
@@ -40,7 +40,7 @@ pub enum LossPath {
     Checked,
 }
 
-/// The path taken when `CONTEXTRAST_CUDA_LOSS` is unset.
+/// The path taken when `CONTEXTRAST_CUDA_LOSS` is unset ([`super::CudaOptions::from_env`]).
 pub const DEFAULT_LOSS_PATH: LossPath = LossPath::Checked;
 
 /// Class ids a u8 label map can hold.
@@ -60,35 +60,20 @@ pub fn parse_loss_path(v: &str) -> Option<LossPath> {
     }
 }
 
-/// The path from `CONTEXTRAST_CUDA_LOSS`, else [`DEFAULT_LOSS_PATH`]; read and logged once per
-/// process.
-pub fn loss_path() -> LossPath {
-    static PATH: OnceLock<LossPath> = OnceLock::new();
-    *PATH.get_or_init(|| {
-        let env = std::env::var("CONTEXTRAST_CUDA_LOSS").ok();
-        let path = match env.as_deref().map(|v| (v, parse_loss_path(v))) {
-            None => DEFAULT_LOSS_PATH,
-            Some((_, Some(p))) => p,
-            Some((v, None)) => {
-                log::warn!(
-                    "CONTEXTRAST_CUDA_LOSS={v:?} is not \"checked\", \"device\" or \"host\"; using the default"
-                );
-                DEFAULT_LOSS_PATH
-            }
-        };
-        match path {
-            LossPath::Host => log::info!(
-                "CUDA contrastive loss: host reference (download, CPU, upload), as CONTEXTRAST_CUDA_LOSS=host asks"
-            ),
-            LossPath::Device => {
-                log::info!("CUDA contrastive loss: on the device (kernels/contrast.cu), unchecked")
-            }
-            LossPath::Checked => log::info!(
-                "CUDA contrastive loss: on the device (kernels/contrast.cu), checked against the host reference on the first step"
-            ),
+/// Says once per process where L_PA runs, when a backend first asks.
+fn log_loss_path(path: LossPath) {
+    static LOGGED: Once = Once::new();
+    LOGGED.call_once(|| match path {
+        LossPath::Host => log::info!(
+            "CUDA contrastive loss: host reference (download, CPU, upload), as CONTEXTRAST_CUDA_LOSS=host asks"
+        ),
+        LossPath::Device => {
+            log::info!("CUDA contrastive loss: on the device (kernels/contrast.cu), unchecked")
         }
-        path
-    })
+        LossPath::Checked => log::info!(
+            "CUDA contrastive loss: on the device (kernels/contrast.cu), checked against the host reference on the first step"
+        ),
+    });
 }
 
 /// A grid-stride launch over `n` items (x) for each of `y` anchors or channels.
@@ -139,6 +124,12 @@ pub struct ClassStats {
 }
 
 impl Cuda {
+    /// Where L_PA runs, as the options asked; the first call in a process logs it.
+    pub fn loss_path(&self) -> LossPath {
+        log_loss_path(self.options.loss);
+        self.options.loss
+    }
+
     fn alloc_t<T: DeviceRepr + ValidAsZeroBits>(
         &self,
         what: &str,
@@ -581,8 +572,8 @@ impl Cuda {
 }
 
 impl ContrastOps for Cuda {
-    /// On the path [`loss_path`] names: by default the device kernels, checked against the
-    /// host reference on the first step.
+    /// On the path [`Cuda::loss_path`] names: by default the device kernels, checked against
+    /// the host reference on the first step.
     fn contrastive_loss(
         &self,
         inputs: &ContrastInputs<'_, Cuda>,
@@ -593,7 +584,7 @@ impl ContrastOps for Cuda {
         let host =
             || crate::backend::contrast::contrastive_loss_on_host(self, inputs, cfg, seed, step);
         let device = || self.contrastive_loss_device(inputs, cfg, seed, step);
-        match loss_path() {
+        match self.loss_path() {
             LossPath::Device => device(),
             LossPath::Host => host(),
             LossPath::Checked => self.contrastive_loss_checked(host, device),

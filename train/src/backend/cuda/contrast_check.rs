@@ -210,7 +210,7 @@ impl Cuda {
 
     /// Where this backend computes L_PA, in words, for benchmark reports and tests.
     pub fn loss_label(&self) -> String {
-        match (super::contrast::loss_path(), self.loss_verdict.get()) {
+        match (self.loss_path(), self.loss_verdict.get()) {
             (LossPath::Host, _) => "host reference (CONTEXTRAST_CUDA_LOSS=host)".into(),
             (LossPath::Device, _) => "device, unchecked (CONTEXTRAST_CUDA_LOSS=device)".into(),
             (LossPath::Checked, None) => {

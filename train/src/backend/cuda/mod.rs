@@ -42,9 +42,11 @@ mod loss;
 mod memory;
 mod normalize;
 mod optim;
+mod options;
 mod resize;
 
 pub use kernels::{compile_all, nvrtc_archs, nvrtc_version};
+pub use options::{CudaOptions, PoolPolicy};
 
 /// Threads per block for every kernel; reductions need a multiple of 32.
 const BLOCK: u32 = 256;
@@ -57,8 +59,10 @@ pub struct Cuda {
     kernels: kernels::Kernels,
     arch: String,
     name: String,
-    /// cuDNN, where `CONTEXTRAST_CUDA_CONV=cudnn` asked for it and it opened.
+    /// cuDNN, where the options asked for it (`CONTEXTRAST_CUDA_CONV=cudnn`) and it opened.
     dnn: Option<cudnn::Dnn>,
+    /// What it was asked for at [`Cuda::new`].
+    options: CudaOptions,
     /// Where L_PA runs after the first step's check ([`contrast::LossPath::Checked`]).
     loss_verdict: OnceLock<contrast_check::Verdict>,
 }
@@ -137,15 +141,11 @@ pub struct DeviceInfo {
 
 impl Cuda {
     /// Opens device `ordinal`, compiles (or loads cached) kernels for its architecture and
-    /// creates the cuBLAS handle; convolutions as `CONTEXTRAST_CUDA_CONV` asks
-    /// ([`cudnn::requested_conv_path`]). Errors name what is missing rather than panicking.
-    pub fn new(ordinal: usize) -> Result<Cuda> {
-        Cuda::with_conv(ordinal, cudnn::requested_conv_path())
-    }
-
-    /// [`Cuda::new`] with the convolution path given. cuDNN that cannot be used is logged,
-    /// once, with the reason, and convolutions stay on im2col + cuBLAS.
-    pub fn with_conv(ordinal: usize, conv: cudnn::ConvPath) -> Result<Cuda> {
+    /// creates the cuBLAS handle; the rest as `options` ask ([`CudaOptions::from_env`] reads
+    /// them from the environment). cuDNN that cannot be used is logged, once, with the reason,
+    /// and convolutions stay on im2col + cuBLAS. Errors name what is missing rather than
+    /// panicking.
+    pub fn new(ordinal: usize, options: CudaOptions) -> Result<Cuda> {
         if let Some(missing) = missing_library() {
             return Err(backend_err(&format!("cuda:{ordinal}"), missing));
         }
@@ -166,7 +166,7 @@ impl Cuda {
             .name()
             .map_err(|e| driver_err("reading the device name", e))?;
         let name = format!("cuda:{ordinal} ({device})");
-        let dnn = match conv {
+        let dnn = match options.conv {
             cudnn::ConvPath::Gemm => None,
             cudnn::ConvPath::Cudnn => match cudnn::Dnn::open(&stream) {
                 Ok(d) => {
@@ -190,6 +190,7 @@ impl Cuda {
             arch,
             name,
             dnn,
+            options,
             loss_verdict: OnceLock::new(),
         };
         // Only a speed matter: a driver that refuses it still trains, with a warning.
@@ -203,9 +204,10 @@ impl Cuda {
     /// synchronisation (the pool's default release threshold is 0): a training step frees and
     /// re-allocates the same buffers each time, and the trainer syncs every step, so without
     /// this each step would map its memory afresh (PyTorch's caching allocator keeps it too).
-    /// `CONTEXTRAST_CUDA_POOL=trim` keeps the driver's default, for comparison.
+    /// [`PoolPolicy::Trim`] (`CONTEXTRAST_CUDA_POOL=trim`) keeps the driver's default, for
+    /// comparison.
     fn keep_freed_memory(&self) -> Result<()> {
-        if std::env::var("CONTEXTRAST_CUDA_POOL").is_ok_and(|v| v.eq_ignore_ascii_case("trim")) {
+        if self.options.pool == PoolPolicy::Trim {
             log::info!("CUDA memory pool: freed memory goes back to the device at each sync");
             return Ok(());
         }
@@ -441,7 +443,7 @@ mod tests {
     fn available_never_panics_and_new_agrees() {
         // Without a GPU both say no, with a GPU both say yes; neither may panic.
         let available = cuda_available();
-        match Cuda::new(0) {
+        match Cuda::new(0, CudaOptions::from_env()) {
             Ok(_) => assert!(available),
             Err(e) => {
                 assert!(!available, "cuda_available but Cuda::new failed: {e}");
