@@ -4,7 +4,7 @@ use crate::backend::{Backend, ContrastInputs, ScaleBuf, Shape, poly_lr};
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::config::{LossKind, TrainConfig};
 use crate::data::dataset::Dataset;
-use crate::data::loader::Loader;
+use crate::data::loader::{Loader, LoaderConfig};
 use crate::evaluate::{EnginePredictor, EvalReport, evaluate};
 use crate::loss::contrast::{AnchorCount, ContrastConfig, SCALES};
 use crate::loss::tally::{ClassSampling, SamplingTally};
@@ -330,13 +330,15 @@ pub fn train<B: Backend>(
     let mut loader = Loader::new_at(
         ds.clone(),
         ds.train.clone(),
-        cfg.batch,
-        Some(aug),
-        cfg.mean,
-        cfg.std,
-        cfg.seed,
-        0,
-        cfg.workers.max(1),
+        LoaderConfig {
+            batch: cfg.batch,
+            aug: Some(aug),
+            mean: cfg.mean,
+            std: cfg.std,
+            seed: cfg.seed,
+            epoch_start: 0,
+            workers: cfg.workers.max(1),
+        },
         st.step,
     );
     on_event(Event::Started {
