@@ -7,7 +7,9 @@
 use super::{Memory, Shape};
 use crate::Result;
 use crate::loss::bane::IGNORE;
-use crate::loss::contrast::{AnchorCount, ContrastConfig, SCALES, ScaleInput, contrastive_loss};
+use crate::loss::contrast::{
+    AnchorCount, ContrastConfig, HostInputs, SCALES, ScaleInput, contrastive_loss,
+};
 
 /// One scale's projected features on the backend: `z` is `shape` = `[b, d, h, w]`, at `stride`
 /// from the full-resolution labels.
@@ -108,7 +110,7 @@ pub fn contrastive_loss_on_host<B: Memory>(
         .iter()
         .map(|s| be.download(s.z))
         .collect::<Result<Vec<_>>>()?;
-    let inputs: [ScaleInput; SCALES] = std::array::from_fn(|i| ScaleInput {
+    let host: [ScaleInput; SCALES] = std::array::from_fn(|i| ScaleInput {
         z: &zs[i],
         b: scales[i].shape.n,
         d: scales[i].shape.c,
@@ -116,7 +118,18 @@ pub fn contrastive_loss_on_host<B: Memory>(
         w: scales[i].shape.w,
         stride: scales[i].stride,
     });
-    let out = contrastive_loss(&inputs, &labels, &pred, full_h, full_w, cfg, seed, step)?;
+    let out = contrastive_loss(
+        &HostInputs {
+            scales: &host,
+            labels: &labels,
+            pred: &pred,
+            full_h,
+            full_w,
+        },
+        cfg,
+        seed,
+        step,
+    )?;
     let grads = out
         .grads
         .iter()
