@@ -11,7 +11,9 @@ use contextrast_train::backend::cuda::CudaOptions;
 use contextrast_train::backend::cuda::contrast::LossPath;
 use contextrast_train::backend::ops::*;
 use contextrast_train::backend::{Backend, ContrastInputs, Cpu, ScaleBuf, Shape};
-use contextrast_train::loss::bane::{IGNORE, SamplingConfig, downsample_nearest, sample_anchor};
+use contextrast_train::loss::bane::{
+    IGNORE, LabelMaps, SamplingConfig, downsample_nearest, sample_anchor,
+};
 use contextrast_train::loss::contrast::{ContrastConfig, SCALES};
 use contextrast_train::loss::edt::edt_squared;
 
@@ -234,11 +236,36 @@ fn sampling_selects_the_same_pixels() -> Result<()> {
         let classes = [0u8, 1, 2, 3, 5];
         for (ci, cfg) in sampling_cases().iter().enumerate() {
             for (seed, step, scale) in [(0u64, 0u64, 1u32), (7, 123, 3)] {
-                let dev =
-                    cuda.contrast_sample(&yd, &pd, b, h, w, &classes, cfg, seed, step, scale)?;
+                let dev = cuda.contrast_sample(
+                    &LabelMaps {
+                        y: &yd,
+                        pred: &pd,
+                        b,
+                        h,
+                        w,
+                    },
+                    &classes,
+                    cfg,
+                    seed,
+                    step,
+                    scale,
+                )?;
                 let got = cuda.contrast_download_samples(&dev)?;
                 for (a, &m) in classes.iter().enumerate() {
-                    let want = sample_anchor(&y, &pred, b, h, w, m, cfg, seed, step, scale)?;
+                    let want = sample_anchor(
+                        &LabelMaps {
+                            y: &y,
+                            pred: &pred,
+                            b,
+                            h,
+                            w,
+                        },
+                        m,
+                        cfg,
+                        seed,
+                        step,
+                        scale,
+                    )?;
                     assert_eq!(
                         got[a], want,
                         "shape {si} ({b}×{h}×{w}) config {ci} class {m} seed {seed} step {step}"

@@ -15,7 +15,7 @@ use common::Rng;
 use common::contrast_cases::maps;
 use contextrast_train::backend::ops::*;
 use contextrast_train::backend::{Cpu, Shape};
-use contextrast_train::loss::bane::{SamplingConfig, downsample_nearest, sample_anchor};
+use contextrast_train::loss::bane::{LabelMaps, SamplingConfig, downsample_nearest, sample_anchor};
 use contextrast_train::loss::contrast::{
     ContrastConfig, HostInputs, SCALES, ScaleInput, contrastive_loss,
 };
@@ -171,11 +171,13 @@ fn check_loss_case(python: &Path, name: &str, c: &LossCase, rng_seed: u64) {
         let y = downsample_nearest(&labels, c.b, c.h, c.w, strides[i]).unwrap();
         let p = downsample_nearest(&pred, c.b, c.h, c.w, strides[i]).unwrap();
         let smp = sample_anchor(
-            &y,
-            &p,
-            c.b,
-            sh,
-            sw,
+            &LabelMaps {
+                y: &y,
+                pred: &p,
+                b: c.b,
+                h: sh,
+                w: sw,
+            },
             class,
             &cfg.sampling,
             c.seed,

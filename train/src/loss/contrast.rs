@@ -8,7 +8,7 @@
 //! and no P×N matrix is ever built. Each scale's `z` is copied pixel-major once, so the gathers
 //! at sampled pixels and the gradient's scatter read and write contiguous rows. Arithmetic is
 //! f64 internally; inputs and gradients are f32.
-use super::bane::{IGNORE, SamplingConfig, downsample_nearest, sample_anchor};
+use super::bane::{IGNORE, LabelMaps, SamplingConfig, downsample_nearest, sample_anchor};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -391,11 +391,13 @@ pub fn contrastive_loss(
                 continue;
             }
             let smp = sample_anchor(
-                &ys[i],
-                &preds[i],
-                b,
-                s.h,
-                s.w,
+                &LabelMaps {
+                    y: &ys[i],
+                    pred: &preds[i],
+                    b,
+                    h: s.h,
+                    w: s.w,
+                },
                 n as u8,
                 &cfg.sampling,
                 seed,

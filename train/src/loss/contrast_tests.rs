@@ -1,6 +1,6 @@
 //! The contrastive loss: finite-difference gradient check, a hand-computed case, BANE on/off,
 //! and config validation naming the key.
-use super::bane::{IGNORE, SamplingConfig, downsample_nearest, sample_anchor};
+use super::bane::{IGNORE, LabelMaps, SamplingConfig, downsample_nearest, sample_anchor};
 use super::contrast::{ContrastConfig, HostInputs, ScaleInput, anchor_loss, contrastive_loss};
 use super::test_util::Rng;
 use crate::Error;
@@ -233,7 +233,21 @@ fn bane_on_and_off_use_different_negatives_deterministically() {
     let p1 = downsample_nearest(&pred, b, full, full, 4).unwrap();
     let (h1, w1) = (full / 4, full / 4);
     let negs = |cfg: &SamplingConfig, m: u8| {
-        let s = sample_anchor(&y1, &p1, b, h1, w1, m, cfg, 9, 4, 1).unwrap();
+        let s = sample_anchor(
+            &LabelMaps {
+                y: &y1,
+                pred: &p1,
+                b,
+                h: h1,
+                w: w1,
+            },
+            m,
+            cfg,
+            9,
+            4,
+            1,
+        )
+        .unwrap();
         let mut n = s.hard_negatives;
         n.extend(s.random_negatives);
         n.sort_unstable();
@@ -246,7 +260,21 @@ fn bane_on_and_off_use_different_negatives_deterministically() {
     assert!(a.anchors.iter().any(|a| a.hard > 0));
     assert_eq!(a.anchors.len(), a.anchors_used.iter().sum::<usize>());
     for r in a.anchors.iter().filter(|r| r.scale == 0) {
-        let s = sample_anchor(&y1, &p1, b, h1, w1, r.class, &on.sampling, 9, 4, 1).unwrap();
+        let s = sample_anchor(
+            &LabelMaps {
+                y: &y1,
+                pred: &p1,
+                b,
+                h: h1,
+                w: w1,
+            },
+            r.class,
+            &on.sampling,
+            9,
+            4,
+            1,
+        )
+        .unwrap();
         let got = (r.positives, r.hard, r.random);
         let want = (
             s.positives.len(),

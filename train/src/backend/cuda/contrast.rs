@@ -19,7 +19,7 @@ use crate::backend::ops::{ContrastOps, Memory as _};
 use crate::backend::{
     BackendContrast, ContrastInputs, ContrastReport, PendingReport, ScaleBuf, Shape,
 };
-use crate::loss::bane::{AnchorSamples, IGNORE, SamplingConfig};
+use crate::loss::bane::{AnchorSamples, IGNORE, LabelMaps, SamplingConfig};
 use crate::loss::contrast::{self, AnchorCount, ContrastConfig, SCALES, ScaleDims};
 use crate::loss::sampling::anchor_key_base;
 use crate::{Error, Result};
@@ -236,7 +236,8 @@ impl Cuda {
         classes: &[u8],
     ) -> Result<Vec<u32>> {
         let classes_dev = self.up_t("classes", &classes_i32(classes))?;
-        let d2 = self.edt_device(y, pred, b, h, w, &classes_dev, classes.len())?;
+        let maps = LabelMaps { y, pred, b, h, w };
+        let d2 = self.edt_device(&maps, &classes_dev, classes.len())?;
         let mut v = self.down_t("d2", &d2)?;
         self.synchronize()?;
         v.truncate(classes.len() * b * h * w);
@@ -244,17 +245,13 @@ impl Cuda {
     }
 
     /// The EDT passes for `a` anchors: `d2 [a, b, h, w]`.
-    #[allow(clippy::too_many_arguments)]
     fn edt_device(
         &self,
-        y: &CudaSlice<u8>,
-        pred: &CudaSlice<u8>,
-        b: usize,
-        h: usize,
-        w: usize,
+        maps: &LabelMaps<'_, CudaSlice<u8>>,
         classes: &CudaSlice<i32>,
         a: usize,
     ) -> Result<CudaSlice<u32>> {
+        let LabelMaps { y, pred, b, h, w } = *maps;
         let n = b * h * w;
         check_len("edt labels", y.len(), n)?;
         check_len("edt predictions", pred.len(), n)?;
@@ -288,16 +285,11 @@ impl Cuda {
     }
 
     /// Samples every anchor class of `classes` (ascending, distinct, no 255) at one scale: the
-    /// device's bane.rs `sample_anchor` for all of them at once. `y` and `pred` are Y_i and ŷ_i
-    /// `[b, h, w]`; `scale` is the method's i (1..=4).
-    #[allow(clippy::too_many_arguments)]
+    /// device's bane.rs `sample_anchor` for all of them at once, from the scale's Y_i and ŷ_i
+    /// `maps`; `scale` is the method's i (1..=4).
     pub fn contrast_sample(
         &self,
-        y: &CudaSlice<u8>,
-        pred: &CudaSlice<u8>,
-        b: usize,
-        h: usize,
-        w: usize,
+        maps: &LabelMaps<'_, CudaSlice<u8>>,
         classes: &[u8],
         cfg: &SamplingConfig,
         seed: u64,
@@ -312,22 +304,20 @@ impl Cuda {
         let classes_dev = self.up_t("classes", &classes_i32(classes))?;
         let bases = self.up_t("key bases", &key_bases(classes, seed, step, scale))?;
         let bases = bases.slice(..);
-        self.sample_device(y, pred, (b, h, w), classes, &classes_dev, &bases, cfg)
+        self.sample_device(maps, classes, &classes_dev, &bases, cfg)
     }
 
     /// The kernels of [`Cuda::contrast_sample`], with the classes and their sampling keys'
     /// bases (sampling.rs `anchor_key_base`) already on the device.
-    #[allow(clippy::too_many_arguments)]
     fn sample_device(
         &self,
-        y: &CudaSlice<u8>,
-        pred: &CudaSlice<u8>,
-        (b, h, w): (usize, usize, usize),
+        maps: &LabelMaps<'_, CudaSlice<u8>>,
         classes: &[u8],
         classes_dev: &CudaSlice<i32>,
         bases: &CudaView<'_, u64>,
         cfg: &SamplingConfig,
     ) -> Result<DeviceSamples> {
+        let LabelMaps { y, pred, b, h, w } = *maps;
         let n = b * h * w;
         check_len("sample_anchor labels", y.len(), n)?;
         check_len("sample_anchor predictions", pred.len(), n)?;
@@ -346,7 +336,7 @@ impl Cuda {
         if a > 0 && n > 0 {
             let mut flags = self.alloc_t::<u8>("BANE flags", a * n)?;
             if hard_cap > 0 {
-                let d2 = self.edt_device(y, pred, b, h, w, classes_dev, a)?;
+                let d2 = self.edt_device(maps, classes_dev, a)?;
                 let (hw, k) = (dim("h·w", h * w)?, cfg.k_percentile);
                 let bi = dim("b", b)?;
                 let cfg = blocks(b, grid_y("anchors", a)?, BLOCK);
@@ -453,15 +443,14 @@ impl Cuda {
         for i in 0..SCALES {
             let s = &dims[i];
             let keys = bases.slice(i * classes..(i + 1) * classes);
-            let smp = self.sample_device(
-                &ys[i],
-                &preds[i],
-                (b, s.h, s.w),
-                &slots,
-                &slots_dev,
-                &keys,
-                &cfg.sampling,
-            )?;
+            let maps = LabelMaps {
+                y: &ys[i],
+                pred: &preds[i],
+                b,
+                h: s.h,
+                w: s.w,
+            };
+            let smp = self.sample_device(&maps, &slots, &slots_dev, &keys, &cfg.sampling)?;
             anchor_vecs.push(self.anchor_vectors(&stats, i, &slots_dev, classes, d, cfg)?);
             samples.push(smp);
         }
