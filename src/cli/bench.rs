@@ -12,8 +12,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use contextrast::sys::alloc_count::resident_mib;
 use contextrast_train::backend::cpu::gemm_peak_gflops;
-use contextrast_train::backend::cuda::Cuda;
-use contextrast_train::backend::{Backend, Cpu, Shape};
+use contextrast_train::backend::cuda::{Cuda, CudaOptions};
+use contextrast_train::backend::{Backend, ContrastInputs, Cpu, Shape};
 use contextrast_train::loss::contrast::ContrastConfig;
 use contextrast_train::model::{ModelConfig, contextrast_net, inference_flops};
 use contextrast_train::nn::exec::{Grads, Mode, forward};
@@ -146,7 +146,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             let report = match b.device.as_str() {
                 "cpu" => bench_train(&Cpu, None, &b)?,
                 "cuda" => {
-                    let cuda = Cuda::new(0).context("--device cuda")?;
+                    let cuda = Cuda::new(0, CudaOptions::from_env()).context("--device cuda")?;
                     bench_train(&cuda, Some(&cuda), &b)?
                 }
                 other => anyhow::bail!("--device {other}: expected cpu or cuda"),
@@ -305,6 +305,14 @@ fn time_loss<B: Backend>(
     let logits = acts.shapes[graph.logits];
     let pred = be.argmax_channels(acts.get(graph.logits)?, logits)?;
     let scales = projection_scales(graph, &acts, shape)?;
+    let inputs = ContrastInputs {
+        scales: &scales,
+        labels: &labels,
+        pred: &pred,
+        classes: logits.c,
+        full_h: shape.h,
+        full_w: shape.w,
+    };
     if let Some(cuda) = gpu {
         cuda.reset_memory_peak()?;
     }
@@ -312,9 +320,7 @@ fn time_loss<B: Backend>(
     for i in 0..steps + 2 {
         let t = Instant::now();
         let out = be
-            .contrastive_loss(
-                &scales, &labels, &pred, logits.c, shape.h, shape.w, cfg, seed, i as u64,
-            )?
+            .contrastive_loss(&inputs, cfg, seed, i as u64)?
             .resolve(be)?;
         be.synchronize()?;
         if i >= 2 {

@@ -1,7 +1,7 @@
 //! `contextrast doctor`: what this machine offers the runtime and the trainer — CPU, CUDA,
 //! cameras, GPIO chips — each line saying what will be used.
 use anyhow::Result;
-use contextrast_train::backend::cuda::{Cuda, cuda_unavailable};
+use contextrast_train::backend::cuda::{Cuda, CudaOptions, cuda_unavailable};
 
 pub fn run() -> Result<()> {
     let threads = std::thread::available_parallelism()
@@ -10,7 +10,7 @@ pub fn run() -> Result<()> {
     println!("cpu: {threads} threads ({})", std::env::consts::ARCH);
     match cuda_unavailable() {
         Some(why) => println!("cuda: none ({why}): training uses the CPU"),
-        None => match Cuda::new(0).and_then(|c| c.info()) {
+        None => match Cuda::new(0, CudaOptions::from_env()).and_then(|c| c.info()) {
             Ok(i) => println!(
                 "cuda: {}, compute capability {}.{} (kernels for {}), driver CUDA {}.{}, \
                  memory {} of {} MiB free, convolutions by {}: training uses it",

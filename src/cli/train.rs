@@ -1,7 +1,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use contextrast_train::backend::Cpu;
-use contextrast_train::backend::cuda::{Cuda, cuda_unavailable};
+use contextrast_train::backend::cuda::{Cuda, CudaOptions, cuda_unavailable};
 use contextrast_train::config::TrainConfig;
 use contextrast_train::trainer::{Event, TrainOptions, train};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -172,13 +172,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
 pub fn pick_device(device: &str) -> Result<Option<Cuda>> {
     match device {
         "cpu" => Ok(None),
-        "cuda" => Ok(Some(Cuda::new(0).context("--device cuda")?)),
+        "cuda" => Ok(Some(
+            Cuda::new(0, CudaOptions::from_env()).context("--device cuda")?,
+        )),
         "auto" => {
             if let Some(why) = cuda_unavailable() {
                 log::info!("no CUDA ({why}): training on the CPU");
                 return Ok(None);
             }
-            match Cuda::new(0) {
+            match Cuda::new(0, CudaOptions::from_env()) {
                 Ok(c) => Ok(Some(c)),
                 Err(e) => {
                     log::warn!("CUDA present but unusable ({e}): training on the CPU");

@@ -1,10 +1,10 @@
 //! The training loop: data → forward → loss → backward → SGD, periodic validation, atomic
 //! checkpoints, and resume from the last checkpoint after a kill.
-use crate::backend::{Backend, ScaleBuf, Shape, poly_lr};
+use crate::backend::{Backend, ContrastInputs, ScaleBuf, Shape, poly_lr};
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::config::{LossKind, TrainConfig};
 use crate::data::dataset::Dataset;
-use crate::data::loader::Loader;
+use crate::data::loader::{Loader, LoaderConfig};
 use crate::evaluate::{EnginePredictor, EvalReport, evaluate};
 use crate::loss::contrast::{AnchorCount, ContrastConfig, SCALES};
 use crate::loss::tally::{ClassSampling, SamplingTally};
@@ -217,8 +217,8 @@ pub fn projection_scales<'a, B: Backend>(
 /// backward, SGD. Returns the CE loss as a 1-element backend buffer (downloading it is the
 /// caller's choice: it syncs a GPU) and the contrastive part when computed.
 ///
-/// L_PA is the backend's [`Backend::contrastive_loss`]: on the CPU the reference; on CUDA the
-/// kernels keep it on the device (after the first step's check against the host reference; see
+/// L_PA is the backend's [`contrastive_loss`](crate::backend::ContrastOps::contrastive_loss): on
+/// the CPU the reference; on CUDA the kernels keep it on the device (after the first step's check against the host reference; see
 /// `backend::cuda::contrast::LossPath`), and its value is read back only after the backward
 /// pass and SGD are queued, so the device never waits for the host inside a step.
 #[allow(clippy::too_many_arguments)]
@@ -250,17 +250,15 @@ pub fn train_step<B: Backend>(
     if let Some(c) = contrast {
         let pred = be.argmax_channels(acts.get(graph.logits)?, logit_shape)?;
         let scales = projection_scales(graph, &acts, shape)?;
-        let out = be.contrastive_loss(
-            &scales,
-            &label_buf,
-            &pred,
-            logit_shape.c,
-            shape.h,
-            shape.w,
-            c.cfg,
-            c.seed,
-            c.step,
-        )?;
+        let inputs = ContrastInputs {
+            scales: &scales,
+            labels: &label_buf,
+            pred: &pred,
+            classes: logit_shape.c,
+            full_h: shape.h,
+            full_w: shape.w,
+        };
+        let out = be.contrastive_loss(&inputs, c.cfg, c.seed, c.step)?;
         let alpha = c.cfg.alpha as f32;
         for (&id, mut g) in graph.projections.iter().zip(out.grads) {
             be.scale(&mut g, alpha)?;
@@ -332,13 +330,15 @@ pub fn train<B: Backend>(
     let mut loader = Loader::new_at(
         ds.clone(),
         ds.train.clone(),
-        cfg.batch,
-        Some(aug),
-        cfg.mean,
-        cfg.std,
-        cfg.seed,
-        0,
-        cfg.workers.max(1),
+        LoaderConfig {
+            batch: cfg.batch,
+            aug: Some(aug),
+            mean: cfg.mean,
+            std: cfg.std,
+            seed: cfg.seed,
+            epoch_start: 0,
+            workers: cfg.workers.max(1),
+        },
         st.step,
     );
     on_event(Event::Started {

@@ -1,7 +1,7 @@
 //! The contrastive loss never builds a P×N matrix: with 20 000 positives and 20 000 negatives per
 //! anchor (P·N·4 bytes = 1.6 GB), the peak extra heap during `contrastive_loss` stays far lower.
 use contextrast_train::loss::bane::SamplingConfig;
-use contextrast_train::loss::contrast::{ContrastConfig, ScaleInput, contrastive_loss};
+use contextrast_train::loss::contrast::{ContrastConfig, HostInputs, ScaleInput, contrastive_loss};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -65,7 +65,19 @@ fn no_p_by_n_matrix() {
     };
     let before = CURRENT.load(Ordering::SeqCst);
     PEAK.store(before, Ordering::SeqCst);
-    let out = contrastive_loss(&scales, &labels, &pred, full, full, &cfg, 1, 1).unwrap();
+    let out = contrastive_loss(
+        &HostInputs {
+            scales: &scales,
+            labels: &labels,
+            pred: &pred,
+            full_h: full,
+            full_w: full,
+        },
+        &cfg,
+        1,
+        1,
+    )
+    .unwrap();
     let peak_extra = PEAK.load(Ordering::SeqCst) - before;
     assert_eq!(out.anchors_used[0], 2);
     assert!(out.loss.is_finite());

@@ -14,7 +14,7 @@
 //! tests/cuda_contrast_parity.rs does on a GPU. Without a C++20 compiler the test prints
 //! "SKIPPED (no c++20): ..." and passes.
 use contextrast_train::Result;
-use contextrast_train::loss::bane::{downsample_nearest, sample_anchor};
+use contextrast_train::loss::bane::{LabelMaps, downsample_nearest, sample_anchor};
 use contextrast_train::loss::contrast::{ContrastConfig, SCALES};
 use contextrast_train::loss::sampling::anchor_key_base;
 use std::fmt::Write as _;
@@ -158,11 +158,13 @@ fn emulated_kernels_match_the_cpu_reference() -> Result<()> {
                         let neg: Vec<u32> =
                             (0..nh + nr).map(|_| next().parse().expect("q")).collect();
                         let s = sample_anchor(
-                            &y,
-                            &p,
-                            c.b,
-                            h,
-                            w,
+                            &LabelMaps {
+                                y: &y,
+                                pred: &p,
+                                b: c.b,
+                                h,
+                                w,
+                            },
                             m,
                             &cfg.sampling,
                             seed,

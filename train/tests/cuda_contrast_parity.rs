@@ -7,9 +7,13 @@
 //! everywhere and bites on a GPU host:
 //! `cargo test -p contextrast-train --test cuda_contrast_parity -- --nocapture`.
 use contextrast_train::Result;
-use contextrast_train::backend::cuda::contrast::{LossPath, loss_path};
-use contextrast_train::backend::{Backend, Cpu, ScaleBuf, Shape};
-use contextrast_train::loss::bane::{IGNORE, SamplingConfig, downsample_nearest, sample_anchor};
+use contextrast_train::backend::cuda::CudaOptions;
+use contextrast_train::backend::cuda::contrast::LossPath;
+use contextrast_train::backend::ops::*;
+use contextrast_train::backend::{Backend, ContrastInputs, Cpu, ScaleBuf, Shape};
+use contextrast_train::loss::bane::{
+    IGNORE, LabelMaps, SamplingConfig, downsample_nearest, sample_anchor,
+};
 use contextrast_train::loss::contrast::{ContrastConfig, SCALES};
 use contextrast_train::loss::edt::edt_squared;
 
@@ -232,11 +236,36 @@ fn sampling_selects_the_same_pixels() -> Result<()> {
         let classes = [0u8, 1, 2, 3, 5];
         for (ci, cfg) in sampling_cases().iter().enumerate() {
             for (seed, step, scale) in [(0u64, 0u64, 1u32), (7, 123, 3)] {
-                let dev =
-                    cuda.contrast_sample(&yd, &pd, b, h, w, &classes, cfg, seed, step, scale)?;
+                let dev = cuda.contrast_sample(
+                    &LabelMaps {
+                        y: &yd,
+                        pred: &pd,
+                        b,
+                        h,
+                        w,
+                    },
+                    &classes,
+                    cfg,
+                    seed,
+                    step,
+                    scale,
+                )?;
                 let got = cuda.contrast_download_samples(&dev)?;
                 for (a, &m) in classes.iter().enumerate() {
-                    let want = sample_anchor(&y, &pred, b, h, w, m, cfg, seed, step, scale)?;
+                    let want = sample_anchor(
+                        &LabelMaps {
+                            y: &y,
+                            pred: &pred,
+                            b,
+                            h,
+                            w,
+                        },
+                        m,
+                        cfg,
+                        seed,
+                        step,
+                        scale,
+                    )?;
                     assert_eq!(
                         got[a], want,
                         "shape {si} ({b}×{h}×{w}) config {ci} class {m} seed {seed} step {step}"
@@ -282,7 +311,19 @@ fn whole_contrastive_loss_matches() -> Result<()> {
                 let want = cpu_reference(&c, &cfg, seed, step)?;
                 let k = c.classes();
                 let (got, grads) = cuda
-                    .contrastive_loss_device(&scales, &yd, &pd, k, c.h, c.w, &cfg, seed, step)?
+                    .contrastive_loss_device(
+                        &ContrastInputs {
+                            scales: &scales,
+                            labels: &yd,
+                            pred: &pd,
+                            classes: k,
+                            full_h: c.h,
+                            full_w: c.w,
+                        },
+                        &cfg,
+                        seed,
+                        step,
+                    )?
                     .resolve(&cuda)?;
                 // Integers: identical.
                 assert_eq!(got.anchors_used, want.anchors_used, "{what}: anchors_used");
@@ -320,25 +361,73 @@ fn whole_loss_shape_errors_do_not_panic() -> Result<()> {
     let cfg = ContrastConfig::default();
     let k = c.classes();
     assert!(
-        cuda.contrastive_loss_device(&scales, &short, &pd, k, c.h, c.w, &cfg, 0, 0)
-            .is_err()
+        cuda.contrastive_loss_device(
+            &ContrastInputs {
+                scales: &scales,
+                labels: &short,
+                pred: &pd,
+                classes: k,
+                full_h: c.h,
+                full_w: c.w
+            },
+            &cfg,
+            0,
+            0
+        )
+        .is_err()
     );
     let yd = cuda.upload_labels(&c.labels)?;
     assert!(
-        cuda.contrastive_loss_device(&scales, &yd, &pd, k, c.h + 32, c.w, &cfg, 0, 0)
-            .is_err()
+        cuda.contrastive_loss_device(
+            &ContrastInputs {
+                scales: &scales,
+                labels: &yd,
+                pred: &pd,
+                classes: k,
+                full_h: c.h + 32,
+                full_w: c.w
+            },
+            &cfg,
+            0,
+            0
+        )
+        .is_err()
     );
     for bad in [0, 256] {
         assert!(
-            cuda.contrastive_loss_device(&scales, &yd, &pd, bad, c.h, c.w, &cfg, 0, 0)
-                .is_err(),
+            cuda.contrastive_loss_device(
+                &ContrastInputs {
+                    scales: &scales,
+                    labels: &yd,
+                    pred: &pd,
+                    classes: bad,
+                    full_h: c.h,
+                    full_w: c.w
+                },
+                &cfg,
+                0,
+                0
+            )
+            .is_err(),
             "{bad} classes"
         );
     }
     // Labels of a class the model does not have: refused when the report is read (the
     // reference would make anchors of them), with the class named.
     let e = cuda
-        .contrastive_loss_device(&scales, &yd, &pd, 1, c.h, c.w, &cfg, 0, 0)?
+        .contrastive_loss_device(
+            &ContrastInputs {
+                scales: &scales,
+                labels: &yd,
+                pred: &pd,
+                classes: 1,
+                full_h: c.h,
+                full_w: c.w,
+            },
+            &cfg,
+            0,
+            0,
+        )?
         .resolve(&cuda)
         .err()
         .map(|e| e.to_string())
@@ -361,7 +450,19 @@ fn host_path_through_the_backend_is_the_reference() -> Result<()> {
         let cfg = ContrastConfig::default();
         let want = cpu_reference(&c, &cfg, 3, 4)?;
         let (got, grads) = be
-            .contrastive_loss(&scales, &yd, &pd, c.classes(), c.h, c.w, &cfg, 3, 4)?
+            .contrastive_loss(
+                &ContrastInputs {
+                    scales: &scales,
+                    labels: &yd,
+                    pred: &pd,
+                    classes: c.classes(),
+                    full_h: c.h,
+                    full_w: c.w,
+                },
+                &cfg,
+                3,
+                4,
+            )?
             .resolve(&be)?;
         assert_eq!(got.loss, want.loss);
         assert_eq!(got.per_scale, want.per_scale);
@@ -373,7 +474,19 @@ fn host_path_through_the_backend_is_the_reference() -> Result<()> {
         // A label outside the model's classes is refused, by pixel.
         let few = c.classes() - 2;
         let e = be
-            .contrastive_loss(&scales, &yd, &pd, few, c.h, c.w, &cfg, 3, 4)
+            .contrastive_loss(
+                &ContrastInputs {
+                    scales: &scales,
+                    labels: &yd,
+                    pred: &pd,
+                    classes: few,
+                    full_h: c.h,
+                    full_w: c.w,
+                },
+                &cfg,
+                3,
+                4,
+            )
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -392,7 +505,7 @@ fn backend_op_on_cuda_matches_the_reference() -> Result<()> {
     else {
         return Ok(());
     };
-    println!("CUDA contrastive loss path: {:?}", loss_path());
+    println!("CUDA contrastive loss path: {:?}", cuda.loss_path());
     for c in cases().into_iter().take(3) {
         let bufs = upload(&cuda, &c)?;
         let scales = scale_bufs(&bufs);
@@ -400,7 +513,19 @@ fn backend_op_on_cuda_matches_the_reference() -> Result<()> {
         let cfg = ContrastConfig::default();
         let want = cpu_reference(&c, &cfg, 11, 12)?;
         let (got, grads) = cuda
-            .contrastive_loss(&scales, &yd, &pd, c.classes(), c.h, c.w, &cfg, 11, 12)?
+            .contrastive_loss(
+                &ContrastInputs {
+                    scales: &scales,
+                    labels: &yd,
+                    pred: &pd,
+                    classes: c.classes(),
+                    full_h: c.h,
+                    full_w: c.w,
+                },
+                &cfg,
+                11,
+                12,
+            )?
             .resolve(&cuda)?;
         assert_eq!(got.anchors, want.anchors, "{}: per-anchor counts", c.name);
         assert_close64(&format!("{}: loss", c.name), want.loss, got.loss, 1e-9);
@@ -422,7 +547,7 @@ fn backend_op_on_cuda_matches_the_reference() -> Result<()> {
 /// negatives) settles nothing; the next call with anchors does.
 #[test]
 fn checked_path_waits_for_a_call_with_anchors() -> Result<()> {
-    if loss_path() != LossPath::Checked {
+    if CudaOptions::from_env().loss != LossPath::Checked {
         println!("not run (CONTEXTRAST_CUDA_LOSS picks the path): the first-call check");
         return Ok(());
     }
@@ -436,12 +561,14 @@ fn checked_path_waits_for_a_call_with_anchors() -> Result<()> {
         let (yd, pd) = (cuda.upload_labels(&c.labels)?, cuda.upload_labels(&c.pred)?);
         let (got, _) = cuda
             .contrastive_loss(
-                &scale_bufs(&bufs),
-                &yd,
-                &pd,
-                c.classes(),
-                c.h,
-                c.w,
+                &ContrastInputs {
+                    scales: &scale_bufs(&bufs),
+                    labels: &yd,
+                    pred: &pd,
+                    classes: c.classes(),
+                    full_h: c.h,
+                    full_w: c.w,
+                },
                 &cfg,
                 1,
                 2,

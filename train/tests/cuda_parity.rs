@@ -4,7 +4,8 @@
 //! passes, so the suite runs everywhere and bites on a GPU host (scripts/gpu-check).
 use contextrast_train::Result;
 use contextrast_train::backend::cuda::Cuda;
-use contextrast_train::backend::{Backend, ConvSpec, Cpu, IGNORE, Shape};
+use contextrast_train::backend::ops::*;
+use contextrast_train::backend::{ConvSpec, Cpu, IGNORE, Shape};
 
 mod common;
 use common::{Rng, gpu};
@@ -16,13 +17,13 @@ struct Pair {
 }
 
 impl Pair {
-    fn up(&self, v: &[f32]) -> Result<(Vec<f32>, <Cpu as Backend>::Buf, <Cuda as Backend>::Buf)> {
+    fn up(&self, v: &[f32]) -> Result<(Vec<f32>, <Cpu as Memory>::Buf, <Cuda as Memory>::Buf)> {
         Ok((v.to_vec(), self.cpu.upload(v)?, self.gpu.upload(v)?))
     }
     fn down(
         &self,
-        c: &<Cpu as Backend>::Buf,
-        g: &<Cuda as Backend>::Buf,
+        c: &<Cpu as Memory>::Buf,
+        g: &<Cuda as Memory>::Buf,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         Ok((self.cpu.download(c)?, self.gpu.download(g)?))
     }
@@ -300,12 +301,30 @@ fn batchnorm_train_forward_and_backward_match() -> Result<()> {
         let (_, mut rmc, mut rmg) = p.up(&rng.vec(xs.c))?;
         let rv: Vec<f32> = rng.vec(xs.c).iter().map(|v| v.abs() + 0.5).collect();
         let (_, mut rvc, mut rvg) = p.up(&rv)?;
-        let (yc, mc, ic) = p
-            .cpu
-            .batchnorm_forward_train(&xc, xs, &gc, &bc, &mut rmc, &mut rvc, 0.1, 1e-5)?;
-        let (yg, mg, ig) = p
-            .gpu
-            .batchnorm_forward_train(&xg, xs, &gg, &bg, &mut rmg, &mut rvg, 0.1, 1e-5)?;
+        let (yc, mc, ic) = p.cpu.batchnorm_forward_train(
+            &xc,
+            xs,
+            BatchNormTrain {
+                gamma: &gc,
+                beta: &bc,
+                running_mean: &mut rmc,
+                running_var: &mut rvc,
+                momentum: 0.1,
+                eps: 1e-5,
+            },
+        )?;
+        let (yg, mg, ig) = p.gpu.batchnorm_forward_train(
+            &xg,
+            xs,
+            BatchNormTrain {
+                gamma: &gg,
+                beta: &bg,
+                running_mean: &mut rmg,
+                running_var: &mut rvg,
+                momentum: 0.1,
+                eps: 1e-5,
+            },
+        )?;
         for (name, c, g) in [
             ("y", &yc, &yg),
             ("mean", &mc, &mg),
@@ -324,12 +343,30 @@ fn batchnorm_train_forward_and_backward_match() -> Result<()> {
         let (_, dyc, dyg) = p.up(&rng.vec(xs.numel()))?;
         let (_, mut dgc, mut dgg) = p.up(&rng.vec(xs.c))?;
         let (_, mut dbc, mut dbg) = p.up(&rng.vec(xs.c))?;
-        let dxc = p
-            .cpu
-            .batchnorm_backward(&dyc, &xc, xs, &gc, &mc, &ic, &mut dgc, &mut dbc)?;
-        let dxg = p
-            .gpu
-            .batchnorm_backward(&dyg, &xg, xs, &gg, &mg, &ig, &mut dgg, &mut dbg)?;
+        let dxc = p.cpu.batchnorm_backward(
+            &dyc,
+            &xc,
+            xs,
+            BatchNormSaved {
+                gamma: &gc,
+                mean: &mc,
+                invstd: &ic,
+            },
+            &mut dgc,
+            &mut dbc,
+        )?;
+        let dxg = p.gpu.batchnorm_backward(
+            &dyg,
+            &xg,
+            xs,
+            BatchNormSaved {
+                gamma: &gg,
+                mean: &mg,
+                invstd: &ig,
+            },
+            &mut dgg,
+            &mut dbg,
+        )?;
         for (name, c, g) in [
             ("dx", &dxc, &dxg),
             ("dgamma", &dgc, &dgg),
@@ -355,12 +392,28 @@ fn batchnorm_eval_matches() -> Result<()> {
         let (_, rmc, rmg) = p.up(&rng.vec(xs.c))?;
         let rv: Vec<f32> = rng.vec(xs.c).iter().map(|v| v.abs() + 0.1).collect();
         let (_, rvc, rvg) = p.up(&rv)?;
-        let yc = p
-            .cpu
-            .batchnorm_forward_eval(&xc, xs, &gc, &bc, &rmc, &rvc, 1e-5)?;
-        let yg = p
-            .gpu
-            .batchnorm_forward_eval(&xg, xs, &gg, &bg, &rmg, &rvg, 1e-5)?;
+        let yc = p.cpu.batchnorm_forward_eval(
+            &xc,
+            xs,
+            BatchNormEval {
+                gamma: &gc,
+                beta: &bc,
+                running_mean: &rmc,
+                running_var: &rvc,
+                eps: 1e-5,
+            },
+        )?;
+        let yg = p.gpu.batchnorm_forward_eval(
+            &xg,
+            xs,
+            BatchNormEval {
+                gamma: &gg,
+                beta: &bg,
+                running_mean: &rmg,
+                running_var: &rvg,
+                eps: 1e-5,
+            },
+        )?;
         let (c, g) = p.down(&yc, &yg)?;
         assert_close(&format!("batchnorm_forward_eval {xs}"), &c, &g, 1e-5);
     }

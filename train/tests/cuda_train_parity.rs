@@ -171,10 +171,7 @@ fn contrastive_training_steps_match_between_cpu_and_cuda() -> Result<()> {
     let Some(cuda) = common::gpu("10 contrastive training steps CPU vs CUDA") else {
         return Ok(());
     };
-    println!(
-        "CUDA contrastive loss path: {:?}",
-        contextrast_train::backend::cuda::contrast::loss_path()
-    );
+    println!("CUDA contrastive loss path: {:?}", cuda.loss_path());
     let graph = small_net();
     let init = Params::init(&Cpu, &graph, 4)?.to_host(&Cpu)?;
     let cpu = train_contrast(&Cpu, &init, 10)?;

@@ -409,7 +409,8 @@ fn engine_forward(
     h: usize,
     w: usize,
 ) -> Vec<f32> {
-    use contextrast_train::backend::{Backend, Cpu, Shape};
+    use contextrast_train::backend::ops::Memory as _;
+    use contextrast_train::backend::{Cpu, Shape};
     use contextrast_train::nn::exec::{Mode, forward};
     use contextrast_train::nn::params::Params;
     let mut params = Params::from_host(&Cpu, graph, p).unwrap();

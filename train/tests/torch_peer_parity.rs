@@ -13,9 +13,12 @@ mod common;
 
 use common::Rng;
 use common::contrast_cases::maps;
-use contextrast_train::backend::{Backend, Cpu, Shape};
-use contextrast_train::loss::bane::{SamplingConfig, downsample_nearest, sample_anchor};
-use contextrast_train::loss::contrast::{ContrastConfig, SCALES, ScaleInput, contrastive_loss};
+use contextrast_train::backend::ops::*;
+use contextrast_train::backend::{Cpu, Shape};
+use contextrast_train::loss::bane::{LabelMaps, SamplingConfig, downsample_nearest, sample_anchor};
+use contextrast_train::loss::contrast::{
+    ContrastConfig, HostInputs, SCALES, ScaleInput, contrastive_loss,
+};
 use contextrast_train::model::{ModelConfig, contextrast_net};
 use contextrast_train::nn::exec::Grads;
 use contextrast_train::nn::params::Params;
@@ -140,7 +143,19 @@ fn check_loss_case(python: &Path, name: &str, c: &LossCase, rng_seed: u64) {
         w: c.w / strides[i],
         stride: strides[i],
     });
-    let ours = contrastive_loss(&inputs, &labels, &pred, c.h, c.w, &cfg, c.seed, c.step).unwrap();
+    let ours = contrastive_loss(
+        &HostInputs {
+            scales: &inputs,
+            labels: &labels,
+            pred: &pred,
+            full_h: c.h,
+            full_w: c.w,
+        },
+        &cfg,
+        c.seed,
+        c.step,
+    )
+    .unwrap();
 
     // The same anchors, each with the very same positives, hard and random negatives.
     let anchors = torch["anchors"].as_array().unwrap();
@@ -156,11 +171,13 @@ fn check_loss_case(python: &Path, name: &str, c: &LossCase, rng_seed: u64) {
         let y = downsample_nearest(&labels, c.b, c.h, c.w, strides[i]).unwrap();
         let p = downsample_nearest(&pred, c.b, c.h, c.w, strides[i]).unwrap();
         let smp = sample_anchor(
-            &y,
-            &p,
-            c.b,
-            sh,
-            sw,
+            &LabelMaps {
+                y: &y,
+                pred: &p,
+                b: c.b,
+                h: sh,
+                w: sw,
+            },
             class,
             &cfg.sampling,
             c.seed,

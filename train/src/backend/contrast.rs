@@ -4,17 +4,31 @@
 //! uploads the gradients; a backend with its own kernels (CUDA) overrides it. The op returns
 //! the gradients at once and the loss value as a [`PendingReport`]: on a GPU the value is read
 //! back only when the caller asks, after it has queued the rest of the step.
-use super::{Backend, Shape};
+use super::{Memory, Shape};
 use crate::Result;
 use crate::loss::bane::IGNORE;
-use crate::loss::contrast::{AnchorCount, ContrastConfig, SCALES, ScaleInput, contrastive_loss};
+use crate::loss::contrast::{
+    AnchorCount, ContrastConfig, HostInputs, SCALES, ScaleInput, contrastive_loss,
+};
 
 /// One scale's projected features on the backend: `z` is `shape` = `[b, d, h, w]`, at `stride`
 /// from the full-resolution labels.
-pub struct ScaleBuf<'a, B: Backend> {
+pub struct ScaleBuf<'a, B: Memory> {
     pub z: &'a B::Buf,
     pub shape: Shape,
     pub stride: usize,
+}
+
+/// What L_PA is computed from: the four scales' projections, and `labels` and `pred` (the
+/// detached argmax), both `[b, full_h, full_w]`, class ids below the model's `classes` (or 255
+/// in `labels`; any other id is an error).
+pub struct ContrastInputs<'a, B: Memory> {
+    pub scales: &'a [ScaleBuf<'a, B>; SCALES],
+    pub labels: &'a B::Labels,
+    pub pred: &'a B::Labels,
+    pub classes: usize,
+    pub full_h: usize,
+    pub full_w: usize,
 }
 
 /// L_PA's value and sample sizes: what the trainer logs and the checks compare, and nothing the
@@ -36,12 +50,12 @@ pub struct ContrastReport {
 pub type ReportReader<B> = Box<dyn FnOnce(&B) -> Result<ContrastReport>>;
 
 /// A [`ContrastReport`] that is either known or still on the backend.
-pub enum PendingReport<B: Backend> {
+pub enum PendingReport<B: Memory> {
     Ready(ContrastReport),
     OnDevice(ReportReader<B>),
 }
 
-impl<B: Backend> PendingReport<B> {
+impl<B: Memory> PendingReport<B> {
     /// The report, waiting for the backend if it is still there.
     pub fn resolve(self, be: &B) -> Result<ContrastReport> {
         match self {
@@ -54,13 +68,13 @@ impl<B: Backend> PendingReport<B> {
 /// What [`crate::loss::contrast::ContrastOutput`] holds, with the gradients left on the backend
 /// and the report possibly still there: a caller queues the backward pass with `grads` first
 /// and reads `report` last, so a GPU step never waits for the host midway.
-pub struct BackendContrast<B: Backend> {
+pub struct BackendContrast<B: Memory> {
     /// ∂L_PA/∂z_i, same layout as `z_i`.
     pub grads: [B::Buf; SCALES],
     pub report: PendingReport<B>,
 }
 
-impl<B: Backend> BackendContrast<B> {
+impl<B: Memory> BackendContrast<B> {
     /// A result whose report is known.
     pub fn ready((report, grads): (ContrastReport, [B::Buf; SCALES])) -> Self {
         BackendContrast {
@@ -76,27 +90,27 @@ impl<B: Backend> BackendContrast<B> {
 }
 
 /// L_PA through the CPU reference: download, compute on the host, upload the gradients.
-#[allow(clippy::too_many_arguments)] // the op's inputs, as in contrastive_loss
-pub fn contrastive_loss_on_host<B: Backend>(
+pub fn contrastive_loss_on_host<B: Memory>(
     be: &B,
-    scales: &[ScaleBuf<'_, B>; SCALES],
-    labels: &B::Labels,
-    pred: &B::Labels,
-    classes: usize,
-    full_h: usize,
-    full_w: usize,
+    inputs: &ContrastInputs<'_, B>,
     cfg: &ContrastConfig,
     seed: u64,
     step: u64,
 ) -> Result<BackendContrast<B>> {
-    let labels = be.download_labels(labels)?;
-    let pred = be.download_labels(pred)?;
-    check_classes(&labels, classes)?;
+    let ContrastInputs {
+        scales,
+        full_h,
+        full_w,
+        ..
+    } = *inputs;
+    let labels = be.download_labels(inputs.labels)?;
+    let pred = be.download_labels(inputs.pred)?;
+    check_classes(&labels, inputs.classes)?;
     let zs = scales
         .iter()
         .map(|s| be.download(s.z))
         .collect::<Result<Vec<_>>>()?;
-    let inputs: [ScaleInput; SCALES] = std::array::from_fn(|i| ScaleInput {
+    let host: [ScaleInput; SCALES] = std::array::from_fn(|i| ScaleInput {
         z: &zs[i],
         b: scales[i].shape.n,
         d: scales[i].shape.c,
@@ -104,7 +118,18 @@ pub fn contrastive_loss_on_host<B: Backend>(
         w: scales[i].shape.w,
         stride: scales[i].stride,
     });
-    let out = contrastive_loss(&inputs, &labels, &pred, full_h, full_w, cfg, seed, step)?;
+    let out = contrastive_loss(
+        &HostInputs {
+            scales: &host,
+            labels: &labels,
+            pred: &pred,
+            full_h,
+            full_w,
+        },
+        cfg,
+        seed,
+        step,
+    )?;
     let grads = out
         .grads
         .iter()

@@ -186,25 +186,41 @@ fn worker(plan: Arc<Plan>, jobs: Receiver<u64>, results: Sender<(u64, Result<Bat
     }
 }
 
+/// How a [`Loader`] builds its batches: all but the data set and the items it draws from.
+#[derive(Clone, Debug)]
+pub struct LoaderConfig {
+    /// Items per batch.
+    pub batch: usize,
+    /// `None` loads the images as they are (evaluation).
+    pub aug: Option<AugmentConfig>,
+    /// Per-channel normalisation, `(x − mean) / std`.
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// With the epoch, picks each epoch's order and each batch's augmentation.
+    pub seed: u64,
+    /// The epoch batch 0 belongs to.
+    pub epoch_start: u64,
+    /// Worker threads; 0 builds batches on the calling thread.
+    pub workers: usize,
+}
+
 impl Loader {
     /// Starts the loader. Invalid arguments (empty `indices`, `batch == 0`, an index out of
     /// range, a bad augmentation config) do not panic: `next_batch` returns the error.
-    /// `workers == 0` builds batches on the calling thread.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub fn new(ds: Arc<Dataset>, indices: Vec<usize>, cfg: LoaderConfig) -> Loader {
+        Self::new_at(ds, indices, cfg, 0)
+    }
+
+    /// Like [`Loader::new`], but the first batch returned is batch number `first_batch` of the
+    /// same deterministic sequence: a resumed run continues exactly where it stopped, without
+    /// building the batches it already trained on.
+    pub fn new_at(
         ds: Arc<Dataset>,
         indices: Vec<usize>,
-        batch: usize,
-        aug: Option<AugmentConfig>,
-        mean: [f32; 3],
-        std: [f32; 3],
-        seed: u64,
-        epoch_start: u64,
-        workers: usize,
+        cfg: LoaderConfig,
+        first_batch: u64,
     ) -> Loader {
-        Self::new_at(
-            ds,
-            indices,
+        let LoaderConfig {
             batch,
             aug,
             mean,
@@ -212,26 +228,7 @@ impl Loader {
             seed,
             epoch_start,
             workers,
-            0,
-        )
-    }
-
-    /// Like [`Loader::new`], but the first batch returned is batch number `first_batch` of the
-    /// same deterministic sequence: a resumed run continues exactly where it stopped, without
-    /// building the batches it already trained on.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new_at(
-        ds: Arc<Dataset>,
-        indices: Vec<usize>,
-        batch: usize,
-        aug: Option<AugmentConfig>,
-        mean: [f32; 3],
-        std: [f32; 3],
-        seed: u64,
-        epoch_start: u64,
-        workers: usize,
-        first_batch: u64,
-    ) -> Loader {
+        } = cfg;
         let root = ds.root.clone();
         let problem = if indices.is_empty() {
             Some("loader given no items (empty set)".to_string())

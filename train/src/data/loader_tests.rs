@@ -7,7 +7,7 @@ use image::RgbImage;
 use super::IGNORE;
 use super::augment::{AugmentConfig, augment};
 use super::dataset::Dataset;
-use super::loader::{Loader, preprocess};
+use super::loader::{Loader, LoaderConfig, preprocess};
 use super::rng::SplitMix64;
 use super::synth::{Variant, generate};
 
@@ -171,13 +171,15 @@ fn loader(ds: &Arc<Dataset>, aug: Option<AugmentConfig>, seed: u64, workers: usi
     Loader::new(
         ds.clone(),
         idx,
-        3,
-        aug,
-        [0.4; 3],
-        [0.2; 3],
-        seed,
-        5,
-        workers,
+        LoaderConfig {
+            batch: 3,
+            aug,
+            mean: [0.4; 3],
+            std: [0.2; 3],
+            seed,
+            epoch_start: 5,
+            workers,
+        },
     )
 }
 
@@ -258,16 +260,52 @@ fn a_corrupt_file_surfaces_as_an_error_and_the_loader_goes_on() {
 #[test]
 fn invalid_arguments_are_errors_not_panics() {
     let (_dir, ds) = small_set(2);
-    let mut l = Loader::new(ds.clone(), vec![], 2, None, [0.0; 3], [1.0; 3], 0, 0, 1);
+    let mut l = Loader::new(
+        ds.clone(),
+        vec![],
+        LoaderConfig {
+            batch: 2,
+            aug: None,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            seed: 0,
+            epoch_start: 0,
+            workers: 1,
+        },
+    );
     assert!(
         l.next_batch()
             .unwrap_err()
             .to_string()
             .contains("empty set")
     );
-    let mut l = Loader::new(ds.clone(), vec![0, 9], 2, None, [0.0; 3], [1.0; 3], 0, 0, 1);
+    let mut l = Loader::new(
+        ds.clone(),
+        vec![0, 9],
+        LoaderConfig {
+            batch: 2,
+            aug: None,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            seed: 0,
+            epoch_start: 0,
+            workers: 1,
+        },
+    );
     assert!(l.next_batch().unwrap_err().to_string().contains("index 9"));
-    let mut l = Loader::new(ds.clone(), vec![0, 1], 0, None, [0.0; 3], [1.0; 3], 0, 0, 1);
+    let mut l = Loader::new(
+        ds.clone(),
+        vec![0, 1],
+        LoaderConfig {
+            batch: 0,
+            aug: None,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            seed: 0,
+            epoch_start: 0,
+            workers: 1,
+        },
+    );
     assert!(
         l.next_batch()
             .unwrap_err()

@@ -187,26 +187,40 @@ fn image_candidates(e: &[bool], h: usize, w: usize, k: f64) -> Result<Vec<u32>> 
     Ok(members().filter(|&p| d2[p as usize] <= t).collect())
 }
 
+/// One scale's labels Y_i and detached predictions ŷ_i, both `[b, h, w]`: what the sampling
+/// reads, on the host (`L = [u8]`) or on a device. The two maps and their size travel together
+/// because they are only ever valid together.
+pub struct LabelMaps<'a, L: ?Sized> {
+    pub y: &'a L,
+    pub pred: &'a L,
+    pub b: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl<L: ?Sized> Clone for LabelMaps<'_, L> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<L: ?Sized> Copy for LabelMaps<'_, L> {}
+
 /// Positives, BANE hard negatives and random negatives of anchor class `m` at one scale
-/// (section 3). `y` are the labels Y_i and `pred` the detached predictions ŷ_i, both `[b, h, w]`.
+/// (section 3), from the scale's labels and predictions `maps`.
 ///
 /// Positives: Y = m, capped at `max_pos` by smallest key. Hard negatives: the BANE candidates
 /// capped at [`SamplingConfig::hard_cap`]. Random negatives: the other negatives (Y ∉ {m, 255},
 /// not already hard) capped at `max_neg − |hard|`. Every cap keeps the smallest
 /// [`pixel_key`](super::sampling::pixel_key)`(seed, step, scale, m, index)`. `m = 255` selects nothing.
-#[allow(clippy::too_many_arguments)] // mirrors the CUDA kernel's argument list
 pub fn sample_anchor(
-    y: &[u8],
-    pred: &[u8],
-    b: usize,
-    h: usize,
-    w: usize,
+    maps: &LabelMaps<'_, [u8]>,
     m: u8,
     cfg: &SamplingConfig,
     seed: u64,
     step: u64,
     scale: u32,
 ) -> Result<AnchorSamples> {
+    let LabelMaps { y, pred, b, h, w } = *maps;
     check_inputs(y, pred, b, h, w)?;
     if m == IGNORE {
         return Ok(AnchorSamples::default());

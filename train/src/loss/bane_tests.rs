@@ -1,6 +1,6 @@
 //! BANE candidates, percentile with ties, caps, determinism, and the boundary property.
 use super::bane::{
-    AnchorSamples, SamplingConfig, downsample_nearest, hard_negative_candidates,
+    AnchorSamples, LabelMaps, SamplingConfig, downsample_nearest, hard_negative_candidates,
     percentile_threshold, sample_anchor,
 };
 use super::sampling::{pixel_key, select_smallest_keys};
@@ -117,7 +117,21 @@ fn hard_negatives_sit_at_the_error_regions_edge() {
         max_neg: 100,
         ..SamplingConfig::default()
     };
-    let s = sample_anchor(&y, &pred, 1, 40, 40, M, &cfg, 5, 1, 2).unwrap();
+    let s = sample_anchor(
+        &LabelMaps {
+            y: &y,
+            pred: &pred,
+            b: 1,
+            h: 40,
+            w: 40,
+        },
+        M,
+        &cfg,
+        5,
+        1,
+        2,
+    )
+    .unwrap();
     assert_eq!(s.hard_negatives.len(), 50);
     assert!(
         s.hard_negatives
@@ -239,7 +253,21 @@ fn caps_and_disjoint_sets() {
             ..SamplingConfig::default()
         },
     ] {
-        let s = sample_anchor(&y, &pred, b, h, w, M, &cfg, 9, 4, 3).unwrap();
+        let s = sample_anchor(
+            &LabelMaps {
+                y: &y,
+                pred: &pred,
+                b,
+                h,
+                w,
+            },
+            M,
+            &cfg,
+            9,
+            4,
+            3,
+        )
+        .unwrap();
         check_caps(&y, &pred, b, h, w, &cfg, &s);
         if !cfg.bane {
             assert!(s.hard_negatives.is_empty());
@@ -251,7 +279,21 @@ fn caps_and_disjoint_sets() {
         max_neg: 80,
         ..SamplingConfig::default()
     };
-    let s = sample_anchor(&y, &pred, b, h, w, M, &cfg, 9, 4, 3).unwrap();
+    let s = sample_anchor(
+        &LabelMaps {
+            y: &y,
+            pred: &pred,
+            b,
+            h,
+            w,
+        },
+        M,
+        &cfg,
+        9,
+        4,
+        3,
+    )
+    .unwrap();
     assert_eq!(
         (
             s.positives.len(),
@@ -271,7 +313,23 @@ fn deterministic_and_keyed_by_seed_and_step() {
         max_neg: 60,
         ..SamplingConfig::default()
     };
-    let run = |seed, step| sample_anchor(&y, &pred, 2, 24, 24, M, &cfg, seed, step, 1).unwrap();
+    let run = |seed, step| {
+        sample_anchor(
+            &LabelMaps {
+                y: &y,
+                pred: &pred,
+                b: 2,
+                h: 24,
+                w: 24,
+            },
+            M,
+            &cfg,
+            seed,
+            step,
+            1,
+        )
+        .unwrap()
+    };
     let a = run(1, 1);
     assert_eq!(a, run(1, 1));
     assert_ne!(a.positives, run(2, 1).positives);
@@ -290,11 +348,13 @@ fn deterministic_and_keyed_by_seed_and_step() {
 fn ignore_class_selects_nothing() {
     let y = [255, 1, 255, 0];
     let s = sample_anchor(
-        &y,
-        &[255; 4],
-        1,
-        2,
-        2,
+        &LabelMaps {
+            y: &y,
+            pred: &[255; 4],
+            b: 1,
+            h: 2,
+            w: 2,
+        },
         255,
         &SamplingConfig::default(),
         0,
@@ -308,11 +368,40 @@ fn ignore_class_selects_nothing() {
 #[test]
 fn shape_errors() {
     let cfg = SamplingConfig::default();
-    let err = sample_anchor(&[0; 6], &[0; 5], 1, 2, 3, M, &cfg, 0, 0, 1)
-        .unwrap_err()
-        .to_string();
+    let err = sample_anchor(
+        &LabelMaps {
+            y: &[0; 6],
+            pred: &[0; 5],
+            b: 1,
+            h: 2,
+            w: 3,
+        },
+        M,
+        &cfg,
+        0,
+        0,
+        1,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("predictions has 5 values"), "{err}");
-    assert!(sample_anchor(&[0; 5], &[0; 6], 1, 2, 3, M, &cfg, 0, 0, 1).is_err());
+    assert!(
+        sample_anchor(
+            &LabelMaps {
+                y: &[0; 5],
+                pred: &[0; 6],
+                b: 1,
+                h: 2,
+                w: 3
+            },
+            M,
+            &cfg,
+            0,
+            0,
+            1
+        )
+        .is_err()
+    );
     assert!(hard_negative_candidates(&[0; 6], &[0; 6], 2, 2, 3, M, 0.5).is_err());
 }
 

@@ -8,7 +8,7 @@
 //! and no P×N matrix is ever built. Each scale's `z` is copied pixel-major once, so the gathers
 //! at sampled pixels and the gradient's scatter read and write contiguous rows. Arithmetic is
 //! f64 internally; inputs and gradients are f32.
-use super::bane::{IGNORE, SamplingConfig, downsample_nearest, sample_anchor};
+use super::bane::{IGNORE, LabelMaps, SamplingConfig, downsample_nearest, sample_anchor};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -324,22 +324,34 @@ pub fn anchor_loss(pos_dots: &[f64], neg_dots: &[f64], tau: f64) -> (f64, Vec<f6
     (loss * inv_p, g_pos, g_neg)
 }
 
-/// L_PA and ∂L_PA/∂z_i (method doc, sections 2, 3, 5). `labels` and `pred` (the detached argmax)
-/// are `[b, full_h, full_w]`; each scale's Y_i and ŷ_i are their nearest downsampling by the
-/// scale's stride, which must give exactly `h × w`. Sampling keys use `seed`, `step` and the
-/// scale number 1..=4. Gradients flow into positives, negatives and, through the (fused)
-/// anchors, into every pixel that formed a_i^n and a_4^n.
-#[allow(clippy::too_many_arguments)]
+/// What [`contrastive_loss`] is computed from, on the host: the four scales' projections, and
+/// `labels` and `pred` (the detached argmax), both `[b, full_h, full_w]`.
+pub struct HostInputs<'a> {
+    pub scales: &'a [ScaleInput<'a>; SCALES],
+    pub labels: &'a [u8],
+    pub pred: &'a [u8],
+    pub full_h: usize,
+    pub full_w: usize,
+}
+
+/// L_PA and ∂L_PA/∂z_i (method doc, sections 2, 3, 5) of `inputs`. Each scale's Y_i and ŷ_i are
+/// the nearest downsampling of `labels` and `pred` by the scale's stride, which must give
+/// exactly `h × w`. Sampling keys use `seed`, `step` and the scale number 1..=4. Gradients flow
+/// into positives, negatives and, through the (fused) anchors, into every pixel that formed
+/// a_i^n and a_4^n.
 pub fn contrastive_loss(
-    scales: &[ScaleInput; SCALES],
-    labels: &[u8],
-    pred: &[u8],
-    full_h: usize,
-    full_w: usize,
+    inputs: &HostInputs<'_>,
     cfg: &ContrastConfig,
     seed: u64,
     step: u64,
 ) -> Result<ContrastOutput> {
+    let HostInputs {
+        scales,
+        labels,
+        pred,
+        full_h,
+        full_w,
+    } = *inputs;
     let dims: [ScaleDims; SCALES] = std::array::from_fn(|i| scales[i].dims());
     check_inputs(&dims, labels.len(), pred.len(), full_h, full_w, cfg.tau)?;
     let b = scales[0].b;
@@ -379,11 +391,13 @@ pub fn contrastive_loss(
                 continue;
             }
             let smp = sample_anchor(
-                &ys[i],
-                &preds[i],
-                b,
-                s.h,
-                s.w,
+                &LabelMaps {
+                    y: &ys[i],
+                    pred: &preds[i],
+                    b,
+                    h: s.h,
+                    w: s.w,
+                },
                 n as u8,
                 &cfg.sampling,
                 seed,

@@ -1,7 +1,7 @@
 //! The contrastive loss: finite-difference gradient check, a hand-computed case, BANE on/off,
 //! and config validation naming the key.
-use super::bane::{IGNORE, SamplingConfig, downsample_nearest, sample_anchor};
-use super::contrast::{ContrastConfig, ScaleInput, anchor_loss, contrastive_loss};
+use super::bane::{IGNORE, LabelMaps, SamplingConfig, downsample_nearest, sample_anchor};
+use super::contrast::{ContrastConfig, HostInputs, ScaleInput, anchor_loss, contrastive_loss};
 use super::test_util::Rng;
 use crate::Error;
 use std::path::Path;
@@ -74,11 +74,13 @@ fn gradient_matches_central_differences() {
     };
     let run = |z: &[Vec<f32>; 4]| {
         contrastive_loss(
-            &inputs(z, b, d, full),
-            &labels,
-            &pred,
-            full,
-            full,
+            &HostInputs {
+                scales: &inputs(z, b, d, full),
+                labels: &labels,
+                pred: &pred,
+                full_h: full,
+                full_w: full,
+            },
             &cfg,
             7,
             3,
@@ -141,11 +143,13 @@ fn hand_computed_two_pixels() {
     z[0][hw + 8] = v[1];
     let cfg = ContrastConfig::default();
     let out = contrastive_loss(
-        &inputs(&z, b, d, full),
-        &labels,
-        &pred,
-        full,
-        full,
+        &HostInputs {
+            scales: &inputs(&z, b, d, full),
+            labels: &labels,
+            pred: &pred,
+            full_h: full,
+            full_w: full,
+        },
         &cfg,
         0,
         0,
@@ -206,11 +210,13 @@ fn bane_on_and_off_use_different_negatives_deterministically() {
     };
     let run = |cfg: &ContrastConfig| {
         contrastive_loss(
-            &inputs(&z, b, d, full),
-            &labels,
-            &pred,
-            full,
-            full,
+            &HostInputs {
+                scales: &inputs(&z, b, d, full),
+                labels: &labels,
+                pred: &pred,
+                full_h: full,
+                full_w: full,
+            },
             cfg,
             9,
             4,
@@ -227,7 +233,21 @@ fn bane_on_and_off_use_different_negatives_deterministically() {
     let p1 = downsample_nearest(&pred, b, full, full, 4).unwrap();
     let (h1, w1) = (full / 4, full / 4);
     let negs = |cfg: &SamplingConfig, m: u8| {
-        let s = sample_anchor(&y1, &p1, b, h1, w1, m, cfg, 9, 4, 1).unwrap();
+        let s = sample_anchor(
+            &LabelMaps {
+                y: &y1,
+                pred: &p1,
+                b,
+                h: h1,
+                w: w1,
+            },
+            m,
+            cfg,
+            9,
+            4,
+            1,
+        )
+        .unwrap();
         let mut n = s.hard_negatives;
         n.extend(s.random_negatives);
         n.sort_unstable();
@@ -240,7 +260,21 @@ fn bane_on_and_off_use_different_negatives_deterministically() {
     assert!(a.anchors.iter().any(|a| a.hard > 0));
     assert_eq!(a.anchors.len(), a.anchors_used.iter().sum::<usize>());
     for r in a.anchors.iter().filter(|r| r.scale == 0) {
-        let s = sample_anchor(&y1, &p1, b, h1, w1, r.class, &on.sampling, 9, 4, 1).unwrap();
+        let s = sample_anchor(
+            &LabelMaps {
+                y: &y1,
+                pred: &p1,
+                b,
+                h: h1,
+                w: w1,
+            },
+            r.class,
+            &on.sampling,
+            9,
+            4,
+            1,
+        )
+        .unwrap();
         let got = (r.positives, r.hard, r.random);
         let want = (
             s.positives.len(),
@@ -366,11 +400,13 @@ fn degenerate_sizes_are_refused_or_handled() {
     let cfg = ContrastConfig::default();
     let run = |z: &[Vec<f32>; 4], d| {
         contrastive_loss(
-            &inputs(z, b, d, full),
-            &labels,
-            &pred,
-            full,
-            full,
+            &HostInputs {
+                scales: &inputs(z, b, d, full),
+                labels: &labels,
+                pred: &pred,
+                full_h: full,
+                full_w: full,
+            },
             &cfg,
             1,
             1,

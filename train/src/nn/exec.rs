@@ -1,5 +1,6 @@
 //! Runs a [`Graph`] forward and backward on any backend. Activations of every node are kept for
 //! the backward pass; training-only nodes (projection heads) run only when asked for.
+use crate::backend::ops::{BatchNormEval, BatchNormSaved, BatchNormTrain};
 use crate::backend::{Backend, Shape};
 use crate::model::infer_shapes;
 use crate::nn::graph::{Graph, NodeId, Op};
@@ -122,30 +123,28 @@ pub fn forward<B: Backend>(
                         // gamma, beta, running_mean, running_var are consecutive (param_specs).
                         let (head, tail) = params.values.split_at_mut(g + 2);
                         let (rm, rv) = tail.split_at_mut(1);
-                        let (y, mean, invstd) = be.batchnorm_forward_train(
-                            arg(0)?,
-                            xs,
-                            &head[g],
-                            &head[g + 1],
-                            &mut rm[0],
-                            &mut rv[0],
-                            BN_MOMENTUM,
-                            BN_EPS,
-                        )?;
+                        let p = BatchNormTrain {
+                            gamma: &head[g],
+                            beta: &head[g + 1],
+                            running_mean: &mut rm[0],
+                            running_var: &mut rv[0],
+                            momentum: BN_MOMENTUM,
+                            eps: BN_EPS,
+                        };
+                        let (y, mean, invstd) = be.batchnorm_forward_train(arg(0)?, xs, p)?;
                         bn_saved[id] = Some((mean, invstd));
                         y
                     }
                     Mode::Eval => {
                         let v = &params.values;
-                        be.batchnorm_forward_eval(
-                            arg(0)?,
-                            xs,
-                            &v[g],
-                            &v[g + 1],
-                            &v[g + 2],
-                            &v[g + 3],
-                            BN_EPS,
-                        )?
+                        let p = BatchNormEval {
+                            gamma: &v[g],
+                            beta: &v[g + 1],
+                            running_mean: &v[g + 2],
+                            running_var: &v[g + 3],
+                            eps: BN_EPS,
+                        };
+                        be.batchnorm_forward_eval(arg(0)?, xs, p)?
                     }
                 }
             }
@@ -254,16 +253,13 @@ pub fn backward<B: Backend>(
                 let dbeta = tail[0]
                     .as_mut()
                     .ok_or_else(|| Error::Shape("no beta grad".into()))?;
-                let dx = be.batchnorm_backward(
-                    &dy,
-                    acts.get(node.inputs[0])?,
-                    xs,
-                    &params.values[g],
+                let saved = BatchNormSaved {
+                    gamma: &params.values[g],
                     mean,
                     invstd,
-                    dgamma,
-                    dbeta,
-                )?;
+                };
+                let x = acts.get(node.inputs[0])?;
+                let dx = be.batchnorm_backward(&dy, x, xs, saved, dgamma, dbeta)?;
                 accumulate(be, &mut dys[node.inputs[0]], dx)?;
             }
             Op::Relu => {

@@ -5,7 +5,7 @@ use contextrast_train::Result;
 use contextrast_train::backend::Shape;
 use contextrast_train::loss::bane::IGNORE;
 use contextrast_train::loss::contrast::{
-    ContrastConfig, ContrastOutput, SCALES, ScaleInput, contrastive_loss,
+    ContrastConfig, ContrastOutput, HostInputs, SCALES, ScaleInput, contrastive_loss,
 };
 
 pub const STRIDES: [usize; SCALES] = [4, 8, 16, 32];
@@ -208,7 +208,18 @@ pub fn cpu_reference(
         w: c.w / STRIDES[i],
         stride: STRIDES[i],
     });
-    contrastive_loss(&inputs, &c.labels, &c.pred, c.h, c.w, cfg, seed, step)
+    contrastive_loss(
+        &HostInputs {
+            scales: &inputs,
+            labels: &c.labels,
+            pred: &c.pred,
+            full_h: c.h,
+            full_w: c.w,
+        },
+        cfg,
+        seed,
+        step,
+    )
 }
 
 /// `|a − b| ≤ rtol · max(|a|, |b|)` (1e-12 floor): the losses of two implementations.

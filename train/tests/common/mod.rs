@@ -4,9 +4,9 @@
 #![allow(dead_code)]
 pub mod contrast_cases;
 
-use contextrast_train::backend::cuda::contrast::{LossPath, loss_path};
-use contextrast_train::backend::cuda::cudnn::{ConvPath, requested_conv_path};
-use contextrast_train::backend::cuda::{Cuda, cuda_available};
+use contextrast_train::backend::cuda::contrast::LossPath;
+use contextrast_train::backend::cuda::cudnn::ConvPath;
+use contextrast_train::backend::cuda::{Cuda, CudaOptions, cuda_available};
 
 /// The CUDA backend, or `None` after printing the skip line. With `CONTEXTRAST_CUDA_REQUIRED`
 /// set (scripts/cuda-emu, a GPU host's gpu-check) a missing device fails the test instead, so a
@@ -21,13 +21,13 @@ pub fn gpu(op: &str) -> Option<Cuda> {
         println!("SKIPPED (no CUDA): {op}");
         return None;
     }
-    match Cuda::new(0) {
+    match Cuda::new(0, CudaOptions::from_env()) {
         Ok(c) => {
             assert!(
                 std::env::var_os("CONTEXTRAST_CUDA_REQUIRED").is_none()
-                    || requested_conv_path() == c.conv_path(),
+                    || CudaOptions::from_env().conv == c.conv_path(),
                 "CONTEXTRAST_CUDA_CONV asks for {:?}, the backend runs {} ({op})",
-                requested_conv_path(),
+                CudaOptions::from_env().conv,
                 c.conv_label()
             );
             if c.conv_path() == ConvPath::Cudnn {
@@ -70,7 +70,7 @@ impl Rng {
 /// kept the kernels. Other paths (`CONTEXTRAST_CUDA_LOSS` set) have no check to assert.
 #[track_caller]
 pub fn assert_check_kept_the_kernels(cuda: &Cuda, what: &str) {
-    if loss_path() == LossPath::Checked {
+    if cuda.loss_path() == LossPath::Checked {
         assert_eq!(
             cuda.checked_loss_path(),
             Some(LossPath::Device),

@@ -4,9 +4,11 @@
 //! (image, tile) units, each running a single-threaded GEMM: with few images and two cores,
 //! splitting one small-M GEMM across threads loses (see platform notes), tiling does not.
 //! 1×1 stride-1 convs read the input as the column matrix directly.
+use super::Cpu;
 use super::im2col::{Geom, col2im_add, im2col};
 use super::matmul::{MatMut, MatRef, gemm};
 use super::{check_len, check_shape};
+use crate::backend::ops::ConvOps;
 use crate::backend::{ConvSpec, Shape};
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -273,4 +275,37 @@ pub(super) fn backward_weight(
         }
     }
     Ok(())
+}
+
+impl ConvOps for Cpu {
+    fn conv2d_forward(
+        &self,
+        x: &Vec<f32>,
+        xs: Shape,
+        w: &Vec<f32>,
+        b: Option<&Vec<f32>>,
+        spec: &ConvSpec,
+    ) -> Result<Vec<f32>> {
+        forward(x, xs, w, b.map(|b| b.as_slice()), spec, None)
+    }
+    fn conv2d_backward_input(
+        &self,
+        dy: &Vec<f32>,
+        w: &Vec<f32>,
+        xs: Shape,
+        spec: &ConvSpec,
+    ) -> Result<Vec<f32>> {
+        backward_input(dy, w, xs, spec, None)
+    }
+    fn conv2d_backward_weight(
+        &self,
+        x: &Vec<f32>,
+        xs: Shape,
+        dy: &Vec<f32>,
+        spec: &ConvSpec,
+        dw: &mut Vec<f32>,
+        db: Option<&mut Vec<f32>>,
+    ) -> Result<()> {
+        backward_weight(x, xs, dy, spec, dw, db.map(|b| b.as_mut_slice()), None)
+    }
 }

@@ -1,7 +1,9 @@
 //! Channel concatenation and its inverse. In NCHW each image's channels are contiguous, so both
 //! are block copies: parallel over images (concat) or over parts (split).
+use super::Cpu;
 use super::check_shape;
 use crate::backend::Shape;
+use crate::backend::ops::LayoutOps;
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -20,7 +22,7 @@ fn joint(op: &str, shapes: &[Shape]) -> Result<Shape> {
     Ok(first.with_c(shapes.iter().map(|s| s.c).sum()))
 }
 
-pub(super) fn concat_channels(parts: &[(&[f32], Shape)]) -> Result<Vec<f32>> {
+fn concat_channels(parts: &[(&[f32], Shape)]) -> Result<Vec<f32>> {
     const OP: &str = "concat_channels";
     let shapes: Vec<Shape> = parts.iter().map(|p| p.1).collect();
     let out_shape = joint(OP, &shapes)?;
@@ -45,7 +47,7 @@ pub(super) fn concat_channels(parts: &[(&[f32], Shape)]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-pub(super) fn split_channels(dy: &[f32], shapes: &[Shape]) -> Result<Vec<Vec<f32>>> {
+fn split_channels(dy: &[f32], shapes: &[Shape]) -> Result<Vec<Vec<f32>>> {
     const OP: &str = "split_channels";
     let in_shape = joint(OP, shapes)?;
     check_shape(OP, "dy", dy.len(), in_shape)?;
@@ -71,4 +73,14 @@ pub(super) fn split_channels(dy: &[f32], shapes: &[Shape]) -> Result<Vec<Vec<f32
                 .collect::<Vec<f32>>()
         })
         .collect())
+}
+
+impl LayoutOps for Cpu {
+    fn concat_channels(&self, parts: &[(&Vec<f32>, Shape)]) -> Result<Vec<f32>> {
+        let parts: Vec<(&[f32], Shape)> = parts.iter().map(|(b, s)| (b.as_slice(), *s)).collect();
+        concat_channels(&parts)
+    }
+    fn split_channels(&self, dy: &Vec<f32>, shapes: &[Shape]) -> Result<Vec<Vec<f32>>> {
+        split_channels(dy, shapes)
+    }
 }

@@ -1,7 +1,9 @@
 //! Softmax cross-entropy and argmax over channels. Per image the channel reductions are
 //! whole-plane passes (max, then exp-sum), so one exp per logit, written straight into the
 //! gradient buffer; images run in parallel and loss partials are summed in f64 in image order.
+use super::Cpu;
 use super::{check_len, check_shape};
+use crate::backend::ops::{ContrastOps, LossOps};
 use crate::backend::{IGNORE, Shape};
 use crate::{Error, Result};
 use rayon::prelude::*;
@@ -21,7 +23,7 @@ fn check_classes(op: &str, shape: Shape) -> Result<()> {
 
 /// Mean (weighted: `Σ w[yᵢ]·ℓᵢ / Σ w[yᵢ]`, PyTorch) cross-entropy over labelled pixels and the
 /// gradient of that mean. Labels other than [`IGNORE`] must be below `shape.c`.
-pub(super) fn softmax_cross_entropy(
+fn softmax_cross_entropy(
     logits: &[f32],
     shape: Shape,
     labels: &[u8],
@@ -92,7 +94,7 @@ pub(super) fn softmax_cross_entropy(
 }
 
 /// Per-pixel argmax over channels; ties go to the lowest class id.
-pub(super) fn argmax_channels(logits: &[f32], shape: Shape) -> Result<Vec<u8>> {
+fn argmax_channels(logits: &[f32], shape: Shape) -> Result<Vec<u8>> {
     const OP: &str = "argmax_channels";
     check_classes(OP, shape)?;
     check_shape(OP, "logits", logits.len(), shape)?;
@@ -116,3 +118,23 @@ pub(super) fn argmax_channels(logits: &[f32], shape: Shape) -> Result<Vec<u8>> {
         });
     Ok(out)
 }
+
+impl LossOps for Cpu {
+    fn softmax_cross_entropy(
+        &self,
+        logits: &Vec<f32>,
+        shape: Shape,
+        labels: &Vec<u8>,
+        class_weights: Option<&Vec<f32>>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (loss, grad) =
+            softmax_cross_entropy(logits, shape, labels, class_weights.map(|w| w.as_slice()))?;
+        Ok((vec![loss], grad))
+    }
+    fn argmax_channels(&self, logits: &Vec<f32>, shape: Shape) -> Result<Vec<u8>> {
+        argmax_channels(logits, shape)
+    }
+}
+
+/// L_PA through the default: the CPU reference itself.
+impl ContrastOps for Cpu {}

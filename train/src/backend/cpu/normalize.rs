@@ -1,9 +1,11 @@
 //! Per-pixel L2 normalisation over channels (the projection heads' output). Channel reductions
 //! run as whole-plane passes (`acc[p] += v[c][p]` for each c), which vectorise, rather than a
 //! strided walk per pixel; images run in parallel.
+use super::Cpu;
 use super::check_shape;
 use crate::Result;
 use crate::backend::Shape;
+use crate::backend::ops::NormalizeOps;
 use rayon::prelude::*;
 
 /// Floor of the norm, as in PyTorch's `F.normalize`.
@@ -19,7 +21,7 @@ fn norms(x: &[f32], hw: usize) -> Vec<f32> {
     acc
 }
 
-pub(super) fn l2_forward(x: &[f32], xs: Shape) -> Result<Vec<f32>> {
+fn l2_forward(x: &[f32], xs: Shape) -> Result<Vec<f32>> {
     check_shape("l2_normalize_forward", "x", x.len(), xs)?;
     let mut z = vec![0.0; x.len()];
     let (hw, chw) = (xs.hw(), xs.c * xs.hw());
@@ -42,7 +44,7 @@ pub(super) fn l2_forward(x: &[f32], xs: Shape) -> Result<Vec<f32>> {
 
 /// With `d = max(‖v‖, ε)` and `z = v/d`: `dx = (dy − z·(z·dy))/d` where the norm exceeds ε
 /// (the usual projection), and `dx = dy/ε` below it, where `d` is constant.
-pub(super) fn l2_backward(dy: &[f32], x: &[f32], xs: Shape) -> Result<Vec<f32>> {
+fn l2_backward(dy: &[f32], x: &[f32], xs: Shape) -> Result<Vec<f32>> {
     const OP: &str = "l2_normalize_backward";
     check_shape(OP, "dy", dy.len(), xs)?;
     check_shape(OP, "x", x.len(), xs)?;
@@ -75,4 +77,13 @@ pub(super) fn l2_backward(dy: &[f32], x: &[f32], xs: Shape) -> Result<Vec<f32>> 
             }
         });
     Ok(dx)
+}
+
+impl NormalizeOps for Cpu {
+    fn l2_normalize_forward(&self, x: &Vec<f32>, xs: Shape) -> Result<Vec<f32>> {
+        l2_forward(x, xs)
+    }
+    fn l2_normalize_backward(&self, dy: &Vec<f32>, x: &Vec<f32>, xs: Shape) -> Result<Vec<f32>> {
+        l2_backward(dy, x, xs)
+    }
 }

@@ -1,7 +1,9 @@
 //! SGD with momentum and weight decay, PyTorch's rule (`dampening = 0`, no Nesterov). A zero
 //! velocity makes the first step `v = g`, which is what PyTorch's lazily created buffer gives.
+use super::Cpu;
 use super::{PAR_MIN, check_len};
 use crate::Result;
+use crate::backend::ops::OptimOps;
 use rayon::prelude::*;
 
 /// `g = grad + wd·p; v = μ·v + g; p −= lr·v`, elementwise.
@@ -12,7 +14,7 @@ fn step(p: &mut [f32], g: &[f32], v: &mut [f32], lr: f32, momentum: f32, weight_
     }
 }
 
-pub(super) fn sgd_step(
+fn sgd_step(
     param: &mut [f32],
     grad: &[f32],
     velocity: &mut [f32],
@@ -32,4 +34,18 @@ pub(super) fn sgd_step(
             .for_each(|((p, g), v)| step(p, g, v, lr, momentum, weight_decay));
     }
     Ok(())
+}
+
+impl OptimOps for Cpu {
+    fn sgd_step(
+        &self,
+        param: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        velocity: &mut Vec<f32>,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+    ) -> Result<()> {
+        sgd_step(param, grad, velocity, lr, momentum, weight_decay)
+    }
 }

@@ -1,8 +1,10 @@
 //! Bilinear resize with half-pixel centres (PyTorch `align_corners=False`, ONNX `half_pixel`).
 //! The two source taps and weights of every output row and column are computed once per call,
 //! then planes run in parallel.
+use super::Cpu;
 use super::check_shape;
 use crate::backend::Shape;
+use crate::backend::ops::ResizeOps;
 use crate::{Error, Result};
 use rayon::prelude::*;
 
@@ -42,7 +44,7 @@ fn check(op: &str, xs: Shape, out_h: usize, out_w: usize) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn forward(x: &[f32], xs: Shape, out_h: usize, out_w: usize) -> Result<Vec<f32>> {
+fn forward(x: &[f32], xs: Shape, out_h: usize, out_w: usize) -> Result<Vec<f32>> {
     const OP: &str = "resize_bilinear_forward";
     check_shape(OP, "x", x.len(), xs)?;
     check(OP, xs, out_h, out_w)?;
@@ -70,7 +72,7 @@ pub(super) fn forward(x: &[f32], xs: Shape, out_h: usize, out_w: usize) -> Resul
 }
 
 /// The adjoint of [`forward`]: each output gradient goes back to its four taps.
-pub(super) fn backward(dy: &[f32], xs: Shape, out_h: usize, out_w: usize) -> Result<Vec<f32>> {
+fn backward(dy: &[f32], xs: Shape, out_h: usize, out_w: usize) -> Result<Vec<f32>> {
     const OP: &str = "resize_bilinear_backward";
     check_shape(OP, "dy", dy.len(), Shape::new(xs.n, xs.c, out_h, out_w))?;
     check(OP, xs, out_h, out_w)?;
@@ -93,4 +95,25 @@ pub(super) fn backward(dy: &[f32], xs: Shape, out_h: usize, out_w: usize) -> Res
             }
         });
     Ok(dx)
+}
+
+impl ResizeOps for Cpu {
+    fn resize_bilinear_forward(
+        &self,
+        x: &Vec<f32>,
+        xs: Shape,
+        out_h: usize,
+        out_w: usize,
+    ) -> Result<Vec<f32>> {
+        forward(x, xs, out_h, out_w)
+    }
+    fn resize_bilinear_backward(
+        &self,
+        dy: &Vec<f32>,
+        xs: Shape,
+        out_h: usize,
+        out_w: usize,
+    ) -> Result<Vec<f32>> {
+        backward(dy, xs, out_h, out_w)
+    }
 }

@@ -2,23 +2,11 @@
 //! evaluation is elementwise with the running statistics.
 use super::{Cuda, check_len, dim, elems_cfg, per_channel_cfg};
 use crate::backend::Shape;
+use crate::backend::ops::{BatchNormEval, BatchNormOps, BatchNormSaved, BatchNormTrain};
 use crate::{Error, Result};
 use cudarc::driver::CudaSlice;
 
 type Buf = CudaSlice<f32>;
-
-/// The running statistics the training forward updates.
-pub(super) struct Running<'a> {
-    pub mean: &'a mut Buf,
-    pub var: &'a mut Buf,
-}
-
-/// What the training forward kept for the backward pass.
-pub(super) struct Saved<'a> {
-    pub gamma: &'a Buf,
-    pub mean: &'a Buf,
-    pub invstd: &'a Buf,
-}
 
 /// `(n, c, h·w)` as kernel ints, after checking `x` and each per-channel buffer.
 fn sizes(what: &str, x: &Buf, xs: Shape, per_channel: &[(&str, usize)]) -> Result<(i32, i32, i32)> {
@@ -30,23 +18,26 @@ fn sizes(what: &str, x: &Buf, xs: Shape, per_channel: &[(&str, usize)]) -> Resul
     Ok((dim("n", xs.n)?, dim("c", xs.c)?, dim("h·w", xs.hw())?))
 }
 
-impl Cuda {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn bn_forward_train_impl(
+impl BatchNormOps for Cuda {
+    fn batchnorm_forward_train(
         &self,
         x: &Buf,
         xs: Shape,
-        gamma: &Buf,
-        beta: &Buf,
-        running: Running<'_>,
-        momentum: f32,
-        eps: f32,
+        p: BatchNormTrain<'_, Buf>,
     ) -> Result<(Buf, Buf, Buf)> {
+        let BatchNormTrain {
+            gamma,
+            beta,
+            running_mean: rm,
+            running_var: rv,
+            momentum,
+            eps,
+        } = p;
         let lens = [
             ("gamma", gamma.len()),
             ("beta", beta.len()),
-            ("running_mean", running.mean.len()),
-            ("running_var", running.var.len()),
+            ("running_mean", rm.len()),
+            ("running_var", rv.len()),
         ];
         let (n, c, hw) = sizes("batchnorm_forward_train", x, xs, &lens)?;
         if xs.c > 0 && xs.n * xs.hw() < 2 {
@@ -59,24 +50,20 @@ impl Cuda {
         let mut mean = self.alloc(xs.c)?;
         let mut invstd = self.alloc(xs.c)?;
         if xs.c > 0 {
-            let (rm, rv) = (running.mean, running.var);
             launch!(self, "bn_forward_train", per_channel_cfg(c);
                 x, &mut y, gamma, beta, rm, rv, &mut mean, &mut invstd, &n, &c, &hw, &momentum, &eps)?;
         }
         Ok((y, mean, invstd))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn bn_forward_eval_impl(
-        &self,
-        x: &Buf,
-        xs: Shape,
-        gamma: &Buf,
-        beta: &Buf,
-        running_mean: &Buf,
-        running_var: &Buf,
-        eps: f32,
-    ) -> Result<Buf> {
+    fn batchnorm_forward_eval(&self, x: &Buf, xs: Shape, p: BatchNormEval<'_, Buf>) -> Result<Buf> {
+        let BatchNormEval {
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            eps,
+        } = p;
         let lens = [
             ("gamma", gamma.len()),
             ("beta", beta.len()),
@@ -92,12 +79,12 @@ impl Cuda {
         Ok(y)
     }
 
-    pub(super) fn bn_backward_impl(
+    fn batchnorm_backward(
         &self,
         dy: &Buf,
         x: &Buf,
         xs: Shape,
-        saved: Saved<'_>,
+        saved: BatchNormSaved<'_, Buf>,
         dgamma: &mut Buf,
         dbeta: &mut Buf,
     ) -> Result<Buf> {
@@ -112,7 +99,7 @@ impl Cuda {
         check_len("batchnorm_backward dy", dy.len(), xs.numel())?;
         let mut dx = self.alloc(xs.numel())?;
         if xs.numel() > 0 {
-            let Saved {
+            let BatchNormSaved {
                 gamma,
                 mean,
                 invstd,

@@ -4,10 +4,10 @@
 //! the summation order of f64 sums (the per-class feature sums and the sampled gradients use
 //! atomics; see docs in the kernel file).
 //!
-//! Which path the CUDA backend takes is [`loss_path`]: by default these kernels, checked against
-//! the host reference on the first step ([`super::contrast_check`]), which keeps the rest of the
-//! run on the host if they disagree; `CONTEXTRAST_CUDA_LOSS=device` skips the check and `host`
-//! always uses the reference.
+//! Which path the CUDA backend takes is [`Cuda::loss_path`], as its options ask
+//! ([`super::CudaOptions`]): by default these kernels, checked against the host reference on the
+//! first step ([`super::contrast_check`]), which keeps the rest of the run on the host if they
+//! disagree; `CONTEXTRAST_CUDA_LOSS=device` skips the check and `host` always uses the reference.
 //!
 //! Nothing here waits for the device: the anchors are the model's classes (known on the host;
 //! a class absent at a scale gets no positives and so no anchor), each scale's weight λ_i / (its
@@ -15,15 +15,16 @@
 //! device until the caller resolves the [`PendingReport`] (the trainer does so once the step's
 //! backward pass and SGD are queued). Gradients stay on the device.
 use super::{Cuda, backend_err, check_len, dim, driver_err, elems_cfg};
+use crate::backend::ops::{ContrastOps, Memory as _};
 use crate::backend::{
-    Backend as _, BackendContrast, ContrastReport, PendingReport, ScaleBuf, Shape,
+    BackendContrast, ContrastInputs, ContrastReport, PendingReport, ScaleBuf, Shape,
 };
-use crate::loss::bane::{AnchorSamples, IGNORE, SamplingConfig};
+use crate::loss::bane::{AnchorSamples, IGNORE, LabelMaps, SamplingConfig};
 use crate::loss::contrast::{self, AnchorCount, ContrastConfig, SCALES, ScaleDims};
 use crate::loss::sampling::anchor_key_base;
 use crate::{Error, Result};
 use cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, ValidAsZeroBits};
-use std::sync::OnceLock;
+use std::sync::Once;
 
 type Buf = CudaSlice<f32>;
 
@@ -39,7 +40,7 @@ pub enum LossPath {
     Checked,
 }
 
-/// The path taken when `CONTEXTRAST_CUDA_LOSS` is unset.
+/// The path taken when `CONTEXTRAST_CUDA_LOSS` is unset ([`super::CudaOptions::from_env`]).
 pub const DEFAULT_LOSS_PATH: LossPath = LossPath::Checked;
 
 /// Class ids a u8 label map can hold.
@@ -59,35 +60,20 @@ pub fn parse_loss_path(v: &str) -> Option<LossPath> {
     }
 }
 
-/// The path from `CONTEXTRAST_CUDA_LOSS`, else [`DEFAULT_LOSS_PATH`]; read and logged once per
-/// process.
-pub fn loss_path() -> LossPath {
-    static PATH: OnceLock<LossPath> = OnceLock::new();
-    *PATH.get_or_init(|| {
-        let env = std::env::var("CONTEXTRAST_CUDA_LOSS").ok();
-        let path = match env.as_deref().map(|v| (v, parse_loss_path(v))) {
-            None => DEFAULT_LOSS_PATH,
-            Some((_, Some(p))) => p,
-            Some((v, None)) => {
-                log::warn!(
-                    "CONTEXTRAST_CUDA_LOSS={v:?} is not \"checked\", \"device\" or \"host\"; using the default"
-                );
-                DEFAULT_LOSS_PATH
-            }
-        };
-        match path {
-            LossPath::Host => log::info!(
-                "CUDA contrastive loss: host reference (download, CPU, upload), as CONTEXTRAST_CUDA_LOSS=host asks"
-            ),
-            LossPath::Device => {
-                log::info!("CUDA contrastive loss: on the device (kernels/contrast.cu), unchecked")
-            }
-            LossPath::Checked => log::info!(
-                "CUDA contrastive loss: on the device (kernels/contrast.cu), checked against the host reference on the first step"
-            ),
+/// Says once per process where L_PA runs, when a backend first asks.
+fn log_loss_path(path: LossPath) {
+    static LOGGED: Once = Once::new();
+    LOGGED.call_once(|| match path {
+        LossPath::Host => log::info!(
+            "CUDA contrastive loss: host reference (download, CPU, upload), as CONTEXTRAST_CUDA_LOSS=host asks"
+        ),
+        LossPath::Device => {
+            log::info!("CUDA contrastive loss: on the device (kernels/contrast.cu), unchecked")
         }
-        path
-    })
+        LossPath::Checked => log::info!(
+            "CUDA contrastive loss: on the device (kernels/contrast.cu), checked against the host reference on the first step"
+        ),
+    });
 }
 
 /// A grid-stride launch over `n` items (x) for each of `y` anchors or channels.
@@ -138,6 +124,12 @@ pub struct ClassStats {
 }
 
 impl Cuda {
+    /// Where L_PA runs, as the options asked; the first call in a process logs it.
+    pub fn loss_path(&self) -> LossPath {
+        log_loss_path(self.options.loss);
+        self.options.loss
+    }
+
     fn alloc_t<T: DeviceRepr + ValidAsZeroBits>(
         &self,
         what: &str,
@@ -244,7 +236,8 @@ impl Cuda {
         classes: &[u8],
     ) -> Result<Vec<u32>> {
         let classes_dev = self.up_t("classes", &classes_i32(classes))?;
-        let d2 = self.edt_device(y, pred, b, h, w, &classes_dev, classes.len())?;
+        let maps = LabelMaps { y, pred, b, h, w };
+        let d2 = self.edt_device(&maps, &classes_dev, classes.len())?;
         let mut v = self.down_t("d2", &d2)?;
         self.synchronize()?;
         v.truncate(classes.len() * b * h * w);
@@ -252,17 +245,13 @@ impl Cuda {
     }
 
     /// The EDT passes for `a` anchors: `d2 [a, b, h, w]`.
-    #[allow(clippy::too_many_arguments)]
     fn edt_device(
         &self,
-        y: &CudaSlice<u8>,
-        pred: &CudaSlice<u8>,
-        b: usize,
-        h: usize,
-        w: usize,
+        maps: &LabelMaps<'_, CudaSlice<u8>>,
         classes: &CudaSlice<i32>,
         a: usize,
     ) -> Result<CudaSlice<u32>> {
+        let LabelMaps { y, pred, b, h, w } = *maps;
         let n = b * h * w;
         check_len("edt labels", y.len(), n)?;
         check_len("edt predictions", pred.len(), n)?;
@@ -296,16 +285,11 @@ impl Cuda {
     }
 
     /// Samples every anchor class of `classes` (ascending, distinct, no 255) at one scale: the
-    /// device's bane.rs `sample_anchor` for all of them at once. `y` and `pred` are Y_i and ŷ_i
-    /// `[b, h, w]`; `scale` is the method's i (1..=4).
-    #[allow(clippy::too_many_arguments)]
+    /// device's bane.rs `sample_anchor` for all of them at once, from the scale's Y_i and ŷ_i
+    /// `maps`; `scale` is the method's i (1..=4).
     pub fn contrast_sample(
         &self,
-        y: &CudaSlice<u8>,
-        pred: &CudaSlice<u8>,
-        b: usize,
-        h: usize,
-        w: usize,
+        maps: &LabelMaps<'_, CudaSlice<u8>>,
         classes: &[u8],
         cfg: &SamplingConfig,
         seed: u64,
@@ -320,22 +304,20 @@ impl Cuda {
         let classes_dev = self.up_t("classes", &classes_i32(classes))?;
         let bases = self.up_t("key bases", &key_bases(classes, seed, step, scale))?;
         let bases = bases.slice(..);
-        self.sample_device(y, pred, (b, h, w), classes, &classes_dev, &bases, cfg)
+        self.sample_device(maps, classes, &classes_dev, &bases, cfg)
     }
 
     /// The kernels of [`Cuda::contrast_sample`], with the classes and their sampling keys'
     /// bases (sampling.rs `anchor_key_base`) already on the device.
-    #[allow(clippy::too_many_arguments)]
     fn sample_device(
         &self,
-        y: &CudaSlice<u8>,
-        pred: &CudaSlice<u8>,
-        (b, h, w): (usize, usize, usize),
+        maps: &LabelMaps<'_, CudaSlice<u8>>,
         classes: &[u8],
         classes_dev: &CudaSlice<i32>,
         bases: &CudaView<'_, u64>,
         cfg: &SamplingConfig,
     ) -> Result<DeviceSamples> {
+        let LabelMaps { y, pred, b, h, w } = *maps;
         let n = b * h * w;
         check_len("sample_anchor labels", y.len(), n)?;
         check_len("sample_anchor predictions", pred.len(), n)?;
@@ -354,7 +336,7 @@ impl Cuda {
         if a > 0 && n > 0 {
             let mut flags = self.alloc_t::<u8>("BANE flags", a * n)?;
             if hard_cap > 0 {
-                let d2 = self.edt_device(y, pred, b, h, w, classes_dev, a)?;
+                let d2 = self.edt_device(maps, classes_dev, a)?;
                 let (hw, k) = (dim("h·w", h * w)?, cfg.k_percentile);
                 let bi = dim("b", b)?;
                 let cfg = blocks(b, grid_y("anchors", a)?, BLOCK);
@@ -411,19 +393,21 @@ impl Cuda {
     /// doc), with the same errors for bad shapes. `classes` is the model's class count: every
     /// class is an anchor slot at every scale. Returns with the work queued; the report reads
     /// it back (and refuses labels of other classes, which the reference would make anchors of).
-    #[allow(clippy::too_many_arguments)]
     pub fn contrastive_loss_device(
         &self,
-        scales: &[ScaleBuf<'_, Cuda>; SCALES],
-        labels: &CudaSlice<u8>,
-        pred: &CudaSlice<u8>,
-        classes: usize,
-        full_h: usize,
-        full_w: usize,
+        inputs: &ContrastInputs<'_, Cuda>,
         cfg: &ContrastConfig,
         seed: u64,
         step: u64,
     ) -> Result<BackendContrast<Cuda>> {
+        let ContrastInputs {
+            scales,
+            labels,
+            pred,
+            classes,
+            full_h,
+            full_w,
+        } = *inputs;
         let b = scales[0].shape.n;
         let d = scales[0].shape.c;
         check_inputs(scales, labels.len(), pred.len(), full_h, full_w, cfg)?;
@@ -459,15 +443,14 @@ impl Cuda {
         for i in 0..SCALES {
             let s = &dims[i];
             let keys = bases.slice(i * classes..(i + 1) * classes);
-            let smp = self.sample_device(
-                &ys[i],
-                &preds[i],
-                (b, s.h, s.w),
-                &slots,
-                &slots_dev,
-                &keys,
-                &cfg.sampling,
-            )?;
+            let maps = LabelMaps {
+                y: &ys[i],
+                pred: &preds[i],
+                b,
+                h: s.h,
+                w: s.w,
+            };
+            let smp = self.sample_device(&maps, &slots, &slots_dev, &keys, &cfg.sampling)?;
             anchor_vecs.push(self.anchor_vectors(&stats, i, &slots_dev, classes, d, cfg)?);
             samples.push(smp);
         }
@@ -574,6 +557,31 @@ impl Cuda {
                 &fuse, &wl, &wh, &mut out)?;
         }
         Ok(out)
+    }
+}
+
+impl ContrastOps for Cuda {
+    /// On the path [`Cuda::loss_path`] names: by default the device kernels, checked against
+    /// the host reference on the first step.
+    fn contrastive_loss(
+        &self,
+        inputs: &ContrastInputs<'_, Cuda>,
+        cfg: &ContrastConfig,
+        seed: u64,
+        step: u64,
+    ) -> Result<BackendContrast<Cuda>> {
+        let host =
+            || crate::backend::contrast::contrastive_loss_on_host(self, inputs, cfg, seed, step);
+        let device = || self.contrastive_loss_device(inputs, cfg, seed, step);
+        match self.loss_path() {
+            LossPath::Device => device(),
+            LossPath::Host => host(),
+            LossPath::Checked => self.contrastive_loss_checked(host, device),
+        }
+    }
+
+    fn contrastive_loss_path(&self) -> Option<String> {
+        Some(self.loss_label())
     }
 }
 

@@ -6,7 +6,8 @@
 use super::Cuda;
 use super::contrast::LossPath;
 use crate::Result;
-use crate::backend::{Backend as _, BackendContrast, ContrastReport};
+use crate::backend::ops::Memory as _;
+use crate::backend::{BackendContrast, ContrastReport};
 use crate::loss::contrast::{AnchorCount, SCALES};
 
 /// Relative tolerance of the loss and the per-scale losses: f64 sums that differ only in order
@@ -209,7 +210,7 @@ impl Cuda {
 
     /// Where this backend computes L_PA, in words, for benchmark reports and tests.
     pub fn loss_label(&self) -> String {
-        match (super::contrast::loss_path(), self.loss_verdict.get()) {
+        match (self.loss_path(), self.loss_verdict.get()) {
             (LossPath::Host, _) => "host reference (CONTEXTRAST_CUDA_LOSS=host)".into(),
             (LossPath::Device, _) => "device, unchecked (CONTEXTRAST_CUDA_LOSS=device)".into(),
             (LossPath::Checked, None) => {

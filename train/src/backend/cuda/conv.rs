@@ -5,6 +5,7 @@
 //! weight gradient `dW += dY·colᵀ` (beta = 1, so it accumulates as the trait asks).
 //! With cuDNN open (cudnn.rs) the three go through it instead; bias stays on our kernels.
 use super::{Cuda, backend_err, check_len, dim, driver_err, elems_cfg, per_channel_cfg};
+use crate::backend::ops::ConvOps;
 use crate::backend::{ConvSpec, Shape};
 use crate::{Error, Result};
 use cudarc::cublas::sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
@@ -141,8 +142,10 @@ impl Cuda {
         unsafe { self.blas.gemm_strided_batched(cfg, a, b, c) }
             .map_err(|e| backend_err("cuBLAS sgemm", e))
     }
+}
 
-    pub(super) fn conv_forward_impl(
+impl ConvOps for Cuda {
+    fn conv2d_forward(
         &self,
         x: &Buf,
         xs: Shape,
@@ -210,13 +213,7 @@ impl Cuda {
         Ok(y)
     }
 
-    pub(super) fn conv_backward_input_impl(
-        &self,
-        dy: &Buf,
-        w: &Buf,
-        xs: Shape,
-        spec: &ConvSpec,
-    ) -> Result<Buf> {
+    fn conv2d_backward_input(&self, dy: &Buf, w: &Buf, xs: Shape, spec: &ConvSpec) -> Result<Buf> {
         let g = Geometry::new(xs, spec)?;
         check_len("conv2d_backward_input dy", dy.len(), g.ys.numel())?;
         check_len("conv2d_backward_input weight", w.len(), spec.weight_len())?;
@@ -282,7 +279,7 @@ impl Cuda {
         Ok(dx)
     }
 
-    pub(super) fn conv_backward_weight_impl(
+    fn conv2d_backward_weight(
         &self,
         x: &Buf,
         xs: Shape,

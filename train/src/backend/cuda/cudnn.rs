@@ -1,7 +1,7 @@
-//! Convolutions through cuDNN, asked for with `CONTEXTRAST_CUDA_CONV=cudnn`. im2col + cuBLAS
-//! (conv.rs) stays the default until a GPU measurement (scripts/gpu-run) shows cuDNN winning.
-//! Where libcudnn is absent, older than 9 or fails to start, the backend says why once and keeps
-//! im2col + cuBLAS, so asking for cuDNN never stops a training run.
+//! Convolutions through cuDNN, asked for with [`ConvPath::Cudnn`] (`CONTEXTRAST_CUDA_CONV=cudnn`).
+//! im2col + cuBLAS (conv.rs) stays the default until a GPU measurement (scripts/gpu-run) shows
+//! cuDNN winning. Where libcudnn is absent, older than 9 or fails to start, the backend says why
+//! once and keeps im2col + cuBLAS, so asking for cuDNN never stops a training run.
 //!
 //! cudarc panics on a missing library or symbol and maps cuDNN 9's status codes onto a Rust
 //! enum (cuDNN 8's codes are not in it), so [`Dnn::open`] checks the library, its version and
@@ -34,17 +34,6 @@ pub fn parse_conv_path(v: &str) -> Option<ConvPath> {
         "cudnn" => Some(ConvPath::Cudnn),
         "gemm" | "cublas" | "im2col" => Some(ConvPath::Gemm),
         _ => None,
-    }
-}
-
-/// The path `CONTEXTRAST_CUDA_CONV` asks for; im2col + cuBLAS when unset or unreadable.
-pub fn requested_conv_path() -> ConvPath {
-    match std::env::var("CONTEXTRAST_CUDA_CONV") {
-        Err(_) => ConvPath::Gemm,
-        Ok(v) => parse_conv_path(&v).unwrap_or_else(|| {
-            log::warn!("CONTEXTRAST_CUDA_CONV={v:?} is neither \"cudnn\" nor \"gemm\"; using gemm");
-            ConvPath::Gemm
-        }),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Channel concatenation and its inverse, one copy kernel per part.
 use super::{Cuda, check_len, dim, elems_cfg};
 use crate::backend::Shape;
+use crate::backend::ops::LayoutOps;
 use crate::{Error, Result};
 use cudarc::driver::CudaSlice;
 
@@ -24,8 +25,8 @@ fn common_nhw(what: &str, shapes: impl Iterator<Item = Shape>) -> Result<(usize,
     first.ok_or_else(|| Error::Shape(format!("{what}: no parts")))
 }
 
-impl Cuda {
-    pub(super) fn concat_impl(&self, parts: &[(&Buf, Shape)]) -> Result<Buf> {
+impl LayoutOps for Cuda {
+    fn concat_channels(&self, parts: &[(&Buf, Shape)]) -> Result<Buf> {
         let (n, h, w) = common_nhw("concat_channels", parts.iter().map(|p| p.1))?;
         for (i, (buf, s)) in parts.iter().enumerate() {
             check_len(&format!("concat_channels part {i}"), buf.len(), s.numel())?;
@@ -47,7 +48,7 @@ impl Cuda {
         Ok(out)
     }
 
-    pub(super) fn split_impl(&self, dy: &Buf, shapes: &[Shape]) -> Result<Vec<Buf>> {
+    fn split_channels(&self, dy: &Buf, shapes: &[Shape]) -> Result<Vec<Buf>> {
         let (n, h, w) = common_nhw("split_channels", shapes.iter().copied())?;
         let ct: usize = shapes.iter().map(|s| s.c).sum();
         check_len(

@@ -3,6 +3,7 @@
 //! scalar, so no value crosses to the host inside the op.
 use super::{Cuda, check_len, dim, driver_err, elems_cfg};
 use crate::backend::Shape;
+use crate::backend::ops::LossOps;
 use crate::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig};
 
@@ -11,8 +12,8 @@ type Buf = CudaSlice<f32>;
 /// Threads of the single reduction block.
 const REDUCE_THREADS: u32 = 1024;
 
-impl Cuda {
-    pub(super) fn cross_entropy_impl(
+impl LossOps for Cuda {
+    fn softmax_cross_entropy(
         &self,
         logits: &Buf,
         shape: Shape,
@@ -64,7 +65,7 @@ impl Cuda {
         Ok((loss, grad))
     }
 
-    pub(super) fn argmax_impl(&self, logits: &Buf, shape: Shape) -> Result<CudaSlice<u8>> {
+    fn argmax_channels(&self, logits: &Buf, shape: Shape) -> Result<CudaSlice<u8>> {
         if shape.c == 0 || shape.c > 256 {
             return Err(Error::Shape(format!(
                 "argmax_channels: {shape} needs 1..=256 channels for u8 class ids"

@@ -5,8 +5,7 @@
 //!
 //! cudarc loads libcuda, libnvrtc and libcublas at run time and panics when one is missing,
 //! so [`Cuda::new`] and [`cuda_unavailable`] check for them first and report an error instead.
-use super::{Backend, BackendContrast, ConvSpec, ScaleBuf, Shape};
-use crate::loss::contrast::{ContrastConfig, SCALES};
+use crate::backend::ops::Memory as _;
 use crate::{Error, Result};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::result::mem_pool;
@@ -40,10 +39,14 @@ mod elementwise;
 mod kernels;
 mod layout;
 mod loss;
+mod memory;
 mod normalize;
+mod optim;
+mod options;
 mod resize;
 
 pub use kernels::{compile_all, nvrtc_archs, nvrtc_version};
+pub use options::{CudaOptions, PoolPolicy};
 
 /// Threads per block for every kernel; reductions need a multiple of 32.
 const BLOCK: u32 = 256;
@@ -56,8 +59,10 @@ pub struct Cuda {
     kernels: kernels::Kernels,
     arch: String,
     name: String,
-    /// cuDNN, where `CONTEXTRAST_CUDA_CONV=cudnn` asked for it and it opened.
+    /// cuDNN, where the options asked for it (`CONTEXTRAST_CUDA_CONV=cudnn`) and it opened.
     dnn: Option<cudnn::Dnn>,
+    /// What it was asked for at [`Cuda::new`].
+    options: CudaOptions,
     /// Where L_PA runs after the first step's check ([`contrast::LossPath::Checked`]).
     loss_verdict: OnceLock<contrast_check::Verdict>,
 }
@@ -136,15 +141,11 @@ pub struct DeviceInfo {
 
 impl Cuda {
     /// Opens device `ordinal`, compiles (or loads cached) kernels for its architecture and
-    /// creates the cuBLAS handle; convolutions as `CONTEXTRAST_CUDA_CONV` asks
-    /// ([`cudnn::requested_conv_path`]). Errors name what is missing rather than panicking.
-    pub fn new(ordinal: usize) -> Result<Cuda> {
-        Cuda::with_conv(ordinal, cudnn::requested_conv_path())
-    }
-
-    /// [`Cuda::new`] with the convolution path given. cuDNN that cannot be used is logged,
-    /// once, with the reason, and convolutions stay on im2col + cuBLAS.
-    pub fn with_conv(ordinal: usize, conv: cudnn::ConvPath) -> Result<Cuda> {
+    /// creates the cuBLAS handle; the rest as `options` ask ([`CudaOptions::from_env`] reads
+    /// them from the environment). cuDNN that cannot be used is logged, once, with the reason,
+    /// and convolutions stay on im2col + cuBLAS. Errors name what is missing rather than
+    /// panicking.
+    pub fn new(ordinal: usize, options: CudaOptions) -> Result<Cuda> {
         if let Some(missing) = missing_library() {
             return Err(backend_err(&format!("cuda:{ordinal}"), missing));
         }
@@ -165,7 +166,7 @@ impl Cuda {
             .name()
             .map_err(|e| driver_err("reading the device name", e))?;
         let name = format!("cuda:{ordinal} ({device})");
-        let dnn = match conv {
+        let dnn = match options.conv {
             cudnn::ConvPath::Gemm => None,
             cudnn::ConvPath::Cudnn => match cudnn::Dnn::open(&stream) {
                 Ok(d) => {
@@ -189,6 +190,7 @@ impl Cuda {
             arch,
             name,
             dnn,
+            options,
             loss_verdict: OnceLock::new(),
         };
         // Only a speed matter: a driver that refuses it still trains, with a warning.
@@ -202,9 +204,10 @@ impl Cuda {
     /// synchronisation (the pool's default release threshold is 0): a training step frees and
     /// re-allocates the same buffers each time, and the trainer syncs every step, so without
     /// this each step would map its memory afresh (PyTorch's caching allocator keeps it too).
-    /// `CONTEXTRAST_CUDA_POOL=trim` keeps the driver's default, for comparison.
+    /// [`PoolPolicy::Trim`] (`CONTEXTRAST_CUDA_POOL=trim`) keeps the driver's default, for
+    /// comparison.
     fn keep_freed_memory(&self) -> Result<()> {
-        if std::env::var("CONTEXTRAST_CUDA_POOL").is_ok_and(|v| v.eq_ignore_ascii_case("trim")) {
+        if self.options.pool == PoolPolicy::Trim {
             log::info!("CUDA memory pool: freed memory goes back to the device at each sync");
             return Ok(());
         }
@@ -406,272 +409,6 @@ fn per_channel_cfg(c: i32) -> LaunchConfig {
     }
 }
 
-impl Backend for Cuda {
-    type Buf = CudaSlice<f32>;
-    type Labels = CudaSlice<u8>;
-
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-
-    fn zeros(&self, len: usize) -> Result<Self::Buf> {
-        self.alloc(len)
-    }
-
-    fn upload(&self, data: &[f32]) -> Result<Self::Buf> {
-        self.stream
-            .clone_htod(data)
-            .map_err(|e| driver_err("upload", e))
-    }
-
-    fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>> {
-        let v = self
-            .stream
-            .clone_dtoh(buf)
-            .map_err(|e| driver_err("download", e))?;
-        self.synchronize()?;
-        Ok(v)
-    }
-
-    fn upload_labels(&self, data: &[u8]) -> Result<Self::Labels> {
-        self.stream
-            .clone_htod(data)
-            .map_err(|e| driver_err("upload_labels", e))
-    }
-
-    fn download_labels(&self, labels: &Self::Labels) -> Result<Vec<u8>> {
-        let v = self
-            .stream
-            .clone_dtoh(labels)
-            .map_err(|e| driver_err("download_labels", e))?;
-        self.synchronize()?;
-        Ok(v)
-    }
-
-    fn len(&self, buf: &Self::Buf) -> usize {
-        buf.len()
-    }
-
-    fn labels_len(&self, labels: &Self::Labels) -> usize {
-        labels.len()
-    }
-
-    fn fill(&self, buf: &mut Self::Buf, value: f32) -> Result<()> {
-        self.fill_impl(buf, value)
-    }
-
-    /// Waits for the stream and reports any asynchronous error (the one definition: the
-    /// backend's own code calls it through the trait too).
-    fn synchronize(&self) -> Result<()> {
-        self.stream
-            .synchronize()
-            .map_err(|e| driver_err("synchronize", e))?;
-        self.ctx
-            .check_err()
-            .map_err(|e| driver_err("deferred error", e))
-    }
-
-    fn add(&self, a: &Self::Buf, b: &Self::Buf) -> Result<Self::Buf> {
-        self.add_impl(a, b)
-    }
-
-    fn add_assign(&self, acc: &mut Self::Buf, x: &Self::Buf) -> Result<()> {
-        self.add_assign_impl(acc, x)
-    }
-
-    fn scale(&self, buf: &mut Self::Buf, s: f32) -> Result<()> {
-        self.scale_impl(buf, s)
-    }
-
-    fn relu_forward(&self, x: &Self::Buf) -> Result<Self::Buf> {
-        self.relu_forward_impl(x)
-    }
-
-    fn relu_backward(&self, dy: &Self::Buf, y: &Self::Buf) -> Result<Self::Buf> {
-        self.relu_backward_impl(dy, y)
-    }
-
-    fn conv2d_forward(
-        &self,
-        x: &Self::Buf,
-        xs: Shape,
-        w: &Self::Buf,
-        b: Option<&Self::Buf>,
-        spec: &ConvSpec,
-    ) -> Result<Self::Buf> {
-        self.conv_forward_impl(x, xs, w, b, spec)
-    }
-
-    fn conv2d_backward_input(
-        &self,
-        dy: &Self::Buf,
-        w: &Self::Buf,
-        xs: Shape,
-        spec: &ConvSpec,
-    ) -> Result<Self::Buf> {
-        self.conv_backward_input_impl(dy, w, xs, spec)
-    }
-
-    fn conv2d_backward_weight(
-        &self,
-        x: &Self::Buf,
-        xs: Shape,
-        dy: &Self::Buf,
-        spec: &ConvSpec,
-        dw: &mut Self::Buf,
-        db: Option<&mut Self::Buf>,
-    ) -> Result<()> {
-        self.conv_backward_weight_impl(x, xs, dy, spec, dw, db)
-    }
-
-    fn batchnorm_forward_train(
-        &self,
-        x: &Self::Buf,
-        xs: Shape,
-        gamma: &Self::Buf,
-        beta: &Self::Buf,
-        running_mean: &mut Self::Buf,
-        running_var: &mut Self::Buf,
-        momentum: f32,
-        eps: f32,
-    ) -> Result<(Self::Buf, Self::Buf, Self::Buf)> {
-        let stats = batchnorm::Running {
-            mean: running_mean,
-            var: running_var,
-        };
-        self.bn_forward_train_impl(x, xs, gamma, beta, stats, momentum, eps)
-    }
-
-    fn batchnorm_forward_eval(
-        &self,
-        x: &Self::Buf,
-        xs: Shape,
-        gamma: &Self::Buf,
-        beta: &Self::Buf,
-        running_mean: &Self::Buf,
-        running_var: &Self::Buf,
-        eps: f32,
-    ) -> Result<Self::Buf> {
-        self.bn_forward_eval_impl(x, xs, gamma, beta, running_mean, running_var, eps)
-    }
-
-    fn batchnorm_backward(
-        &self,
-        dy: &Self::Buf,
-        x: &Self::Buf,
-        xs: Shape,
-        gamma: &Self::Buf,
-        mean: &Self::Buf,
-        invstd: &Self::Buf,
-        dgamma: &mut Self::Buf,
-        dbeta: &mut Self::Buf,
-    ) -> Result<Self::Buf> {
-        let saved = batchnorm::Saved {
-            gamma,
-            mean,
-            invstd,
-        };
-        self.bn_backward_impl(dy, x, xs, saved, dgamma, dbeta)
-    }
-
-    fn resize_bilinear_forward(
-        &self,
-        x: &Self::Buf,
-        xs: Shape,
-        out_h: usize,
-        out_w: usize,
-    ) -> Result<Self::Buf> {
-        self.resize_forward_impl(x, xs, out_h, out_w)
-    }
-
-    fn resize_bilinear_backward(
-        &self,
-        dy: &Self::Buf,
-        xs: Shape,
-        out_h: usize,
-        out_w: usize,
-    ) -> Result<Self::Buf> {
-        self.resize_backward_impl(dy, xs, out_h, out_w)
-    }
-
-    fn concat_channels(&self, parts: &[(&Self::Buf, Shape)]) -> Result<Self::Buf> {
-        self.concat_impl(parts)
-    }
-
-    fn split_channels(&self, dy: &Self::Buf, shapes: &[Shape]) -> Result<Vec<Self::Buf>> {
-        self.split_impl(dy, shapes)
-    }
-
-    fn l2_normalize_forward(&self, x: &Self::Buf, xs: Shape) -> Result<Self::Buf> {
-        self.l2n_forward_impl(x, xs)
-    }
-
-    fn l2_normalize_backward(&self, dy: &Self::Buf, x: &Self::Buf, xs: Shape) -> Result<Self::Buf> {
-        self.l2n_backward_impl(dy, x, xs)
-    }
-
-    fn softmax_cross_entropy(
-        &self,
-        logits: &Self::Buf,
-        shape: Shape,
-        labels: &Self::Labels,
-        class_weights: Option<&Self::Buf>,
-    ) -> Result<(Self::Buf, Self::Buf)> {
-        self.cross_entropy_impl(logits, shape, labels, class_weights)
-    }
-
-    fn argmax_channels(&self, logits: &Self::Buf, shape: Shape) -> Result<Self::Labels> {
-        self.argmax_impl(logits, shape)
-    }
-
-    fn sgd_step(
-        &self,
-        param: &mut Self::Buf,
-        grad: &Self::Buf,
-        velocity: &mut Self::Buf,
-        lr: f32,
-        momentum: f32,
-        weight_decay: f32,
-    ) -> Result<()> {
-        self.sgd_impl(param, grad, velocity, lr, momentum, weight_decay)
-    }
-
-    /// On the path [`contrast::loss_path`] names: by default the device kernels, checked
-    /// against the host reference on the first step.
-    fn contrastive_loss(
-        &self,
-        scales: &[ScaleBuf<'_, Self>; SCALES],
-        labels: &Self::Labels,
-        pred: &Self::Labels,
-        classes: usize,
-        full_h: usize,
-        full_w: usize,
-        cfg: &ContrastConfig,
-        seed: u64,
-        step: u64,
-    ) -> Result<BackendContrast<Self>> {
-        let host = || {
-            super::contrast::contrastive_loss_on_host(
-                self, scales, labels, pred, classes, full_h, full_w, cfg, seed, step,
-            )
-        };
-        let device = || {
-            self.contrastive_loss_device(
-                scales, labels, pred, classes, full_h, full_w, cfg, seed, step,
-            )
-        };
-        match contrast::loss_path() {
-            contrast::LossPath::Device => device(),
-            contrast::LossPath::Host => host(),
-            contrast::LossPath::Checked => self.contrastive_loss_checked(host, device),
-        }
-    }
-
-    fn contrastive_loss_path(&self) -> Option<String> {
-        Some(self.loss_label())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -706,7 +443,7 @@ mod tests {
     fn available_never_panics_and_new_agrees() {
         // Without a GPU both say no, with a GPU both say yes; neither may panic.
         let available = cuda_available();
-        match Cuda::new(0) {
+        match Cuda::new(0, CudaOptions::from_env()) {
             Ok(_) => assert!(available),
             Err(e) => {
                 assert!(!available, "cuda_available but Cuda::new failed: {e}");

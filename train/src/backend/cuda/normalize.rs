@@ -2,6 +2,7 @@
 use super::{Cuda, check_len, dim, elems_cfg};
 use crate::Result;
 use crate::backend::Shape;
+use crate::backend::ops::NormalizeOps;
 use cudarc::driver::CudaSlice;
 
 type Buf = CudaSlice<f32>;
@@ -11,8 +12,8 @@ fn sizes(what: &str, xs: Shape) -> Result<(i32, i32, i32)> {
     Ok((dim("n", xs.n)?, dim("c", xs.c)?, dim("h·w", xs.hw())?))
 }
 
-impl Cuda {
-    pub(super) fn l2n_forward_impl(&self, x: &Buf, xs: Shape) -> Result<Buf> {
+impl NormalizeOps for Cuda {
+    fn l2_normalize_forward(&self, x: &Buf, xs: Shape) -> Result<Buf> {
         check_len("l2_normalize_forward x", x.len(), xs.numel())?;
         let (n, c, hw) = sizes("l2_normalize_forward", xs)?;
         let mut z = self.alloc(xs.numel())?;
@@ -22,7 +23,7 @@ impl Cuda {
         Ok(z)
     }
 
-    pub(super) fn l2n_backward_impl(&self, dy: &Buf, x: &Buf, xs: Shape) -> Result<Buf> {
+    fn l2_normalize_backward(&self, dy: &Buf, x: &Buf, xs: Shape) -> Result<Buf> {
         check_len("l2_normalize_backward x", x.len(), xs.numel())?;
         check_len("l2_normalize_backward dy", dy.len(), xs.numel())?;
         let (n, c, hw) = sizes("l2_normalize_backward", xs)?;

@@ -2,6 +2,7 @@
 //! scatters them with atomicAdd (float sums in any order: parity within tolerance).
 use super::{Cuda, check_len, dim, elems_cfg};
 use crate::backend::Shape;
+use crate::backend::ops::ResizeOps;
 use crate::{Error, Result};
 use cudarc::driver::CudaSlice;
 
@@ -26,8 +27,8 @@ fn sizes(what: &str, xs: Shape, out_h: usize, out_w: usize) -> Result<[i32; 5]> 
     ])
 }
 
-impl Cuda {
-    pub(super) fn resize_forward_impl(
+impl ResizeOps for Cuda {
+    fn resize_bilinear_forward(
         &self,
         x: &Buf,
         xs: Shape,
@@ -44,7 +45,7 @@ impl Cuda {
         Ok(y)
     }
 
-    pub(super) fn resize_backward_impl(
+    fn resize_bilinear_backward(
         &self,
         dy: &Buf,
         xs: Shape,

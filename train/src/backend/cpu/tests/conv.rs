@@ -2,7 +2,8 @@
 //! every tiling against the default one.
 use super::super::conv;
 use super::{Rng, assert_close, assert_close32, assert_shape_err, dot, fd_grad};
-use crate::backend::{Backend, ConvSpec, Cpu, Shape};
+use crate::backend::ops::*;
+use crate::backend::{ConvSpec, Cpu, Shape};
 
 /// (input shape, spec): odd sizes, stride 2, padding, k = 1, 3 and 5, batch 2; the 1×1
 /// stride-1 case takes the no-im2col path.

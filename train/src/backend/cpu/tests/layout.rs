@@ -1,6 +1,7 @@
 //! Channel concat and split.
 use super::assert_shape_err;
-use crate::backend::{Backend, Cpu, Shape};
+use crate::backend::ops::*;
+use crate::backend::{Cpu, Shape};
 
 #[test]
 fn concat_interleaves_per_image_and_split_inverts_it() {

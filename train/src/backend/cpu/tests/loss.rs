@@ -1,6 +1,7 @@
 //! Cross-entropy and argmax: hand-computed numbers, ignore handling, finite differences.
 use super::{Rng, assert_close, assert_close32, assert_shape_err, fd_grad};
-use crate::backend::{Backend, Cpu, IGNORE, Shape};
+use crate::backend::ops::*;
+use crate::backend::{Cpu, IGNORE, Shape};
 
 /// Two classes, three pixels in one row: logits (0, 0) labelled 0, (ln 3, 0) labelled 1,
 /// (5, −5) ignored. Softmax of pixel 1 is (0.75, 0.25).

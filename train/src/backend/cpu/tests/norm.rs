@@ -1,6 +1,7 @@
 //! Batch norm and L2 normalisation: hand-computed numbers and finite differences.
 use super::{Rng, assert_close, assert_close32, assert_shape_err, dot, fd_grad};
-use crate::backend::{Backend, Cpu, Shape};
+use crate::backend::ops::*;
+use crate::backend::{Cpu, Shape};
 
 #[test]
 fn batchnorm_train_normalises_and_updates_running_stats_unbiased() {
@@ -11,7 +12,18 @@ fn batchnorm_train_normalises_and_updates_running_stats_unbiased() {
     let (gamma, beta) = (vec![2.0, 1.0], vec![0.5, -1.0]);
     let (mut rm, mut rv) = (vec![0.0, 1.0], vec![1.0, 2.0]);
     let (y, mean, invstd) = Cpu
-        .batchnorm_forward_train(&x, xs, &gamma, &beta, &mut rm, &mut rv, 0.1, 1e-5)
+        .batchnorm_forward_train(
+            &x,
+            xs,
+            BatchNormTrain {
+                gamma: &gamma,
+                beta: &beta,
+                running_mean: &mut rm,
+                running_var: &mut rv,
+                momentum: 0.1,
+                eps: 1e-5,
+            },
+        )
         .unwrap();
     assert_close32("mean", &mean, &[2.5, 7.0], 1e-6);
     let is0 = 1.0 / (1.25f32 + 1e-5).sqrt();
@@ -37,11 +49,13 @@ fn batchnorm_eval_uses_running_stats() {
         .batchnorm_forward_eval(
             &x,
             xs,
-            &vec![2.0, 1.0],
-            &vec![0.0, 1.0],
-            &vec![1.0, -1.0],
-            &vec![4.0, 0.25],
-            0.0,
+            BatchNormEval {
+                gamma: &vec![2.0, 1.0],
+                beta: &vec![0.0, 1.0],
+                running_mean: &vec![1.0, -1.0],
+                running_var: &vec![4.0, 0.25],
+                eps: 0.0,
+            },
         )
         .unwrap();
     // ch0: 2·(x − 1)/2; ch1: (x + 1)/0.5 + 1.
@@ -60,23 +74,47 @@ fn batchnorm_backward_matches_finite_differences() {
             .batchnorm_forward_train(
                 &x.to_vec(),
                 xs,
-                &g.to_vec(),
-                &b.to_vec(),
-                &mut rm,
-                &mut rv,
-                0.1,
-                1e-5,
+                BatchNormTrain {
+                    gamma: &g.to_vec(),
+                    beta: &b.to_vec(),
+                    running_mean: &mut rm,
+                    running_var: &mut rv,
+                    momentum: 0.1,
+                    eps: 1e-5,
+                },
             )
             .unwrap();
         dot(&r, &y)
     };
     let (mut rm, mut rv) = (vec![0.0; 3], vec![1.0; 3]);
     let (_, mean, invstd) = Cpu
-        .batchnorm_forward_train(&x, xs, &gamma, &beta, &mut rm, &mut rv, 0.1, 1e-5)
+        .batchnorm_forward_train(
+            &x,
+            xs,
+            BatchNormTrain {
+                gamma: &gamma,
+                beta: &beta,
+                running_mean: &mut rm,
+                running_var: &mut rv,
+                momentum: 0.1,
+                eps: 1e-5,
+            },
+        )
         .unwrap();
     let (mut dg, mut db) = (vec![0.5; 3], vec![0.5; 3]);
     let dx = Cpu
-        .batchnorm_backward(&r, &x, xs, &gamma, &mean, &invstd, &mut dg, &mut db)
+        .batchnorm_backward(
+            &r,
+            &x,
+            xs,
+            BatchNormSaved {
+                gamma: &gamma,
+                mean: &mean,
+                invstd: &invstd,
+            },
+            &mut dg,
+            &mut db,
+        )
         .unwrap();
     dg.iter_mut().chain(db.iter_mut()).for_each(|v| *v -= 0.5);
     assert_close(
@@ -110,23 +148,66 @@ fn batchnorm_rejects_bad_lengths_and_single_values() {
     let (mut rm, mut rv) = (vec![0.0; 2], vec![1.0; 2]);
     assert_shape_err(
         "one value per channel",
-        Cpu.batchnorm_forward_train(&x, xs, &g, &b, &mut rm, &mut rv, 0.1, 1e-5),
+        Cpu.batchnorm_forward_train(
+            &x,
+            xs,
+            BatchNormTrain {
+                gamma: &g,
+                beta: &b,
+                running_mean: &mut rm,
+                running_var: &mut rv,
+                momentum: 0.1,
+                eps: 1e-5,
+            },
+        ),
     );
     let xs = Shape::new(2, 2, 1, 1);
     let x4 = vec![1.0; 4];
     let mut short = vec![0.0; 1];
     assert_shape_err(
         "short running_var",
-        Cpu.batchnorm_forward_train(&x4, xs, &g, &b, &mut rm, &mut short, 0.1, 1e-5),
+        Cpu.batchnorm_forward_train(
+            &x4,
+            xs,
+            BatchNormTrain {
+                gamma: &g,
+                beta: &b,
+                running_mean: &mut rm,
+                running_var: &mut short,
+                momentum: 0.1,
+                eps: 1e-5,
+            },
+        ),
     );
     assert_shape_err(
         "short x",
-        Cpu.batchnorm_forward_eval(&x, xs, &g, &b, &rm, &rv, 1e-5),
+        Cpu.batchnorm_forward_eval(
+            &x,
+            xs,
+            BatchNormEval {
+                gamma: &g,
+                beta: &b,
+                running_mean: &rm,
+                running_var: &rv,
+                eps: 1e-5,
+            },
+        ),
     );
     let (mut dg, mut db) = (vec![0.0; 2], vec![0.0; 2]);
     assert_shape_err(
         "short dy",
-        Cpu.batchnorm_backward(&x, &x4, xs, &g, &rm, &rv, &mut dg, &mut db),
+        Cpu.batchnorm_backward(
+            &x,
+            &x4,
+            xs,
+            BatchNormSaved {
+                gamma: &g,
+                mean: &rm,
+                invstd: &rv,
+            },
+            &mut dg,
+            &mut db,
+        ),
     );
 }
 

@@ -1,6 +1,7 @@
 //! Elementwise ops, ReLU and SGD.
 use super::{Rng, assert_close, assert_close32, assert_shape_err, dot, fd_grad};
-use crate::backend::{Backend, Cpu};
+use crate::backend::Cpu;
+use crate::backend::ops::*;
 
 #[test]
 fn elementwise_ops_on_small_and_parallel_sizes() {

@@ -1,6 +1,7 @@
 //! Bilinear resize: PyTorch's `align_corners=False` numbers and the adjoint by finite differences.
 use super::{Rng, assert_close, assert_close32, assert_shape_err, dot, fd_grad};
-use crate::backend::{Backend, Cpu, Shape};
+use crate::backend::ops::*;
+use crate::backend::{Cpu, Shape};
 
 #[test]
 fn upsample_2x2_to_4x4_matches_pytorch() {

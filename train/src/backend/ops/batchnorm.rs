@@ -1,0 +1,60 @@
+//! Batch norm, statistics per channel over N, H, W. The per-channel buffers travel in the
+//! structs below, named, since six of them side by side are easy to swap.
+use super::Memory;
+use crate::Result;
+use crate::backend::Shape;
+
+/// The parameters and running statistics of the training-mode forward, which updates the
+/// latter (PyTorch rule: `r = (1 − momentum)·r + momentum·batch`, unbiased variance).
+pub struct BatchNormTrain<'a, T> {
+    pub gamma: &'a T,
+    pub beta: &'a T,
+    pub running_mean: &'a mut T,
+    pub running_var: &'a mut T,
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+/// The parameters and running statistics of the evaluation-mode forward.
+pub struct BatchNormEval<'a, T> {
+    pub gamma: &'a T,
+    pub beta: &'a T,
+    pub running_mean: &'a T,
+    pub running_var: &'a T,
+    pub eps: f32,
+}
+
+/// What the backward pass needs of the training forward: `gamma` and the batch statistics
+/// that forward returned.
+pub struct BatchNormSaved<'a, T> {
+    pub gamma: &'a T,
+    pub mean: &'a T,
+    pub invstd: &'a T,
+}
+
+pub trait BatchNormOps: Memory {
+    /// Training mode: normalises with the batch statistics and updates the running ones.
+    /// Returns `(y, mean, invstd)`; the last two are kept for the backward pass.
+    fn batchnorm_forward_train(
+        &self,
+        x: &Self::Buf,
+        xs: Shape,
+        p: BatchNormTrain<'_, Self::Buf>,
+    ) -> Result<(Self::Buf, Self::Buf, Self::Buf)>;
+    fn batchnorm_forward_eval(
+        &self,
+        x: &Self::Buf,
+        xs: Shape,
+        p: BatchNormEval<'_, Self::Buf>,
+    ) -> Result<Self::Buf>;
+    /// Backward of the training-mode forward. Returns `dx`; accumulates `dgamma`, `dbeta`.
+    fn batchnorm_backward(
+        &self,
+        dy: &Self::Buf,
+        x: &Self::Buf,
+        xs: Shape,
+        saved: BatchNormSaved<'_, Self::Buf>,
+        dgamma: &mut Self::Buf,
+        dbeta: &mut Self::Buf,
+    ) -> Result<Self::Buf>;
+}
