@@ -32,6 +32,20 @@ pub enum Error {
     /// The model cannot be loaded or run, or does not fit the frames.
     #[error("model {path}: {msg}")]
     Model { path: PathBuf, msg: String },
+    /// A runtime thread (the reject output, the model watcher) could not be started.
+    #[error("{what}: {source}")]
+    Thread {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A step of a retrain run failed; `step` says which, the cause names the file.
+    #[error("{step}: {source}")]
+    Retrain {
+        step: String,
+        #[source]
+        source: Box<Error>,
+    },
     #[error(transparent)]
     Train(#[from] contextrast_train::Error),
 }
@@ -81,6 +95,19 @@ impl Error {
         Error::Model {
             path: path.into(),
             msg: msg.into(),
+        }
+    }
+    pub fn thread(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Thread {
+            what: what.into(),
+            source,
+        }
+    }
+    /// `source`, said to have happened during retrain step `step`.
+    pub fn retrain(step: impl Into<String>, source: impl Into<Error>) -> Self {
+        Error::Retrain {
+            step: step.into(),
+            source: Box::new(source.into()),
         }
     }
 }

@@ -25,6 +25,14 @@ impl Service {
         }
     }
 
+    /// A notifier that sends nothing (tests, tools that run the line outside systemd).
+    pub fn disabled() -> Service {
+        Service {
+            enabled: false,
+            watchdog: None,
+        }
+    }
+
     /// Whether systemd's watchdog is on, and its interval.
     pub fn watchdog(&self) -> Option<Duration> {
         self.watchdog

@@ -7,8 +7,10 @@
 //! instead, since there nothing is lost by waiting. The frame queue is a `ringbuf` ring under a
 //! mutex rather than a split SPSC pair because dropping the oldest means the producer evicts
 //! from the consumer's end, which the split halves cannot do; the lock is held for a pointer swap.
+pub mod inspect;
 pub mod latency;
 pub mod reload;
+pub mod sink;
 
 use crate::capture::{Frame, FrameSource, Next};
 use crate::decide::{Decider, Verdict};

@@ -1,7 +1,9 @@
 //! On-device retraining, the parts that decide what reaches the line: the retrain config, the
 //! merged training set, the promotion gate, and the atomic promote / rollback of the model file
-//! the service watches. The training itself is the train crate's; the orchestration is the CLI's.
+//! the service watches. The training itself is the train crate's; `run.rs` is one retrain run
+//! (import, merge, fine-tune, judge, promote, report, resume) and `rollback`.
 pub mod plots;
+pub mod run;
 
 use crate::{Error, Result};
 use contextrast_train::atomic::write_atomic;
