@@ -1,7 +1,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use contextrast_train::backend::Cpu;
-use contextrast_train::backend::cuda::{Cuda, CudaOptions, cuda_unavailable};
+use contextrast_train::backend::cuda::{Cuda, DeviceChoice};
 use contextrast_train::config::TrainConfig;
 use contextrast_train::trainer::{Event, TrainOptions, train};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -168,28 +168,12 @@ pub fn run(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// `Some(cuda)` for the GPU, `None` for the CPU. `auto` falls back to the CPU with one clear line.
+/// The backend `--device` names: `Some(cuda)` for the GPU, `None` for the CPU.
 pub fn pick_device(device: &str) -> Result<Option<Cuda>> {
-    match device {
-        "cpu" => Ok(None),
-        "cuda" => Ok(Some(
-            Cuda::new(0, CudaOptions::from_env()).context("--device cuda")?,
-        )),
-        "auto" => {
-            if let Some(why) = cuda_unavailable() {
-                log::info!("no CUDA ({why}): training on the CPU");
-                return Ok(None);
-            }
-            match Cuda::new(0, CudaOptions::from_env()) {
-                Ok(c) => Ok(Some(c)),
-                Err(e) => {
-                    log::warn!("CUDA present but unusable ({e}): training on the CPU");
-                    Ok(None)
-                }
-            }
-        }
-        other => anyhow::bail!("--device {other}: expected auto, cpu or cuda"),
-    }
+    DeviceChoice::parse(device)
+        .with_context(|| format!("--device {device}: expected auto, cpu or cuda"))?
+        .open()
+        .with_context(|| format!("--device {device}"))
 }
 
 pub fn unix_now() -> u64 {

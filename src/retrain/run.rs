@@ -12,7 +12,7 @@ use super::{Decision, RetrainConfig, Scores, merge_datasets, plots, promote};
 use crate::{Error, Result};
 use contextrast_train::atomic::write_atomic;
 use contextrast_train::backend::Cpu;
-use contextrast_train::backend::cuda::{Cuda, cuda_unavailable};
+use contextrast_train::backend::cuda::{Cuda, DeviceChoice};
 use contextrast_train::checkpoint::{self, Checkpoint};
 use contextrast_train::config::{LossKind, TrainConfig};
 use contextrast_train::data::Dataset;
@@ -362,30 +362,17 @@ pub fn fine_tune_config(base: &TrainConfig, cfg: &RetrainConfig) -> TrainConfig 
 /// The configured device: `Some(cuda)` for the GPU, `None` for the CPU. `auto` falls back to the
 /// CPU with one clear line.
 fn pick_device(cfg: &RetrainConfig) -> Result<Option<Cuda>> {
-    match cfg.device.as_str() {
-        "cpu" => Ok(None),
-        "cuda" => Cuda::new(0)
-            .map(Some)
-            .map_err(|e| Error::config(&cfg.path, "device", format!("cuda: {e}"))),
-        "auto" => {
-            if let Some(why) = cuda_unavailable() {
-                log::info!("no CUDA ({why}): training on the CPU");
-                return Ok(None);
-            }
-            match Cuda::new(0) {
-                Ok(c) => Ok(Some(c)),
-                Err(e) => {
-                    log::warn!("CUDA present but unusable ({e}): training on the CPU");
-                    Ok(None)
-                }
-            }
-        }
-        other => Err(Error::config(
-            &cfg.path,
-            "device",
-            format!("`{other}` is not auto, cpu or cuda"),
-        )),
-    }
+    DeviceChoice::parse(&cfg.device)
+        .ok_or_else(|| {
+            let other = &cfg.device;
+            Error::config(
+                &cfg.path,
+                "device",
+                format!("`{other}` is not auto, cpu or cuda"),
+            )
+        })?
+        .open()
+        .map_err(|e| Error::config(&cfg.path, "device", format!("cuda: {e}")))
 }
 
 /// Trains on the configured device, collecting `(step, loss)`.

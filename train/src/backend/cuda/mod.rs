@@ -31,6 +31,7 @@ macro_rules! launch {
 }
 
 mod batchnorm;
+mod choice;
 pub mod contrast;
 mod contrast_check;
 mod conv;
@@ -45,6 +46,7 @@ mod optim;
 mod options;
 mod resize;
 
+pub use choice::DeviceChoice;
 pub use kernels::{compile_all, nvrtc_archs, nvrtc_version};
 pub use options::{CudaOptions, PoolPolicy};
 
