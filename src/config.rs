@@ -194,6 +194,23 @@ impl RejectConfig {
     }
 }
 
+/// Parses `text` (read from `path`) as TOML into `T`; a parse error names the file, line and
+/// column. Shared by every config file the runtime reads.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    toml::from_str(text).map_err(|e| Error::Parse {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
+}
+
+/// Makes a relative path in a config file relative to that file's directory, not to wherever
+/// the service was started: a config and the files it names move together.
+pub(crate) fn resolve_beside(config: &Path, p: &mut PathBuf) {
+    if p.is_relative() {
+        *p = config.parent().unwrap_or(Path::new(".")).join(&*p);
+    }
+}
+
 impl LineConfig {
     /// Reads, resolves relative paths and checks everything that does not need the model.
     pub fn load(path: &Path) -> Result<LineConfig> {
@@ -203,17 +220,9 @@ impl LineConfig {
 
     /// Parses `text` as if read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<LineConfig> {
-        let mut cfg: LineConfig = toml::from_str(text).map_err(|e| Error::Parse {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
+        let mut cfg: LineConfig = parse_toml(text, path)?;
         cfg.path = path.to_path_buf();
-        let base = path.parent().unwrap_or(Path::new("."));
-        let rel = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
+        let rel = |p: &mut PathBuf| resolve_beside(path, p);
         rel(&mut cfg.model.path);
         rel(&mut cfg.source.replay.dir);
         if let Some(ev) = cfg.events.as_mut() {

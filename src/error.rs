@@ -111,3 +111,14 @@ impl Error {
         }
     }
 }
+
+/// A model-format error reads as it did when the trainer raised it; a file's I/O error is the
+/// runtime's own `Io`.
+impl From<contextrast_model::Error> for Error {
+    fn from(e: contextrast_model::Error) -> Self {
+        match e {
+            contextrast_model::Error::Io { path, source } => Error::Io { path, source },
+            other => Error::Train(other.into()),
+        }
+    }
+}

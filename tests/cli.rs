@@ -1,5 +1,7 @@
 //! The binary as a user runs it: synth → train → export → eval (checkpoint and ONNX), and the
 //! errors a user meets with bad input.
+// Test helpers may unwrap: a panic there is a failed test, not a crash on input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::path::Path;
 use std::process::Command;
 

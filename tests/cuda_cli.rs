@@ -2,6 +2,8 @@
 //! CUDA by itself and ending where the CPU ends, and a driver without a device falling back or
 //! failing clearly. Needs a CUDA device: a GPU, or the emulated one of scripts/cuda-emu (which
 //! sets CONTEXTRAST_CUDA_REQUIRED, so there a missing device fails instead of skipping).
+// Test helpers may unwrap: a panic there is a failed test, not a crash on input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -1,6 +1,8 @@
 //! `contextrast inspect` end to end: the synthetic line through the real binary, checked against
 //! an offline run of the same model; the tract Segmenter against onnxruntime; and the bad inputs
 //! an installer meets (corrupt frame, wrong model, missing model, a camera path that is not one).
+// Test helpers may unwrap: a panic there is a failed test, not a crash on input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use contextrast::capture::Frame;
 use contextrast::config::LineConfig;
 use contextrast::infer::native::load_segmenter;
@@ -9,7 +11,7 @@ use contextrast::infer::{EngineKind, ModelConfig, Segmentation, Segmenter};
 use contextrast::train::data::preprocess;
 use contextrast::train::data::synth::{Variant, render};
 use contextrast::train::npy::{read_npy, write_npy};
-use contextrast::train::onnx_model::OnnxModel;
+use contextrast_model::onnx_model::OnnxModel;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

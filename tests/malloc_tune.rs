@@ -2,6 +2,8 @@
 //! page-faulting, and malloc options the user set are left alone. Tuning is process-wide, so each
 //! case runs in a child process (this binary again); `harness = false` keeps the pattern on the
 //! main thread, where the trainer allocates its activations.
+// Test helpers may unwrap: a panic there is a failed test, not a crash on input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use contextrast::sys::malloc_tune::{OPT_OUT, Tuning, USER_SETTINGS, tune_for_training};
 use std::process::Command;
 

@@ -2,6 +2,8 @@
 //! variant and does poorly; fine-tuned on a few labelled shifted frames, the candidate does better
 //! on a held-out shifted set and is promoted (the previous model kept); a candidate trained on
 //! wrong labels is refused and the running model stays; `rollback` restores the previous one.
+// Test helpers may unwrap: a panic there is a failed test, not a crash on input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -11,6 +11,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use contextrast::sys::alloc_count::resident_mib;
+use contextrast_model::rng::SplitMix64;
 use contextrast_train::backend::cpu::gemm_peak_gflops;
 use contextrast_train::backend::cuda::{Cuda, CudaOptions};
 use contextrast_train::backend::{Backend, ContrastInputs, Cpu, Shape};
@@ -19,7 +20,6 @@ use contextrast_train::model::{ModelConfig, contextrast_net, inference_flops};
 use contextrast_train::nn::exec::{Grads, Mode, forward};
 use contextrast_train::nn::graph::Graph;
 use contextrast_train::nn::params::Params;
-use contextrast_train::rng::Rng;
 use contextrast_train::trainer::{ContrastStep, Sgd, projection_scales, train_step};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -153,7 +153,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             };
             println!("{}", serde_json::to_string_pretty(&report)?);
             if let Some(p) = &b.json {
-                contextrast_train::atomic::write_atomic(p, &serde_json::to_vec_pretty(&report)?)?;
+                contextrast_model::atomic::write_atomic(p, &serde_json::to_vec_pretty(&report)?)?;
             }
             Ok(())
         }
@@ -185,8 +185,8 @@ fn bench_train<B: Backend>(be: &B, gpu: Option<&Cuda>, b: &TrainBench) -> Result
     let mut grads = Grads::zeros(be, &params)?;
     let mut vel: Vec<Option<B::Buf>> = Grads::zeros(be, &params)?.values;
     let shape = Shape::new(b.batch, 3, b.size, b.size);
-    let mut rng = Rng::new(1);
-    let x: Vec<f32> = (0..shape.numel()).map(|_| rng.normal() as f32).collect();
+    let mut rng = SplitMix64::seeded(1);
+    let x: Vec<f32> = (0..shape.numel()).map(|_| rng.gaussian() as f32).collect();
     let y: Vec<u8> = (0..b.batch * b.size * b.size)
         .map(|i| ((i / 37) % classes) as u8)
         .collect();

@@ -4,8 +4,8 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use contextrast::infer::native::{Plan, Unsupported, Workers, load_net};
-use contextrast_train::onnx_model::OnnxModel;
-use contextrast_train::rng::Rng;
+use contextrast_model::onnx_model::OnnxModel;
+use contextrast_model::rng::SplitMix64;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -120,8 +120,8 @@ pub fn run(b: InferBench) -> Result<()> {
     let mut rows = Vec::new();
     for size in &b.size {
         let (h, w) = super::export::parse_size(size)?;
-        let mut rng = Rng::new(1);
-        let x: Vec<f32> = (0..3 * h * w).map(|_| rng.normal() as f32).collect();
+        let mut rng = SplitMix64::seeded(1);
+        let x: Vec<f32> = (0..3 * h * w).map(|_| rng.gaussian() as f32).collect();
         for &t in &b.threads {
             let threads = if t == 0 { all } else { t };
             let tract = match &model {
@@ -201,7 +201,7 @@ pub fn run(b: InferBench) -> Result<()> {
         }
     }
     if let Some(p) = &b.json {
-        contextrast_train::atomic::write_atomic(p, &serde_json::to_vec_pretty(&rows)?)?;
+        contextrast_model::atomic::write_atomic(p, &serde_json::to_vec_pretty(&rows)?)?;
     }
     Ok(())
 }

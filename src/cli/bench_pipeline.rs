@@ -145,7 +145,7 @@ pub fn run(b: PipelineBench) -> Result<()> {
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     if let Some(p) = &b.json {
-        contextrast_train::atomic::write_atomic(p, &serde_json::to_vec_pretty(&report)?)?;
+        contextrast_model::atomic::write_atomic(p, &serde_json::to_vec_pretty(&report)?)?;
     }
     Ok(())
 }

@@ -1,13 +1,14 @@
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use contextrast_model::atomic;
+use contextrast_model::onnx_model::OnnxModel;
 use contextrast_train::backend::Cpu;
+use contextrast_train::checkpoint;
 use contextrast_train::data::dataset::Dataset;
 use contextrast_train::evaluate::{EnginePredictor, EvalReport, Predictor, evaluate};
 use contextrast_train::metrics::ConfusionMatrix;
 use contextrast_train::model::contextrast_net;
 use contextrast_train::nn::params::Params;
-use contextrast_train::onnx_model::OnnxModel;
-use contextrast_train::{atomic, checkpoint};
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, ValueEnum)]

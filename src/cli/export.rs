@@ -1,8 +1,8 @@
 use anyhow::{Context, Result};
 use clap::Args;
+use contextrast_model::meta::ModelMeta;
 use contextrast_train::checkpoint;
 use contextrast_train::export::export_onnx;
-use contextrast_train::meta::ModelMeta;
 use contextrast_train::model::{contextrast_net, inference_flops};
 use std::path::PathBuf;
 

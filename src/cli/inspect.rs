@@ -43,7 +43,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
     print_summary(&summary.run, summary.detection.as_ref(), &summary.reject);
     if let Some(path) = &a.summary_json {
         let json = serde_json::to_vec_pretty(&summary)?;
-        contextrast::train::atomic::write_atomic(path, &json)
+        contextrast_model::atomic::write_atomic(path, &json)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(e) = &summary.run.source_error {

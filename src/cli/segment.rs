@@ -3,10 +3,10 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use contextrast::infer::setup::{DEFAULT_MEAN, DEFAULT_STD, palette};
+use contextrast_model::argmax::argmax_chw;
+use contextrast_model::onnx_model::OnnxModel;
 use contextrast_train::data::preprocess;
-use contextrast_train::evaluate::argmax_chw;
 use contextrast_train::npy::write_npy;
-use contextrast_train::onnx_model::OnnxModel;
 use image::imageops::FilterType;
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use std::path::{Path, PathBuf};

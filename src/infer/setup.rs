@@ -4,7 +4,7 @@
 use crate::infer::preprocess::Preprocess;
 use crate::infer::{ModelConfig, ModelInfo, OutputKind, fingerprint, softmax_channels};
 use crate::{Error, Result};
-use contextrast_train::meta::ModelMeta;
+use contextrast_model::meta::ModelMeta;
 
 /// Normalisation assumed for a foreign model when the config gives none.
 pub const DEFAULT_MEAN: [f32; 3] = [0.45; 3];

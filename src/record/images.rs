@@ -5,6 +5,7 @@
 //! files and bytes by deleting the oldest first.
 use crate::record::events::{EventsConfig, utc_date};
 use crate::{Error, Result};
+use contextrast_model::atomic::write_atomic_unsynced;
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::{ExtendedColorType, ImageEncoder};
@@ -333,17 +334,11 @@ impl Worker {
     }
 
     /// Writes via a temporary file and a rename, so a crash or a full disk never leaves a
-    /// truncated image under a real name.
+    /// truncated image under a real name. Unsynced: images come at line rate, and losing the
+    /// newest to a power cut is better than stalling the writer on every fsync.
     fn put(&mut self, date: &str, name: String, bytes: &[u8]) -> Result<()> {
         let path = self.root.join(date).join(&name);
-        let tmp = self.root.join(date).join(format!("{name}.tmp"));
-        let res = std::fs::write(&tmp, bytes)
-            .map_err(|e| Error::io(&tmp, e))
-            .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e)));
-        if let Err(e) = res {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        write_atomic_unsynced(&path, bytes)?;
         let len = bytes.len() as u64;
         if let Some(old) = self.files.insert((date.to_string(), name), len) {
             self.total -= old; // same seq and name written again

@@ -5,8 +5,9 @@
 pub mod plots;
 pub mod run;
 
+use crate::config::{parse_toml, resolve_beside};
 use crate::{Error, Result};
-use contextrast_train::atomic::write_atomic;
+use contextrast_model::atomic::write_atomic;
 use contextrast_train::data::Dataset;
 use contextrast_train::evaluate::EvalReport;
 use serde::{Deserialize, Serialize};
@@ -121,19 +122,12 @@ impl Default for Gate {
 }
 
 impl RetrainConfig {
+    /// Reads, resolves relative paths beside the file and checks a retrain config.
     pub fn load(path: &Path) -> Result<RetrainConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut cfg: RetrainConfig = toml::from_str(&text).map_err(|e| Error::Parse {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
+        let mut cfg: RetrainConfig = parse_toml(&text, path)?;
         cfg.path = path.to_path_buf();
-        let base = path.parent().unwrap_or(Path::new("."));
-        let rel = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
+        let rel = |p: &mut PathBuf| resolve_beside(path, p);
         rel(&mut cfg.model);
         rel(&mut cfg.work);
         if let Some(c) = cfg.checkpoint.as_mut() {

@@ -2,12 +2,11 @@
 //!
 //! Rendering uses plotters' bitmap backend into an in-memory RGB buffer, text is drawn
 //! with ab_glyph from the embedded DejaVu Sans font (no fontconfig/freetype needed),
-//! and the PNG is encoded with the `png` crate and written atomically
-//! (`<path>.png.tmp`, then rename).
+//! and the PNG is encoded in memory with the `png` crate and written with the model crate's
+//! atomic write (temp file, fsync, rename).
 
-use std::fs::File;
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use contextrast_model::atomic::write_atomic;
+use std::path::Path;
 use std::sync::OnceLock;
 
 use plotters::prelude::*;
@@ -54,10 +53,6 @@ fn ensure_font() -> Result<()> {
         .clone()
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    path.with_extension("png.tmp")
-}
-
 /// Renders with `draw` into a WIDTHxHEIGHT RGB buffer and writes it atomically as PNG.
 fn render_png<F>(path: &Path, draw: F) -> Result<()>
 where
@@ -77,30 +72,27 @@ where
     write_png_atomic(path, &buf)
 }
 
+/// Encodes in memory, then writes through the workspace's one atomic write. The report's
+/// directory must exist: a plot never creates one where a typo put it.
 fn write_png_atomic(path: &Path, rgb: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    let write = || -> std::result::Result<(), String> {
-        let file = File::create(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
-        let mut enc = png::Encoder::new(BufWriter::new(file), WIDTH, HEIGHT);
+    let fail = |e: String| format!("write plot {}: {e}", path.display());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(fail(format!("no directory {}", dir.display())));
+    }
+    let mut png_bytes = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut png_bytes, WIDTH, HEIGHT);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header().map_err(|e| e.to_string())?;
-        writer.write_image_data(rgb).map_err(|e| e.to_string())?;
-        writer.finish().map_err(|e| e.to_string())?;
-        Ok(())
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(format!("write plot {}: {e}", path.display()));
+        let mut writer = enc.write_header().map_err(|e| fail(e.to_string()))?;
+        writer
+            .write_image_data(rgb)
+            .map_err(|e| fail(e.to_string()))?;
+        writer.finish().map_err(|e| fail(e.to_string()))?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!(
-            "write plot {}: rename from {}: {e}",
-            path.display(),
-            tmp.display()
-        )
-    })
+    write_atomic(path, &png_bytes).map_err(|e| fail(e.to_string()))
 }
 
 /// Returns a non-degenerate (lo, hi) range covering `values` (finite ones only),
@@ -128,15 +120,18 @@ fn data_range(values: impl Iterator<Item = f64>, pad: bool) -> (f64, f64) {
 
 /// Splits a series into runs of consecutive finite points (NaN/inf break the line).
 fn finite_runs(points: &[(f64, f64)]) -> Vec<Vec<(f64, f64)>> {
-    let mut runs = vec![Vec::new()];
+    let mut runs: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut run = Vec::new();
     for &(x, y) in points {
         if x.is_finite() && y.is_finite() {
-            runs.last_mut().expect("non-empty").push((x, y));
-        } else if !runs.last().expect("non-empty").is_empty() {
-            runs.push(Vec::new());
+            run.push((x, y));
+        } else if !run.is_empty() {
+            runs.push(std::mem::take(&mut run));
         }
     }
-    runs.retain(|r| !r.is_empty());
+    if !run.is_empty() {
+        runs.push(run);
+    }
     runs
 }
 
@@ -397,7 +392,13 @@ mod tests {
     type Series<'a> = (&'a str, &'a [(f64, f64)]);
 
     fn load(path: &Path) -> image::RgbImage {
-        assert!(!tmp_path(path).exists(), "temp file left behind");
+        let dir = path.parent().expect("plots are written into a directory");
+        let temps: Vec<_> = std::fs::read_dir(dir)
+            .expect("plot directory readable")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(temps.is_empty(), "temp file left behind: {temps:?}");
         let img = image::open(path).expect("decodes as PNG").to_rgb8();
         assert_eq!(img.dimensions(), (WIDTH, HEIGHT));
         img
@@ -555,13 +556,17 @@ mod tests {
         assert!(err.contains("x.png"), "{err}");
     }
 
-    /// Writes sample PNGs for eyeballing: `PLOTS_SAMPLE_DIR=/some/dir cargo test`.
+    /// Writes sample PNGs for eyeballing, and checks they decode at full size:
+    /// `PLOTS_SAMPLE_DIR=/some/dir cargo test -p contextrast write_samples -- --ignored`
+    /// (a temporary directory when the variable is unset).
     #[test]
+    #[ignore = "writes sample images for a person to look at"]
     fn write_samples_when_requested() {
-        let Some(dir) = std::env::var_os("PLOTS_SAMPLE_DIR") else {
-            return;
-        };
-        let dir = PathBuf::from(dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = std::env::var_os("PLOTS_SAMPLE_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| tmp.path().to_path_buf());
+        std::fs::create_dir_all(&dir).unwrap();
         let train: Vec<(f64, f64)> = (0..60)
             .map(|i| {
                 let t = i as f64;
@@ -599,5 +604,12 @@ mod tests {
             "candidate",
         )
         .unwrap();
+        for name in ["sample_line_chart.png", "sample_before_after_bars.png"] {
+            let img = load(&dir.join(name));
+            assert!(
+                count(&img, (0, 0, WIDTH, HEIGHT), dark) > 500,
+                "{name} is blank"
+            );
+        }
     }
 }

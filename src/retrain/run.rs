@@ -10,7 +10,9 @@
 //! [`RetrainRun::run`] fine-tunes, exports, evaluates, gates, promotes and files the report.
 use super::{Decision, RetrainConfig, Scores, merge_datasets, plots, promote};
 use crate::{Error, Result};
-use contextrast_train::atomic::write_atomic;
+use contextrast_model::atomic::write_atomic;
+use contextrast_model::meta::ModelMeta;
+use contextrast_model::onnx_model::OnnxModel;
 use contextrast_train::backend::Cpu;
 use contextrast_train::backend::cuda::{Cuda, DeviceChoice};
 use contextrast_train::checkpoint::{self, Checkpoint};
@@ -20,9 +22,7 @@ use contextrast_train::data::classes::Classes;
 use contextrast_train::data::cvat::{ImportOptions, NameMap, import_cvat_with};
 use contextrast_train::evaluate::evaluate;
 use contextrast_train::export::export_onnx;
-use contextrast_train::meta::ModelMeta;
 use contextrast_train::model::contextrast_net;
-use contextrast_train::onnx_model::OnnxModel;
 use contextrast_train::trainer::{Event, TrainOptions, TrainSummary, train};
 use serde::Serialize;
 use std::collections::BTreeMap;

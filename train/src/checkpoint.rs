@@ -1,11 +1,11 @@
 //! Checkpoints: parameters (and optionally the optimiser's velocity) as safetensors, with a JSON
 //! file beside them that holds the step, the config, the classes and the metrics. The JSON is
 //! written last, so a checkpoint whose JSON exists is complete.
-use crate::atomic::write_atomic;
 use crate::config::TrainConfig;
 use crate::data::classes::ClassInfo;
 use crate::nn::params::HostParams;
 use crate::{Error, Result};
+use contextrast_model::atomic::write_atomic;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};

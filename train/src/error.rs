@@ -59,3 +59,14 @@ impl Error {
         }
     }
 }
+
+/// Model-format errors keep their meaning: a file's I/O error stays one, a bad ONNX stays one.
+impl From<contextrast_model::Error> for Error {
+    fn from(e: contextrast_model::Error) -> Self {
+        match e {
+            contextrast_model::Error::Io { path, source } => Error::Io { path, source },
+            contextrast_model::Error::Onnx { path, msg } => Error::Onnx { path, msg },
+            contextrast_model::Error::Shape(msg) => Error::Shape(msg),
+        }
+    }
+}

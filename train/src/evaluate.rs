@@ -62,20 +62,7 @@ pub fn crop_chw(x: &[f32], c: usize, ph: usize, pw: usize, h: usize, w: usize) -
     out
 }
 
-/// Per-pixel argmax over channels of `[C, h, w]` logits.
-pub fn argmax_chw(logits: &[f32], c: usize, hw: usize) -> Vec<u8> {
-    (0..hw)
-        .map(|p| {
-            let mut best = 0;
-            for k in 1..c {
-                if logits[k * hw + p] > logits[best * hw + p] {
-                    best = k;
-                }
-            }
-            best as u8
-        })
-        .collect()
-}
+pub use contextrast_model::argmax::argmax_chw;
 
 /// The engine's own model as a [`Predictor`] (eval-mode batch norm).
 pub struct EnginePredictor<'a, B: Backend> {
@@ -105,12 +92,12 @@ impl<B: Backend> Predictor for EnginePredictor<'_, B> {
     }
 }
 
-impl Predictor for crate::onnx_model::OnnxModel {
+impl Predictor for contextrast_model::onnx_model::OnnxModel {
     fn num_classes(&self) -> usize {
-        crate::onnx_model::OnnxModel::num_classes(self)
+        contextrast_model::onnx_model::OnnxModel::num_classes(self)
     }
     fn logits(&mut self, chw: &[f32], h: usize, w: usize) -> Result<Vec<f32>> {
-        self.logits_chw(chw, h, w)
+        Ok(self.logits_chw(chw, h, w)?)
     }
 }
 

@@ -2,12 +2,12 @@
 //! training-only nodes (projection heads) dropped, metadata embedded. Written with tract's prost
 //! types so no protobuf toolchain is needed, and checked by onnx.checker and onnxruntime in the
 //! parity tests.
-use crate::atomic::write_atomic;
 use crate::backend::Shape;
-use crate::meta::ModelMeta;
 use crate::model::infer_shapes;
 use crate::nn::graph::{Graph, NodeId, Op};
 use crate::{Error, Result};
+use contextrast_model::atomic::write_atomic;
+use contextrast_model::meta::ModelMeta;
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -21,8 +21,7 @@ pub type HostParams = BTreeMap<String, Vec<f32>>;
 pub const OPSET: i64 = 13;
 /// IR version 8 (ONNX 1.10+), the lowest that every consumer above reads with opset 13.
 pub const IR_VERSION: i64 = 8;
-/// Batch-norm epsilon used in training; folding must use the same one.
-pub const BN_EPS: f32 = 1e-5;
+pub use contextrast_model::BN_EPS;
 /// Graph input and output names: the runtime and the Python tools look them up by name.
 pub const INPUT_NAME: &str = "image";
 pub const OUTPUT_NAME: &str = "logits";
@@ -40,7 +39,7 @@ pub fn export_onnx(
         path: path.to_path_buf(),
         msg,
     })?;
-    write_atomic(path, &model.encode_to_vec())
+    Ok(write_atomic(path, &model.encode_to_vec())?)
 }
 
 /// The ONNX model in memory; the error message says what is wrong (the caller adds the path).
@@ -438,9 +437,9 @@ fn attr_str(name: &str, s: &str) -> pb::AttributeProto {
 mod tests {
     use super::*;
     use crate::backend::ConvSpec;
-    use crate::meta::tests::sample;
     use crate::model::{ModelConfig, contextrast_net};
     use crate::nn::graph::GraphBuilder;
+    use contextrast_model::meta::sample;
 
     /// Deterministic values in [-1, 1) (an LCG: enough for test data).
     fn values(n: usize, seed: u64) -> Vec<f32> {

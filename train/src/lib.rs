@@ -6,16 +6,12 @@ pub mod data;
 pub mod error;
 pub mod export;
 pub mod loss;
-pub mod meta;
 pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod npy;
-pub mod onnx_model;
-pub mod rng;
 
 pub use error::{Error, Result};
-pub mod atomic;
 pub mod checkpoint;
 pub mod config;
 pub mod evaluate;

@@ -1,8 +1,8 @@
 //! Minimal `.npy` (NumPy format 1.0–3.0) reader and writer for float32, C-order arrays: how
 //! tensors travel to and from the Python reference tools (onnxruntime, scipy) in parity tests
 //! and debugging dumps. Anything else (other dtypes, Fortran order) is refused, not converted.
-use crate::atomic::write_atomic;
 use crate::{Error, Result};
+use contextrast_model::atomic::write_atomic;
 use std::path::Path;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
@@ -16,7 +16,7 @@ pub fn write_npy(path: &Path, data: &[f32], shape: &[usize]) -> Result<()> {
             format!("shape {shape:?} holds {numel} values, got {}", data.len()),
         ));
     }
-    write_atomic(path, &encode(data, shape))
+    Ok(write_atomic(path, &encode(data, shape))?)
 }
 
 /// Reads a float32 C-order `.npy`; returns the values and the shape.

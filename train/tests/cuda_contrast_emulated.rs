@@ -13,6 +13,8 @@
 //! driver mirrors them by hand) nor device-only behaviour (memory model, resource limits), which
 //! tests/cuda_contrast_parity.rs does on a GPU. Without a C++20 compiler the test prints
 //! "SKIPPED (no c++20): ..." and passes.
+// Test helpers may unwrap: a panic there is a failed test, not a crash on input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use contextrast_train::Result;
 use contextrast_train::loss::bane::{LabelMaps, downsample_nearest, sample_anchor};
 use contextrast_train::loss::contrast::{ContrastConfig, SCALES};

@@ -1,12 +1,12 @@
 //! End to end on both backends: 20 SGD steps of ContextrastNet (forward, cross-entropy,
 //! backward, SGD) from one seed must end at matching losses. Skips without CUDA.
+use contextrast_model::rng::SplitMix64;
 use contextrast_train::Result;
 use contextrast_train::backend::{Backend, Cpu, IGNORE, Shape};
 use contextrast_train::model::{ModelConfig, contextrast_net};
 use contextrast_train::nn::exec::{Grads, Mode, backward, forward};
 use contextrast_train::nn::graph::Graph;
 use contextrast_train::nn::params::{HostParams, Params};
-use contextrast_train::rng::Rng;
 
 mod common;
 
@@ -25,8 +25,8 @@ fn small_net() -> Graph {
 }
 
 fn batch(step: usize, shape: Shape, classes: u8) -> (Vec<f32>, Vec<u8>) {
-    let mut rng = Rng::new(1000 + step as u64);
-    let x = (0..shape.numel()).map(|_| rng.normal() as f32).collect();
+    let mut rng = SplitMix64::seeded(1000 + step as u64);
+    let x = (0..shape.numel()).map(|_| rng.gaussian() as f32).collect();
     // Blocky labels so the task is learnable, with some ignored pixels.
     let mut y = Vec::with_capacity(shape.n * shape.hw());
     for n in 0..shape.n {

@@ -1,12 +1,14 @@
 //! Export ↔ tract ↔ onnxruntime parity for ContextrastNet, with random weights and random batch
 //! norm statistics (so folding is exercised), against an independent, deliberately naive
 //! forward pass of the graph (BN unfolded). Also the loader's error paths.
+// Test helpers may unwrap: a panic there is a failed test, not a crash on input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+use contextrast_model::meta::ModelMeta;
+use contextrast_model::onnx_model::OnnxModel;
 use contextrast_train::export::{HostParams, export_onnx};
-use contextrast_train::meta::ModelMeta;
 use contextrast_train::model::{ModelConfig, contextrast_net};
 use contextrast_train::nn::graph::{Graph, Op, ParamKind};
 use contextrast_train::npy::{read_npy, write_npy};
-use contextrast_train::onnx_model::OnnxModel;
 use prost::Message;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -9,6 +9,8 @@
 //!
 //! PyTorch comes from the venv `scripts/setup-torch` makes (`$CONTEXTRAST_TORCH_PYTHON`, else
 //! `.venv-torch/bin/python`); without it each test prints what it skipped.
+// Test helpers may unwrap: a panic there is a failed test, not a crash on input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 
 use common::Rng;

@@ -6,7 +6,7 @@ use super::gemm::{PAD_SLACK, PadLayout};
 use super::graph::{Conv, Epilogue, Layer};
 use super::plan::{ConvWork, Plan, RESIZE_BAND, Work};
 use crate::infer::upsample::resize_rows;
-use contextrast_train::backend::cpu::im2col::im2col;
+use contextrast_model::im2col::im2col;
 use rayon::prelude::*;
 use std::sync::Mutex;
 

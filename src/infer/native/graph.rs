@@ -3,7 +3,7 @@
 //! half-pixel sampling); anything else is refused with the op's name, so `engine = "auto"` can
 //! hand the file to tract instead. Reading also fuses: a ReLU and an Add that follow a
 //! convolution run in its epilogue, while the output tile is still in cache.
-use contextrast_train::backend::ConvSpec;
+use contextrast_model::ConvSpec;
 use std::collections::HashMap;
 use tract_onnx::pb;
 

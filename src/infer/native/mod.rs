@@ -21,7 +21,7 @@ use crate::infer::setup::{ModelSetup, needs_plan};
 use crate::infer::upsample::Upsample;
 use crate::infer::{ModelConfig, ModelInfo, OutputKind, Segmentation, Segmenter};
 use crate::{Error, Result};
-use contextrast_train::meta::ModelMeta;
+use contextrast_model::meta::ModelMeta;
 use prost::Message;
 use std::path::Path;
 use std::sync::Arc;
@@ -124,7 +124,7 @@ fn read(path: &Path) -> std::result::Result<Loaded, Unsupported> {
         .graph
         .as_ref()
         .ok_or_else(|| broken("not an ONNX model (no graph)".into()))?;
-    contextrast_train::onnx_model::check_input(graph).map_err(broken)?;
+    contextrast_model::onnx_model::check_input(graph).map_err(broken)?;
     let meta = ModelMeta::from_props(
         proto
             .metadata_props
@@ -138,7 +138,7 @@ fn read(path: &Path) -> std::result::Result<Loaded, Unsupported> {
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map_or(1, |o| o.version);
     let net = Net::from_graph(graph, opset).map_err(Unsupported::Ops)?;
-    let declared = contextrast_train::onnx_model::declared_input_hw(graph);
+    let declared = contextrast_model::onnx_model::declared_input_hw(graph);
     Ok(Loaded {
         bytes,
         net,

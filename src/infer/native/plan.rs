@@ -5,7 +5,7 @@
 use super::gemm::{PAD_SLACK, Packed, PadLayout};
 use super::graph::{INPUT, Layer, Net};
 use crate::infer::upsample::{Axis, Tap, taps};
-use contextrast_train::backend::cpu::im2col::Geom;
+use contextrast_model::im2col::Geom;
 use std::sync::Arc;
 
 /// Values start at multiples of this many floats (64 bytes: one cache line, one AVX-512 load).

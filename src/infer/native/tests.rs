@@ -1,6 +1,6 @@
 use super::graph::{Conv, Epilogue, INPUT, Layer, Net, Step};
 use super::*;
-use contextrast_train::backend::ConvSpec;
+use contextrast_model::ConvSpec;
 
 /// Deterministic values in [-1, 1).
 fn noise(n: usize, seed: u64) -> Vec<f32> {

@@ -2,8 +2,6 @@
 //! the backend, grouped in op families ([`ops`]); [`Backend`] is all of them. Nothing above this
 //! layer touches raw host data except through `upload`/`download`, so the CUDA backend slots in
 //! without changing the model, the losses or the trainer.
-use serde::{Deserialize, Serialize};
-
 pub mod contrast;
 pub mod cpu;
 pub mod cuda;
@@ -15,76 +13,7 @@ pub use ops::{
     OptimOps, ResizeOps,
 };
 
-/// An NCHW tensor shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Shape {
-    pub n: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-}
-
-impl Shape {
-    pub const fn new(n: usize, c: usize, h: usize, w: usize) -> Self {
-        Shape { n, c, h, w }
-    }
-    pub const fn numel(&self) -> usize {
-        self.n * self.c * self.h * self.w
-    }
-    pub const fn hw(&self) -> usize {
-        self.h * self.w
-    }
-    /// The same shape with another channel count.
-    pub const fn with_c(&self, c: usize) -> Self {
-        Shape { c, ..*self }
-    }
-    /// The same shape with another spatial size.
-    pub const fn with_hw(&self, h: usize, w: usize) -> Self {
-        Shape { h, w, ..*self }
-    }
-}
-
-impl std::fmt::Display for Shape {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "[{}, {}, {}, {}]", self.n, self.c, self.h, self.w)
-    }
-}
-
-/// A square 2-D convolution: weights `[c_out, c_in, k, k]`, optional bias `[c_out]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ConvSpec {
-    pub c_in: usize,
-    pub c_out: usize,
-    pub k: usize,
-    pub stride: usize,
-    pub pad: usize,
-}
-
-impl ConvSpec {
-    /// Output spatial size for an input of `h`×`w` (PyTorch/ONNX floor rule).
-    pub const fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
-        (
-            (h + 2 * self.pad - self.k) / self.stride + 1,
-            (w + 2 * self.pad - self.k) / self.stride + 1,
-        )
-    }
-    /// Output shape for input shape `x`.
-    pub const fn out_shape(&self, x: Shape) -> Shape {
-        let (h, w) = self.out_hw(x.h, x.w);
-        Shape::new(x.n, self.c_out, h, w)
-    }
-    pub const fn weight_len(&self) -> usize {
-        self.c_out * self.c_in * self.k * self.k
-    }
-    /// Multiply-accumulates of one forward pass for input `x`, times two (FLOPs).
-    pub const fn flops(&self, x: Shape) -> u64 {
-        let o = self.out_shape(x);
-        2 * (o.numel() * self.c_in * self.k * self.k) as u64
-    }
-}
-
-/// Label value that every loss and metric skips.
-pub const IGNORE: u8 = 255;
+pub use contextrast_model::{ConvSpec, IGNORE, Shape};
 
 /// Every op family at once, for generic code (`B: Backend`): the model, the losses, the
 /// trainer. Shapes travel beside the buffers; each op checks the lengths it is given and

@@ -8,8 +8,8 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::classes::IGNORE;
-use super::rng::SplitMix64;
 use crate::{Error, Result};
+use contextrast_model::rng::SplitMix64;
 
 /// Augmentation settings; every field has a default, so a config may set only what it changes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

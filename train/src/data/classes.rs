@@ -5,8 +5,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::write_atomic;
 use crate::{Error, Result};
+use contextrast_model::atomic::write_atomic;
 
 /// Class ids of [`Classes::synthetic_default`].
 pub const BELT: u8 = 0;
@@ -15,8 +15,7 @@ pub const SCRATCH: u8 = 2;
 pub const PIT: u8 = 3;
 pub const STAIN: u8 = 4;
 
-/// Mask value that means "no label here": skipped by losses and metrics.
-pub const IGNORE: u8 = 255;
+pub use contextrast_model::IGNORE;
 
 /// One class: id = its position in [`Classes::classes`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +56,7 @@ impl Classes {
             path: path.to_path_buf(),
             msg: e.to_string(),
         })?;
-        write_atomic(path, text.as_bytes())
+        Ok(write_atomic(path, text.as_bytes())?)
     }
 
     /// The classes of the synthetic line: belt (background), part, and three defects.

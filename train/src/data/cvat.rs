@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, GrayImage, ImageReader};
 
-use crate::atomic::write_atomic;
 use crate::data::classes::{Classes, IGNORE};
 use crate::{Error, Result};
+use contextrast_model::atomic::write_atomic;
 
 /// Target name that turns a CVAT label into "ignore" (mask value 255).
 pub const IGNORE_NAME: &str = "ignore";
@@ -413,7 +413,7 @@ fn append_list(path: &Path, names: &[String]) -> Result<()> {
         text.push_str(n);
         text.push('\n');
     }
-    write_atomic(path, text.as_bytes())
+    Ok(write_atomic(path, text.as_bytes())?)
 }
 
 /// The staging folder inside `out`; removed on drop, so an error leaves no half import.

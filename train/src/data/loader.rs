@@ -17,8 +17,8 @@ use image::RgbImage;
 
 use super::augment::{AugmentConfig, Sample, augment};
 use super::dataset::Dataset;
-use super::rng::SplitMix64;
 use crate::{Error, Result};
+use contextrast_model::rng::SplitMix64;
 
 /// Domain tags keep the shuffle and augmentation streams independent of each other.
 const SHUFFLE: u64 = 0x5348_5546;

@@ -8,8 +8,8 @@ use super::IGNORE;
 use super::augment::{AugmentConfig, augment};
 use super::dataset::Dataset;
 use super::loader::{Loader, LoaderConfig, preprocess};
-use super::rng::SplitMix64;
 use super::synth::{Variant, generate};
+use contextrast_model::rng::SplitMix64;
 
 /// 8×8 blocks with labels 0..4; the red channel encodes the label (label·50), so alignment can
 /// be read back from the augmented pixels.

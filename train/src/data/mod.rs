@@ -5,7 +5,6 @@ pub mod classes;
 pub mod cvat;
 pub mod dataset;
 pub mod loader;
-pub mod rng;
 pub mod synth;
 mod synth_noise;
 mod synth_render;

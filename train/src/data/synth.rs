@@ -14,11 +14,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::classes::Classes;
-use super::rng::{SplitMix64, hash_words};
 use super::synth_render::rasterise;
 use super::synth_scene::sample_scene;
-use crate::atomic::write_atomic;
 use crate::{Error, Result};
+use contextrast_model::atomic::write_atomic;
+use contextrast_model::rng::{SplitMix64, hash_words};
 
 pub use super::classes::{BELT, PART, PIT, SCRATCH, STAIN};
 pub use super::synth_scene::Variant;
@@ -273,7 +273,7 @@ pub fn generate(
         path: path.clone(),
         msg: e.to_string(),
     })?;
-    write_atomic(&path, &json)
+    Ok(write_atomic(&path, &json)?)
 }
 
 /// Reads `truth.json` written by [`generate`].

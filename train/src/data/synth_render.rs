@@ -8,9 +8,9 @@
 //! calling it stain or part would both be wrong half the time.
 use super::classes::IGNORE;
 use super::classes::{BELT, PART, STAIN};
-use super::rng::SplitMix64;
 use super::synth_noise::{value1, value2, white};
 use super::synth_scene::{Defect, DefectKind, Finish, Part, Scene};
+use contextrast_model::rng::SplitMix64;
 
 /// Coverage below which a stain pixel is unlabelled part, at and above which (up to 0.5) it is
 /// ignored.

@@ -1,6 +1,6 @@
 //! What a synthetic frame contains: lighting, belt, parts and defects, sampled from the frame's
 //! RNG. Rendering is separate (`synth_render`), so the scene can be inspected in tests.
-use super::rng::SplitMix64;
+use contextrast_model::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 /// Which look of the line to render.

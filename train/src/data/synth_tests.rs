@@ -1,8 +1,8 @@
 //! Tests of the synthetic line: determinism, label honesty, defect statistics.
 use super::IGNORE;
-use super::rng::SplitMix64;
 use super::synth::*;
 use super::synth_scene::sample_scene;
+use contextrast_model::rng::SplitMix64;
 use image::GrayImage;
 
 const W: u32 = 128;

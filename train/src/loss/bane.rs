@@ -8,8 +8,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// The label that marks unlabelled pixels; never a positive or a negative.
-pub const IGNORE: u8 = 255;
+pub use contextrast_model::IGNORE;
 
 /// Caps and BANE settings of the contrastive sampling (training-config fields).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

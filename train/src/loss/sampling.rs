@@ -21,7 +21,7 @@ use crate::{Error, Result};
 /// The multiplier that spreads `step` before mixing (an odd 64-bit constant).
 pub const STEP_MULTIPLIER: u64 = 0xD6E8_FEB8_6659_FD93;
 
-pub use crate::rng::splitmix64;
+pub use contextrast_model::rng::splitmix64;
 
 /// The per-anchor part of the key, computed once per (seed, step, scale, class) so that each
 /// pixel costs one `splitmix64` (on CUDA: a kernel argument).

@@ -14,9 +14,10 @@ pub enum Mode {
     Eval,
 }
 
-/// Batch-norm momentum and epsilon, PyTorch defaults (the exporter folds with the same epsilon).
+/// Batch-norm momentum, PyTorch's default; the epsilon is the model format's (the exporter folds
+/// with the same one).
 pub const BN_MOMENTUM: f32 = 0.1;
-pub const BN_EPS: f32 = 1e-5;
+pub use contextrast_model::BN_EPS;
 
 /// Every node's output of one forward pass.
 pub struct Activations<B: Backend> {

@@ -1,8 +1,8 @@
 //! Parameter storage on a backend, in the order of `Graph::param_specs`.
 use crate::backend::Backend;
 use crate::nn::graph::{Graph, ParamKind, ParamSpec};
-use crate::rng::Rng;
 use crate::{Error, Result};
+use contextrast_model::rng::SplitMix64;
 use std::collections::{BTreeMap, HashMap};
 
 /// Parameters on the host, keyed by name: what checkpoints and the exporter hold.
@@ -26,8 +26,8 @@ impl<B: Backend> Params<B> {
                 ParamKind::ConvWeight => {
                     let fan_in: usize = spec.dims[1..].iter().product();
                     let std = (2.0 / fan_in as f64).sqrt();
-                    let mut rng = Rng::new(seed ^ ((i as u64 + 1) << 32));
-                    (0..n).map(|_| (rng.normal() * std) as f32).collect()
+                    let mut rng = SplitMix64::seeded(seed ^ ((i as u64 + 1) << 32));
+                    (0..n).map(|_| (rng.gaussian() * std) as f32).collect()
                 }
                 ParamKind::BnGamma | ParamKind::BnRunningVar => vec![1.0; n],
                 ParamKind::ConvBias | ParamKind::BnBeta | ParamKind::BnRunningMean => vec![0.0; n],

@@ -5,12 +5,12 @@
 //! splitting one small-M GEMM across threads loses (see platform notes), tiling does not.
 //! 1×1 stride-1 convs read the input as the column matrix directly.
 use super::Cpu;
-use super::im2col::{Geom, col2im_add, im2col};
 use super::matmul::{MatMut, MatRef, gemm};
 use super::{check_len, check_shape};
 use crate::backend::ops::ConvOps;
 use crate::backend::{ConvSpec, Shape};
 use crate::{Error, Result};
+use contextrast_model::im2col::{Geom, col2im_add, im2col};
 use rayon::prelude::*;
 use std::ops::Range;
 

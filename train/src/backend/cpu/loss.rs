@@ -6,6 +6,7 @@ use super::{check_len, check_shape};
 use crate::backend::ops::{ContrastOps, LossOps};
 use crate::backend::{IGNORE, Shape};
 use crate::{Error, Result};
+use contextrast_model::argmax::argmax_into;
 use rayon::prelude::*;
 
 /// Largest class count a `u8` label map can hold next to [`IGNORE`].
@@ -105,17 +106,7 @@ fn argmax_channels(logits: &[f32], shape: Shape) -> Result<Vec<u8>> {
     }
     out.par_chunks_mut(hw)
         .zip(logits.par_chunks(chw))
-        .for_each(|(out, x)| {
-            let mut best = x[..hw].to_vec();
-            for (c, plane) in x.chunks(hw).enumerate().skip(1) {
-                for ((b, o), &v) in best.iter_mut().zip(out.iter_mut()).zip(plane) {
-                    if v > *b {
-                        *b = v;
-                        *o = c as u8;
-                    }
-                }
-            }
-        });
+        .for_each(|(out, x)| argmax_into(x, out));
     Ok(out)
 }
 

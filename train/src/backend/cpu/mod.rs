@@ -7,8 +7,6 @@ use crate::{Error, Result};
 mod batchnorm;
 mod conv;
 mod elementwise;
-/// Public so the runtime's forward-only engine lays out convolutions exactly as training does.
-pub mod im2col;
 mod layout;
 mod loss;
 mod matmul;

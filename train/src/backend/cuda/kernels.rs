@@ -3,11 +3,12 @@
 //! compile, then loaded into the context as one module per source file.
 use super::{backend_err, driver_err};
 use crate::{Error, Result};
+use contextrast_model::atomic::write_atomic_unsynced;
 use cudarc::driver::sys::CUresult;
 use cudarc::driver::{CudaContext, CudaFunction, DriverError};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Pasted in front of every source: NVRTC gets no include path, so no `#include`.
@@ -320,19 +321,10 @@ fn cached_ptx(source: &KernelSource, arch: &str) -> Result<String> {
         return Ok(ptx);
     }
     let ptx = compile(source, arch)?;
-    if let Err(e) = write_atomic(&path, &ptx) {
+    if let Err(e) = write_atomic_unsynced(&path, ptx.as_bytes()) {
         log::warn!("cannot cache PTX: {e}");
     }
     Ok(ptx)
-}
-
-/// Writes through a temporary file and a rename, so a concurrent reader never sees half a file.
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]

@@ -12,16 +12,19 @@ pub const META_KEY: &str = "contextrast.meta";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelMeta {
+    /// Class names, indexed by class id (0 is the background).
     pub class_names: Vec<String>,
     /// Overlay colour per class (RGB).
     pub colors: Vec<[u8; 3]>,
     /// Whether a class counts as a defect (drives the reject decision).
     pub defect: Vec<bool>,
-    /// Input size the model was trained and validated at.
+    /// Input height the model was trained and validated at.
     pub input_h: usize,
+    /// Input width the model was trained and validated at.
     pub input_w: usize,
     /// Per-channel normalisation applied to RGB in [0, 1]: `(x − mean) / std`.
     pub mean: [f32; 3],
+    /// Per-channel divisor of that normalisation.
     pub std: [f32; 3],
     /// Input height and width must be multiples of this (the network's deepest stride).
     pub size_multiple: usize,
@@ -34,6 +37,7 @@ pub struct ModelMeta {
 }
 
 impl ModelMeta {
+    /// Number of classes the model predicts.
     pub fn num_classes(&self) -> usize {
         self.class_names.len()
     }
@@ -140,38 +144,39 @@ impl ModelMeta {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    /// A realistic metadata record, shared with the export tests.
-    pub(crate) fn sample() -> ModelMeta {
-        ModelMeta {
-            class_names: vec![
-                "background".into(),
-                "scratch".into(),
-                "dent".into(),
-                "stain".into(),
-            ],
-            colors: vec![[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]],
-            defect: vec![false, true, true, false],
-            input_h: 512,
-            input_w: 640,
-            mean: [0.485, 0.456, 0.406],
-            std: [0.229, 0.224, 0.225],
-            size_multiple: 32,
-            metrics: BTreeMap::from([
-                ("miou".into(), 0.8123456789012345),
-                ("biou".into(), 1.0 / 3.0),
-                ("pixel_accuracy".into(), 0.987),
-            ]),
-            provenance: BTreeMap::from([
-                ("git_rev".into(), "11c1dfc".into()),
-                ("seed".into(), "42".into()),
-                ("data".into(), "runs/line3 (1200 images)".into()),
-            ]),
-        }
+/// A realistic metadata record, for the tests of this crate and of the exporter above it.
+#[doc(hidden)]
+pub fn sample() -> ModelMeta {
+    ModelMeta {
+        class_names: vec![
+            "background".into(),
+            "scratch".into(),
+            "dent".into(),
+            "stain".into(),
+        ],
+        colors: vec![[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]],
+        defect: vec![false, true, true, false],
+        input_h: 512,
+        input_w: 640,
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+        size_multiple: 32,
+        metrics: BTreeMap::from([
+            ("miou".into(), 0.8123456789012345),
+            ("biou".into(), 1.0 / 3.0),
+            ("pixel_accuracy".into(), 0.987),
+        ]),
+        provenance: BTreeMap::from([
+            ("git_rev".into(), "11c1dfc".into()),
+            ("seed".into(), "42".into()),
+            ("data".into(), "runs/line3 (1200 images)".into()),
+        ]),
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn props(m: &ModelMeta) -> Vec<(String, String)> {
         m.to_props().unwrap()

@@ -132,6 +132,7 @@ impl OnnxModel {
         Ok(())
     }
 
+    /// The file the model was loaded from (for error messages).
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -2,22 +2,31 @@
 //! holds, for each output position, the input pixel that kernel tap `(c, ki, kj)` sees (0 in the
 //! padding). Inner loops run over a contiguous range of valid output columns, so there is no
 //! per-pixel bounds branch.
-use crate::backend::ConvSpec;
+use crate::ConvSpec;
 
 /// The geometry of one image's convolution.
 #[derive(Clone, Copy, Debug)]
 pub struct Geom {
+    /// Input channels.
     pub c_in: usize,
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
+    /// Kernel side.
     pub k: usize,
+    /// Stride in both directions.
     pub stride: usize,
+    /// Zero padding on every side.
     pub pad: usize,
+    /// Output height.
     pub oh: usize,
+    /// Output width.
     pub ow: usize,
 }
 
 impl Geom {
+    /// The geometry of `spec` applied to an `h`×`w` input.
     pub fn new(spec: &ConvSpec, h: usize, w: usize) -> Self {
         let (oh, ow) = spec.out_hw(h, w);
         Geom {
@@ -115,7 +124,7 @@ pub fn im2col(x: &[f32], g: &Geom, p0: usize, t: usize, col: &mut [f32]) {
 
 /// The adjoint of [`im2col`] over all output columns: adds `col` (`cn·k·k × p`, the rows of
 /// `cn` consecutive input channels) into `dx` (`cn × h × w`).
-pub(super) fn col2im_add(col: &[f32], g: &Geom, cn: usize, dx: &mut [f32]) {
+pub fn col2im_add(col: &[f32], g: &Geom, cn: usize, dx: &mut [f32]) {
     let (k, s, hw, p) = (g.k, g.stride, g.h * g.w, g.p());
     for c in 0..cn {
         let plane = &mut dx[c * hw..(c + 1) * hw];
