@@ -1,5 +1,6 @@
-//! Contextrast Edge runtime library: frames in, verdicts out. The training engine is
-//! re-exported for the binary and for tests.
+//! Contextrast Edge runtime library: frames in, verdicts out (`capture` → `pipeline` →
+//! `infer` → `decide` → `line`, `record`). The model format comes from `contextrast-model`; the
+//! training engine is re-exported for the synthetic line, retraining, the binary and tests.
 pub use contextrast_train as train;
 
 pub mod capture;

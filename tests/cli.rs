@@ -2,44 +2,16 @@
 //! errors a user meets with bad input.
 // Test helpers may unwrap: a panic there is a failed test, not a crash on input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+mod common;
+use common::{bin, fails, read_json, stdout_ok};
 use std::path::Path;
-use std::process::Command;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_contextrast"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
-fn ok(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?} failed:\n{}",
-        c,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(c: &mut Command) -> String {
-    let out = c.output().unwrap();
-    assert!(!out.status.success(), "{c:?} should have failed");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{c:?} panicked:\n{err}");
-    err
-}
-
-fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-}
 
 #[test]
 fn synth_train_export_eval_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = d.join("line");
-    ok(bin().args(["synth", "--out"]).arg(&data).args([
+    stdout_ok(bin("warn").args(["synth", "--out"]).arg(&data).args([
         "--count", "12", "--seed", "4", "--width", "96", "--height", "64",
     ]));
     let cfg = d.join("train.toml");
@@ -49,40 +21,48 @@ fn synth_train_export_eval_round_trip() {
     )
     .unwrap();
     let run = d.join("run");
-    ok(bin()
-        .args(["train", "--device", "cpu", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(&run)
-        .arg("--config")
-        .arg(&cfg));
+    stdout_ok(
+        bin("warn")
+            .args(["train", "--device", "cpu", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&run)
+            .arg("--config")
+            .arg(&cfg),
+    );
     assert!(run.join("last.json").exists() && run.join("best.json").exists());
 
     let onnx = d.join("m.onnx");
-    ok(bin()
-        .args(["export", "--checkpoint"])
-        .arg(run.join("last.json"))
-        .arg("--out")
-        .arg(&onnx));
+    stdout_ok(
+        bin("warn")
+            .args(["export", "--checkpoint"])
+            .arg(run.join("last.json"))
+            .arg("--out")
+            .arg(&onnx),
+    );
     let (j1, j2) = (d.join("ck.json"), d.join("onnx.json"));
-    let table = ok(bin()
-        .args(["eval", "--model"])
-        .arg(run.join("last.json"))
-        .arg("--data")
-        .arg(&data)
-        .arg("--json")
-        .arg(&j1));
+    let table = stdout_ok(
+        bin("warn")
+            .args(["eval", "--model"])
+            .arg(run.join("last.json"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--json")
+            .arg(&j1),
+    );
     assert!(
         table.contains("mIoU") && table.contains("scratch"),
         "{table}"
     );
-    ok(bin()
-        .args(["eval", "--model"])
-        .arg(&onnx)
-        .arg("--data")
-        .arg(&data)
-        .arg("--json")
-        .arg(&j2));
+    stdout_ok(
+        bin("warn")
+            .args(["eval", "--model"])
+            .arg(&onnx)
+            .arg("--data")
+            .arg(&data)
+            .arg("--json")
+            .arg(&j2),
+    );
     let (a, b) = (read_json(&j1), read_json(&j2));
     for r in [&a, &b] {
         for key in ["miou", "boundary_iou"] {
@@ -103,7 +83,7 @@ fn bad_inputs_get_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let err = fails(
-        bin()
+        bin("warn")
             .args(["eval", "--model"])
             .arg(d.join("nope.onnx"))
             .arg("--data")
@@ -115,14 +95,16 @@ fn bad_inputs_get_clear_errors() {
     );
 
     let data = d.join("line");
-    ok(bin()
-        .args(["synth", "--out"])
-        .arg(&data)
-        .args(["--count", "3", "--width", "64", "--height", "64"]));
+    stdout_ok(
+        bin("warn")
+            .args(["synth", "--out"])
+            .arg(&data)
+            .args(["--count", "3", "--width", "64", "--height", "64"]),
+    );
     let bad = d.join("bad.onnx");
     std::fs::write(&bad, b"not a model").unwrap();
     let err = fails(
-        bin()
+        bin("warn")
             .args(["eval", "--model"])
             .arg(&bad)
             .arg("--data")
@@ -142,7 +124,7 @@ fn bad_inputs_get_clear_errors() {
     std::fs::write(&cfg, "steps = 1\nbatch = 1\ncrop = [64, 64]\n").unwrap();
     let name = img.file_name().unwrap().to_string_lossy().into_owned();
     let err = fails(
-        bin()
+        bin("warn")
             .args(["train", "--device", "cpu", "--data"])
             .arg(&data)
             .arg("--out")
@@ -153,7 +135,7 @@ fn bad_inputs_get_clear_errors() {
     assert!(err.contains(&name), "{err}");
 
     let err = fails(
-        bin()
+        bin("warn")
             .args(["train", "--data"])
             .arg(&data)
             .arg("--out")
@@ -169,14 +151,14 @@ fn segment_writes_masks_overlays_and_probs_and_skips_a_bad_image() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = d.join("line");
-    ok(bin().args(["synth", "--out"]).arg(&data).args([
+    stdout_ok(bin("warn").args(["synth", "--out"]).arg(&data).args([
         "--count", "3", "--seed", "8", "--width", "200", "--height", "120",
     ]));
     let images = data.join("images");
     std::fs::write(images.join("zz_broken.png"), b"\x89PNG not really").unwrap();
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.onnx");
     let out = d.join("seg");
-    let mut c = bin();
+    let mut c = bin("warn");
     c.env("RUST_LOG", "info")
         .args(["segment", "--probs", "--model"])
         .arg(&model)

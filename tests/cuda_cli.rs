@@ -4,35 +4,14 @@
 //! sets CONTEXTRAST_CUDA_REQUIRED, so there a missing device fails instead of skipping).
 // Test helpers may unwrap: a panic there is a failed test, not a crash on input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+mod common;
+use common::{bin, ok, output};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_contextrast"));
-    c.env("RUST_LOG", "info");
-    c
-}
-
-fn run(c: &mut Command) -> Output {
-    let out = c.output().expect("run contextrast");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("panicked"), "{c:?} panicked:\n{err}");
-    out
-}
-
-fn ok(c: &mut Command) -> (String, String) {
-    let out = run(c);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(out.status.success(), "{c:?} failed:\n{stderr}");
-    (stdout, stderr)
-}
+use std::process::Command;
 
 /// `doctor`'s CUDA line, or `None` (after the skip line) where no device answers.
 fn cuda_line(test: &str) -> Option<String> {
-    let (out, _) = ok(bin().arg("doctor"));
+    let (out, _) = ok(bin("info").arg("doctor"));
     let line = out.lines().find(|l| l.starts_with("cuda: "))?.to_string();
     if line.starts_with("cuda: none") {
         assert!(
@@ -61,7 +40,7 @@ fn on_the_emulator(test: &str) -> bool {
 /// A tiny line and a training config with the contrastive loss (BANE on) from the first step.
 fn tiny_run(d: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let data = d.join("line");
-    ok(bin().args(["synth", "--out"]).arg(&data).args([
+    ok(bin("info").args(["synth", "--out"]).arg(&data).args([
         "--count", "8", "--seed", "5", "--width", "96", "--height", "64",
     ]));
     let cfg = d.join("train.toml");
@@ -77,7 +56,7 @@ fn tiny_run(d: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 
 /// `contextrast train --device DEVICE --data DATA --out OUT --config CFG`, for more env or args.
 fn train_cmd(data: &Path, cfg: &Path, out: &Path, device: &str) -> Command {
-    let mut c = bin();
+    let mut c = bin("info");
     c.args(["train", "--device", device, "--data"])
         .arg(data)
         .arg("--out")
@@ -189,7 +168,7 @@ fn train_picks_cuda_and_ends_where_the_cpu_ends() {
             .replace("steps = 4", "steps = 6"),
     )
     .expect("write");
-    let (_, log) = ok(bin()
+    let (_, log) = ok(bin("info")
         .args(["train", "--device", "cuda", "--resume", "--data"])
         .arg(&data)
         .arg("--out")
@@ -212,7 +191,7 @@ fn a_driver_without_a_device_falls_back_or_fails_clearly() {
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let (data, cfg) = tiny_run(dir.path());
-    let (doctor, _) = ok(bin().arg("doctor").env("CUDA_EMU_DEVICES", "0"));
+    let (doctor, _) = ok(bin("info").arg("doctor").env("CUDA_EMU_DEVICES", "0"));
     assert!(
         doctor.contains("cuda: none (the CUDA driver loads but reports no device"),
         "{doctor}"
@@ -224,8 +203,9 @@ fn a_driver_without_a_device_falls_back_or_fails_clearly() {
             && log.contains("on cpu"),
         "{log}"
     );
-    let out =
-        run(train_cmd(&data, &cfg, &dir.path().join("cuda"), "cuda").env("CUDA_EMU_DEVICES", "0"));
+    let out = output(
+        train_cmd(&data, &cfg, &dir.path().join("cuda"), "cuda").env("CUDA_EMU_DEVICES", "0"),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -237,7 +217,7 @@ fn a_driver_without_a_device_falls_back_or_fails_clearly() {
     );
 
     // A device too old for the kernels (Jetson Nano's 5.3): named, and `auto` trains on the CPU.
-    let (doctor, _) = ok(bin().arg("doctor").env("CUDA_EMU_CC", "53"));
+    let (doctor, _) = ok(bin("info").arg("doctor").env("CUDA_EMU_CC", "53"));
     assert!(
         doctor.contains("cuda: present but unusable")
             && doctor.contains("compute capability 5.3 is older than 6.0"),
@@ -271,7 +251,7 @@ fn an_nvrtc_newer_than_the_driver_is_named() {
     path.push(":");
     path.push(std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default());
     let with13 = |driver: &str, cc: &str| {
-        let mut c = bin();
+        let mut c = bin("info");
         c.env("LD_LIBRARY_PATH", &path)
             .env("CUDA_EMU_DRIVER", driver)
             .env("CUDA_EMU_CC", cc);
@@ -376,7 +356,9 @@ fn cudnn_is_used_or_refused_with_a_reason() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (data, cfg) = tiny_run(dir.path());
     let (gpu, cpu) = (dir.path().join("gpu"), dir.path().join("cpu"));
-    let (doctor, _) = ok(bin().arg("doctor").env("CONTEXTRAST_CUDA_CONV", "cudnn"));
+    let (doctor, _) = ok(bin("info")
+        .arg("doctor")
+        .env("CONTEXTRAST_CUDA_CONV", "cudnn"));
     let (_, log) = ok(train_cmd(&data, &cfg, &gpu, "cuda").env("CONTEXTRAST_CUDA_CONV", "cudnn"));
     let used = log.contains("CUDA convolutions: cuDNN 9.");
     let refused = log.contains("cuDNN was asked for (CONTEXTRAST_CUDA_CONV=cudnn) but ");
@@ -394,7 +376,7 @@ fn cudnn_is_used_or_refused_with_a_reason() {
     train(&data, &cfg, &cpu, "cpu");
     assert_same_metrics(&cpu, &gpu);
     if used && line.contains("CUDA emulator") {
-        let (doctor, err) = ok(bin()
+        let (doctor, err) = ok(bin("info")
             .arg("doctor")
             .env("CONTEXTRAST_CUDA_CONV", "cudnn")
             .env("CUDNN_EMU_VERSION", "8904"));

@@ -3,6 +3,8 @@
 //! an installer meets (corrupt frame, wrong model, missing model, a camera path that is not one).
 // Test helpers may unwrap: a panic there is a failed test, not a crash on input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+mod common;
+use common::{bin, root, run, shipped_model};
 use contextrast::capture::Frame;
 use contextrast::config::LineConfig;
 use contextrast::infer::native::load_segmenter;
@@ -15,31 +17,6 @@ use contextrast_model::onnx_model::OnnxModel;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn shipped_model() -> PathBuf {
-    root().join("models/default.onnx")
-}
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_contextrast"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
-/// Runs and returns (success, stdout, stderr); a panic is always a failure of the test.
-fn run(c: &mut Command) -> (bool, String, String) {
-    let out = c.output().expect("binary runs");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{c:?} panicked:\n{err}");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        err,
-    )
-}
 
 fn write_config(dir: &Path, body: &str) -> PathBuf {
     let p = dir.join("line.toml");
@@ -145,7 +122,7 @@ fn synthetic_line_verdicts_match_the_model_offline() {
         ),
     );
     let summary = dir.path().join("summary.json");
-    let (ok, stdout, err) = run(bin()
+    let (ok, stdout, err) = run(bin("warn")
         .args(["inspect", "--config"])
         .arg(&cfg)
         .arg("--summary-json")
@@ -349,7 +326,7 @@ fn bad_inputs_give_clear_errors_or_counted_skips() {
     let cfg = write_config(d, &body(&shipped_model(), ""));
     let summary = d.join("s.json");
     // As under systemd: each log line carries its syslog priority for the journal.
-    let (ok, _, err) = run(bin()
+    let (ok, _, err) = run(bin("warn")
         .env("JOURNAL_STREAM", "8:1234")
         .args(["inspect", "--config"])
         .arg(&cfg)
@@ -369,7 +346,7 @@ fn bad_inputs_give_clear_errors_or_counted_skips() {
     // A model whose input has the wrong rank.
     let rank3 = d.join("rank3.onnx");
     rank3_model(&rank3);
-    let (ok, _, err) = run(bin()
+    let (ok, _, err) = run(bin("warn")
         .args(["inspect", "--config"])
         .arg(write_config(d, &body(&rank3, ""))));
     assert!(!ok);
@@ -379,7 +356,7 @@ fn bad_inputs_give_clear_errors_or_counted_skips() {
     );
 
     // A missing model.
-    let (ok, _, err) = run(bin()
+    let (ok, _, err) = run(bin("warn")
         .args(["inspect", "--config"])
         .arg(write_config(d, &body(&d.join("gone.onnx"), ""))));
     assert!(!ok);
@@ -392,7 +369,7 @@ fn bad_inputs_give_clear_errors_or_counted_skips() {
             dev.display(),
             shipped_model().display()
         );
-        let (ok, _, err) = run(bin()
+        let (ok, _, err) = run(bin("warn")
             .args(["inspect", "--config"])
             .arg(write_config(&d.join("frames"), &text)));
         assert!(!ok);
@@ -403,7 +380,7 @@ fn bad_inputs_give_clear_errors_or_counted_skips() {
     }
 
     // A bad key in the config names the file and the key.
-    let (ok, _, err) = run(bin().args(["inspect", "--config"]).arg(write_config(
+    let (ok, _, err) = run(bin("warn").args(["inspect", "--config"]).arg(write_config(
         d,
         &body(
             &shipped_model(),

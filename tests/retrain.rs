@@ -4,31 +4,14 @@
 //! wrong labels is refused and the running model stays; `rollback` restores the previous one.
 // Test helpers may unwrap: a panic there is a failed test, not a crash on input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+mod common;
+use common::{bin, ok_all, root};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_contextrast"));
-    c.env("RUST_LOG", "info");
-    c
-}
-
-fn run_ok(c: &mut Command) -> String {
-    let out = c.output().expect("binary runs");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{c:?} panicked:\n{err}");
-    assert!(out.status.success(), "{c:?} failed:\n{err}");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &err
-}
 
 fn synth(dir: &Path, name: &str, count: &str, seed: &str) -> PathBuf {
     let out = dir.join(name);
-    run_ok(
-        bin()
+    ok_all(
+        bin("info")
             .args([
                 "synth",
                 "--variant",
@@ -122,8 +105,8 @@ fn retrain_promotes_a_better_model_refuses_a_broken_one_and_rolls_back() {
     let shipped = std::fs::read(&model).expect("read");
 
     // A good fine-tune: promoted, better on the held-out shifted frames.
-    let out = run_ok(
-        bin()
+    let out = ok_all(
+        bin("info")
             .current_dir(d)
             .args(["retrain", "--config"])
             .arg(config(d, &train, &holdout)),
@@ -165,8 +148,8 @@ fn retrain_promotes_a_better_model_refuses_a_broken_one_and_rolls_back() {
     // A candidate trained on wrong labels: refused, the running model untouched.
     let broken = synth(d, "broken", "20", "7003");
     break_labels(&broken);
-    let out = run_ok(
-        bin()
+    let out = ok_all(
+        bin("info")
             .current_dir(d)
             .args(["retrain", "--config"])
             .arg(config(d, &broken, &holdout)),
@@ -187,8 +170,8 @@ fn retrain_promotes_a_better_model_refuses_a_broken_one_and_rolls_back() {
     );
 
     // Rollback puts the shipped model back.
-    run_ok(
-        bin()
+    ok_all(
+        bin("info")
             .current_dir(d)
             .args(["rollback", "--config"])
             .arg(config(d, &train, &holdout)),

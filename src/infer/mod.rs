@@ -1,7 +1,9 @@
 //! Segmentation of one frame: the [`Segmenter`] trait and its two engines, `native/` (our own
 //! forward engine for the ops our exports use) and `tract.rs` (any ONNX model, CPU), with what
-//! both resolve alike in `setup.rs`. The pipeline holds a `Box<dyn Segmenter>`, so an engine is
-//! chosen per model without touching the rest.
+//! both resolve alike in `setup.rs`, frame normalisation in `preprocess.rs`, the score map's
+//! geometry in `geom.rs` and the head's low-resolution logits with their upsampling taps in
+//! `upsample.rs`. `decide` builds on these; nothing here knows about verdicts. The pipeline holds
+//! a `Box<dyn Segmenter>`, so an engine is chosen per model without touching the rest.
 pub mod geom;
 pub mod native;
 pub mod preprocess;

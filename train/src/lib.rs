@@ -1,6 +1,7 @@
-//! Contextrast training engine: a `Backend` trait with a CPU reference implementation,
-//! ContextrastNet, cross-entropy and (later) the Contextrast loss, synthetic line data,
-//! checkpoints, evaluation and ONNX export.
+//! Contextrast training engine: the `Backend` op families with a CPU reference and a CUDA
+//! backend, ContextrastNet, cross-entropy plus the Contextrast loss with BANE sampling, the
+//! synthetic line and CVAT data, checkpoints, evaluation and ONNX export. The model file format
+//! itself lives below this crate, in `contextrast-model`, so the runtime can load models without it.
 pub mod backend;
 pub mod data;
 pub mod error;
