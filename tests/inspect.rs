@@ -17,7 +17,6 @@ use contextrast_model::onnx_model::OnnxModel;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-
 fn write_config(dir: &Path, body: &str) -> PathBuf {
     let p = dir.join("line.toml");
     std::fs::write(&p, body).expect("write config");
