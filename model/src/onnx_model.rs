@@ -15,10 +15,10 @@ use tract_onnx::prelude::*;
 const MAX_PLANS: usize = 4;
 
 /// An optimised, runnable tract plan for one input shape.
-pub type Plan = Arc<TypedRunnableModel>;
+pub type TractPlan = Arc<TypedRunnableModel>;
 
 /// A cached plan: its (n, h, w) key, the plan, and the output channels it produces.
-type CachedPlan = ((usize, usize, usize), Plan, usize);
+type CachedPlan = ((usize, usize, usize), TractPlan, usize);
 
 /// A loaded model: metadata plus optimised tract plans.
 pub struct OnnxModel {
@@ -229,7 +229,7 @@ impl OnnxModel {
 
     /// The cached plan for `(n, h, w)` and the class count, building it if needed. The runtime
     /// runs it directly, so its input tensor is filled in place instead of copied.
-    pub fn plan(&self, n: usize, h: usize, w: usize) -> Result<(Plan, usize)> {
+    pub fn plan(&self, n: usize, h: usize, w: usize) -> Result<(TractPlan, usize)> {
         let err = |msg: String| Error::Onnx {
             path: self.path.clone(),
             msg,

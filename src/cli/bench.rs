@@ -16,7 +16,7 @@ use contextrast_train::backend::cpu::gemm_peak_gflops;
 use contextrast_train::backend::cuda::{Cuda, CudaOptions};
 use contextrast_train::backend::{Backend, ContrastInputs, Cpu, Shape};
 use contextrast_train::loss::contrast::ContrastConfig;
-use contextrast_train::model::{ModelConfig, contextrast_net, inference_flops};
+use contextrast_train::model::{NetConfig, contextrast_net, inference_flops};
 use contextrast_train::nn::exec::{Grads, Mode, forward};
 use contextrast_train::nn::graph::Graph;
 use contextrast_train::nn::params::Params;
@@ -177,7 +177,7 @@ fn bench_train<B: Backend>(be: &B, gpu: Option<&Cuda>, b: &TrainBench) -> Result
         contrast.sampling.bane = false;
     }
     let classes = 5;
-    let graph = contextrast_net(&ModelConfig::default(), classes);
+    let graph = contextrast_net(&NetConfig::default(), classes);
     if let Some(cuda) = gpu {
         cuda.reset_memory_peak()?;
     }

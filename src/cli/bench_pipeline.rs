@@ -12,7 +12,7 @@ use contextrast::infer::Segmentation;
 use contextrast::infer::native::load_segmenter;
 use contextrast::infer::{EngineKind, ModelConfig};
 use contextrast::pipeline::latency::LatencySummary;
-use contextrast::pipeline::{self, Engine, Hooks, Overflow, PipelineOptions};
+use contextrast::pipeline::{self, Hooks, Judge, Overflow, PipelineOptions};
 use contextrast::sys::alloc_count::{allocations, resident_mib};
 use contextrast_train::data::synth::{Variant, render};
 use serde::Serialize;
@@ -88,7 +88,7 @@ pub fn run(b: PipelineBench) -> Result<()> {
     }
     .decision(&info)?;
     let decider = Decider::new(decision).map_err(anyhow::Error::msg)?;
-    let mut engine = Engine {
+    let mut engine = Judge {
         segmenter: seg,
         decider,
     };

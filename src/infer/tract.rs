@@ -6,7 +6,7 @@ use crate::infer::preprocess::Preprocess;
 use crate::infer::setup::{ModelSetup, needs_plan};
 use crate::infer::{ModelConfig, ModelInfo, Segmentation, Segmenter};
 use crate::{Error, Result};
-use contextrast_model::onnx_model::{OnnxModel, Plan};
+use contextrast_model::onnx_model::{OnnxModel, TractPlan};
 use std::path::Path;
 use std::time::Instant;
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
@@ -17,7 +17,7 @@ pub struct TractSegmenter {
     setup: ModelSetup,
     executor: Executor,
     pre: Option<Preprocess>,
-    plan: Option<Plan>,
+    plan: Option<TractPlan>,
 }
 
 impl TractSegmenter {

@@ -15,9 +15,9 @@ use crate::decide::detection::DetectionSummary;
 use crate::line::gpio::{OutPin, spawn_edge_counter};
 use crate::line::reject::{EncoderCount, MonotonicClock, RejectScheduler, RejectStats, Trigger};
 use crate::line::service::Service;
-use crate::pipeline::reload::{Watch, build_engine, spawn_watcher};
+use crate::pipeline::reload::{Watch, build_judge, spawn_watcher};
 use crate::pipeline::sink::{FaultPins, InspectSink, RejectOutput, SinkTotals};
-use crate::pipeline::{self, Engine, Hooks, PipelineOptions, Reopen, RunStats};
+use crate::pipeline::{self, Hooks, Judge, PipelineOptions, Reopen, RunStats};
 use crate::record::events::{EventLog, EventStats};
 use crate::record::images::{ImageStats, ImageWriter};
 use crate::{Error, Result};
@@ -54,7 +54,7 @@ pub struct Inspection {
     cfg: LineConfig,
     source: Box<dyn FrameSource>,
     frame_size: Option<(u32, u32)>,
-    engine: Engine,
+    engine: Judge,
     /// The clock of capture times and pulses, made before the first frame.
     clock: MonotonicClock,
     reject: RejectOutput,
@@ -70,7 +70,7 @@ impl Inspection {
         let clock = MonotonicClock::new();
         let source = open_source(&cfg)?;
         let frame_size = source.frame_size();
-        let engine = build_engine(&cfg, frame_size)?;
+        let engine = build_judge(&cfg, frame_size)?;
         let info = engine.segmenter.info();
         log::info!("source: {}", source.describe());
         log::info!(

@@ -216,16 +216,16 @@ impl FrameQueue {
 
 /// The model and the decision that judge frames; swapped as one between frames on a hot reload,
 /// so a new model never runs with a decision resolved for another model's classes.
-pub struct Engine {
+pub struct Judge {
     pub segmenter: Box<dyn Segmenter>,
     pub decider: Decider,
 }
 
 /// Messages to a running pipeline, applied between frames.
 pub enum Control {
-    /// Replace the engine (a reloaded model or config), already loaded and prepared off the hot
+    /// Replace the judge (a reloaded model or config), already loaded and prepared off the hot
     /// path; `why` goes to the log and the sink.
-    Swap { engine: Box<Engine>, why: String },
+    Swap { judge: Box<Judge>, why: String },
     /// A reload was refused (corrupt or incompatible model, bad config); the engine stays.
     Refused { why: String },
 }
@@ -289,7 +289,7 @@ enum CaptureNote {
 /// before it returns.
 pub fn run(
     source: Box<dyn FrameSource>,
-    engine: &mut Engine,
+    engine: &mut Judge,
     opts: &PipelineOptions,
     stop: &AtomicBool,
     hooks: Hooks<'_>,
@@ -346,7 +346,7 @@ pub fn run(
         let mut last = (Instant::now(), 0u64, 0u64, 0u64);
         loop {
             // Between frames: swaps and notes from the capture thread.
-            while let Some(Ok(Control::Swap { engine: new, why })) = control.map(Receiver::try_recv)
+            while let Some(Ok(Control::Swap { judge: new, why })) = control.map(Receiver::try_recv)
             {
                 log::info!("engine swapped: {why}");
                 *engine = *new;
@@ -470,7 +470,7 @@ pub fn run(
 /// Segments and judges one frame, recording each stage into every histogram set given.
 fn judge(
     frame: &Frame,
-    engine: &mut Engine,
+    engine: &mut Judge,
     seg: &mut Segmentation,
     verdict: &mut Verdict,
     hists: &mut [&mut Stages; 2],

@@ -8,7 +8,7 @@ use crate::config::LineConfig;
 use crate::decide::Decider;
 use crate::infer::Segmentation;
 use crate::infer::native::load_segmenter;
-use crate::pipeline::{Control, Engine};
+use crate::pipeline::{Control, Judge};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 /// Loads the model, plans it for the frame size, runs it once on a grey frame (a model that
 /// loads but produces NaN is refused here, not on the line), and resolves the decision.
-pub fn build_engine(cfg: &LineConfig, frame_size: Option<(u32, u32)>) -> Result<Engine> {
+pub fn build_judge(cfg: &LineConfig, frame_size: Option<(u32, u32)>) -> Result<Judge> {
     let mut seg = load_segmenter(&cfg.model)?;
     if let Some((w, h)) = frame_size {
         seg.prepare(w, h)?;
@@ -36,7 +36,7 @@ pub fn build_engine(cfg: &LineConfig, frame_size: Option<(u32, u32)>) -> Result<
     }
     let decider = Decider::new(cfg.decision(seg.info())?)
         .map_err(|m| Error::config(&cfg.path, "decision", m))?;
-    Ok(Engine {
+    Ok(Judge {
         segmenter: seg,
         decider,
     })
@@ -149,12 +149,12 @@ fn watch(w: Watch, mut seen: Option<FileSig>, tx: Sender<Control>) {
             continue;
         };
         seen = sig(&cfg.model.path);
-        let msg = match build_engine(&cfg, frame_size) {
+        let msg = match build_judge(&cfg, frame_size) {
             Ok(engine) => {
                 let why = format!("{why}: now {}", engine.segmenter.info().version);
                 config = cfg;
                 Control::Swap {
-                    engine: Box::new(engine),
+                    judge: Box::new(engine),
                     why,
                 }
             }

@@ -57,7 +57,7 @@ fn a_new_model_is_swapped_a_corrupt_one_refused_and_sighup_rereads_the_config() 
     // A good model again: swapped in, planned for the frame size.
     replace(&model, &std::fs::read(shipped()).expect("read"));
     match next(&rx) {
-        Control::Swap { why, engine } => {
+        Control::Swap { why, judge: engine } => {
             assert!(why.contains("changed"), "{why}");
             assert_eq!(engine.segmenter.info().num_classes(), 5);
         }
@@ -99,6 +99,6 @@ fn an_incompatible_model_is_refused() {
     )
     .expect("write");
     let cfg = LineConfig::load(&cfg_path).expect("parses");
-    let e = build_engine(&cfg, Some((64, 64))).err().expect("refused");
+    let e = build_judge(&cfg, Some((64, 64))).err().expect("refused");
     assert!(e.to_string().contains("decision.thresholds.dent"), "{e}");
 }

@@ -116,8 +116,8 @@ fn sink<F: FnMut(&Frame, &Segmentation, &Verdict)>(f: F) -> F {
     f
 }
 
-fn engine(fake: Fake) -> Engine {
-    Engine {
+fn engine(fake: Fake) -> Judge {
+    Judge {
         segmenter: Box::new(fake),
         decider: decider(),
     }
@@ -360,7 +360,7 @@ fn an_engine_swap_applies_between_frames() {
     let mut replacement = Fake::new(Duration::ZERO);
     replacement.info.version = "v2".into();
     tx.send(Control::Swap {
-        engine: Box::new(engine(replacement)),
+        judge: Box::new(engine(replacement)),
         why: "model file changed".into(),
     })
     .expect("send");

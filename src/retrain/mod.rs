@@ -287,7 +287,7 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
 
 /// A model's figures on the held-out set, as the gate and the report use them.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Scores {
+pub struct GateScores {
     pub miou: f64,
     pub boundary_iou: f64,
     pub iou: BTreeMap<String, f64>,
@@ -295,9 +295,9 @@ pub struct Scores {
     pub recall: BTreeMap<String, f64>,
 }
 
-impl Scores {
+impl GateScores {
     /// From an evaluation report; `defect` flags which classes' recall the gate guards.
-    pub fn from_report(r: &EvalReport, defect: &[bool]) -> Scores {
+    pub fn from_report(r: &EvalReport, defect: &[bool]) -> GateScores {
         let recall = r
             .class_names
             .iter()
@@ -309,7 +309,7 @@ impl Scores {
                 (total > 0).then(|| (name.clone(), row[i] as f64 / total as f64))
             })
             .collect();
-        Scores {
+        GateScores {
             miou: r.miou,
             boundary_iou: r.boundary_iou,
             iou: r.per_class.clone(),
@@ -331,7 +331,7 @@ pub struct Decision {
 impl Gate {
     /// Promote only if the candidate is no worse beyond the tolerances: mIoU, and the recall of
     /// every defect class the held-out set contains.
-    pub fn judge(&self, current: &Scores, candidate: &Scores) -> Decision {
+    pub fn judge(&self, current: &GateScores, candidate: &GateScores) -> Decision {
         let mut reasons = Vec::new();
         if !candidate.miou.is_finite() || candidate.miou < current.miou - self.miou_tolerance {
             reasons.push(format!(

@@ -8,7 +8,7 @@
 //! a signal during the import still ends the process): [`RetrainRun::prepare`] checks the
 //! running model and builds (or, resuming, keeps) the training and held-out sets;
 //! [`RetrainRun::run`] fine-tunes, exports, evaluates, gates, promotes and files the report.
-use super::{Decision, RetrainConfig, Scores, merge_datasets, plots, promote};
+use super::{Decision, GateScores, RetrainConfig, merge_datasets, plots, promote};
 use crate::{Error, Result};
 use contextrast_model::atomic::write_atomic;
 use contextrast_model::meta::ModelMeta;
@@ -39,8 +39,8 @@ pub struct Report {
     pub steps: u64,
     /// `(step, loss)` of each fine-tuning step this process ran.
     pub loss: Vec<(u64, f32)>,
-    pub current: Scores,
-    pub candidate: Scores,
+    pub current: GateScores,
+    pub candidate: GateScores,
     pub decision: Decision,
     pub promoted: bool,
 }
@@ -213,10 +213,10 @@ impl<'a> RetrainRun<'a> {
                 contextrast_train::Error::data(&holdout, "the held-out split is empty").into(),
             );
         }
-        let score = |path: &Path| -> Result<Scores> {
+        let score = |path: &Path| -> Result<GateScores> {
             let mut m = OnnxModel::load(path)?;
             let r = evaluate(&mut m, &ds, &ds.val, meta.mean, meta.std)?;
-            Ok(Scores::from_report(&r, &meta.defect))
+            Ok(GateScores::from_report(&r, &meta.defect))
         };
         let cur_scores = score(&cfg.model)?;
         let cand_scores = score(&cand_path)?;
@@ -402,7 +402,7 @@ fn fine_tune(
 }
 
 /// One log line of a model's held-out figures.
-fn score_line(s: &Scores) -> String {
+fn score_line(s: &GateScores) -> String {
     let recall: Vec<String> = s
         .recall
         .iter()
@@ -502,7 +502,7 @@ pub fn write_plots(dir: &Path, r: &Report, classes: &[String]) {
         log::warn!("{e}");
     }
     let names: Vec<&str> = classes.iter().map(String::as_str).collect();
-    let get = |s: &Scores| -> Vec<f64> {
+    let get = |s: &GateScores| -> Vec<f64> {
         classes
             .iter()
             .map(|c| s.iou.get(c).copied().unwrap_or(f64::NAN))

@@ -194,10 +194,10 @@ fn merge_holdout_holds_out_every_image() {
 }
 
 fn report(promoted: bool) -> Report {
-    let s = |miou| Scores {
+    let s = |miou| GateScores {
         miou,
         iou: BTreeMap::from([("belt".to_string(), miou)]),
-        ..Scores::default()
+        ..GateScores::default()
     };
     Report {
         created_unix: 1_700_000_000,

@@ -1,12 +1,12 @@
 use super::*;
 
-fn scores(miou: f64, recall: &[(&str, f64)]) -> Scores {
-    Scores {
+fn scores(miou: f64, recall: &[(&str, f64)]) -> GateScores {
+    GateScores {
         miou,
         recall: recall.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         // Every class segmented well enough for its recall to be guarded.
         iou: recall.iter().map(|(k, _)| (k.to_string(), 0.5)).collect(),
-        ..Scores::default()
+        ..GateScores::default()
     }
 }
 

@@ -1,6 +1,6 @@
 //! Training configuration (`train.toml`). Every field has the documented default; every bad value
 //! is refused with an error that names the file and the key.
-use crate::model::ModelConfig;
+use crate::model::NetConfig;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -46,7 +46,7 @@ pub struct TrainConfig {
     pub loss: LossKind,
     /// Constants of the contrastive loss (method doc defaults); used unless `loss = "ce"`.
     pub contrast: crate::loss::contrast::ContrastConfig,
-    pub model: ModelConfig,
+    pub model: NetConfig,
     pub augment: crate::data::augment::AugmentConfig,
 }
 
@@ -70,7 +70,7 @@ impl Default for TrainConfig {
             class_weights: Vec::new(),
             loss: LossKind::Ce,
             contrast: Default::default(),
-            model: ModelConfig::default(),
+            model: NetConfig::default(),
             augment: Default::default(),
         }
     }

@@ -437,7 +437,7 @@ fn attr_str(name: &str, s: &str) -> pb::AttributeProto {
 mod tests {
     use super::*;
     use crate::backend::ConvSpec;
-    use crate::model::{ModelConfig, contextrast_net};
+    use crate::model::{NetConfig, contextrast_net};
     use crate::nn::graph::GraphBuilder;
     use contextrast_model::meta::sample;
 
@@ -546,7 +546,7 @@ mod tests {
 
     #[test]
     fn export_drops_heads_and_folds_every_bn() {
-        let graph = contextrast_net(&ModelConfig::default(), 4);
+        let graph = contextrast_net(&NetConfig::default(), 4);
         let model = build_model(&graph, &params_for(&graph), &sample()).unwrap();
         let g = model.graph.unwrap();
         assert!(
@@ -614,7 +614,7 @@ mod tests {
 
     #[test]
     fn missing_parameter_and_class_mismatch_are_refused() {
-        let graph = contextrast_net(&ModelConfig::default(), 4);
+        let graph = contextrast_net(&NetConfig::default(), 4);
         let mut params = params_for(&graph);
         params.remove("head.fuse.bn.running_var");
         let err = build_model(&graph, &params, &sample()).unwrap_err();
@@ -626,7 +626,7 @@ mod tests {
         let mut params = params_for(&graph);
         params.retain(|k, _| !k.starts_with("proj"));
         assert!(build_model(&graph, &params, &sample()).is_ok());
-        let graph5 = contextrast_net(&ModelConfig::default(), 5);
+        let graph5 = contextrast_net(&NetConfig::default(), 5);
         let err = build_model(&graph5, &params_for(&graph5), &sample()).unwrap_err();
         assert!(err.contains("4 classes") && err.contains("5"), "{err}");
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// ~1.3 GFLOPs per 512×512 frame: it runs at line rate on a Jetson Orin Nano.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ModelConfig {
+pub struct NetConfig {
     /// Channels at stride 4; doubled at each deeper stage.
     pub width: usize,
     /// Channels of the FPN decoder.
@@ -18,9 +18,9 @@ pub struct ModelConfig {
     pub proj_dim: usize,
 }
 
-impl Default for ModelConfig {
+impl Default for NetConfig {
     fn default() -> Self {
-        ModelConfig {
+        NetConfig {
             width: 16,
             decoder: 32,
             proj_dim: 64,
@@ -29,7 +29,7 @@ impl Default for ModelConfig {
 }
 
 /// Builds the graph for `num_classes` classes.
-pub fn contextrast_net(cfg: &ModelConfig, num_classes: usize) -> Graph {
+pub fn contextrast_net(cfg: &NetConfig, num_classes: usize) -> Graph {
     let w = cfg.width;
     let d = cfg.decoder;
     let mut g = GraphBuilder::default();

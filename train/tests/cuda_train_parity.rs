@@ -3,7 +3,7 @@
 use contextrast_model::rng::SplitMix64;
 use contextrast_train::Result;
 use contextrast_train::backend::{Backend, Cpu, IGNORE, Shape};
-use contextrast_train::model::{ModelConfig, contextrast_net};
+use contextrast_train::model::{NetConfig, contextrast_net};
 use contextrast_train::nn::exec::{Grads, Mode, backward, forward};
 use contextrast_train::nn::graph::Graph;
 use contextrast_train::nn::params::{HostParams, Params};
@@ -15,7 +15,7 @@ const STEPS: usize = 20;
 /// The small ContextrastNet (4 classes) every test here trains, on `[2, 3, 64, 96]` batches.
 fn small_net() -> Graph {
     contextrast_net(
-        &ModelConfig {
+        &NetConfig {
             width: 8,
             decoder: 8,
             proj_dim: 8,

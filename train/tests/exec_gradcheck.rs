@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use contextrast_model::rng::SplitMix64;
 use contextrast_train::backend::{Cpu, Shape};
-use contextrast_train::model::{ModelConfig, contextrast_net};
+use contextrast_train::model::{NetConfig, contextrast_net};
 use contextrast_train::nn::exec::{Grads, Mode, backward, forward};
 use contextrast_train::nn::graph::Graph;
 use contextrast_train::nn::params::Params;
@@ -36,7 +36,7 @@ fn objective(
 
 #[test]
 fn network_gradients_match_finite_differences() {
-    let cfg = ModelConfig {
+    let cfg = NetConfig {
         width: 4,
         decoder: 4,
         proj_dim: 3,

@@ -6,7 +6,7 @@
 use contextrast_model::meta::ModelMeta;
 use contextrast_model::onnx_model::OnnxModel;
 use contextrast_train::export::{HostParams, export_onnx};
-use contextrast_train::model::{ModelConfig, contextrast_net};
+use contextrast_train::model::{NetConfig, contextrast_net};
 use contextrast_train::nn::graph::{Graph, Op, ParamKind};
 use contextrast_train::npy::{read_npy, write_npy};
 use prost::Message;
@@ -89,7 +89,7 @@ fn meta() -> ModelMeta {
 
 /// Exports a random ContextrastNet into `dir`; returns the graph, params and model path.
 fn exported(dir: &Path, seed: u64) -> (Graph, HostParams, PathBuf) {
-    let graph = contextrast_net(&ModelConfig::default(), CLASSES);
+    let graph = contextrast_net(&NetConfig::default(), CLASSES);
     let params = random_params(&graph, seed);
     let path = dir.join("model.onnx");
     export_onnx(&graph, &params, &meta(), &path).unwrap();
@@ -521,7 +521,7 @@ fn exported_graph_has_symbolic_io_and_no_training_heads() {
         "projection heads exported"
     );
     // 17 convolutions: 9 conv+BN (folded) + 4 laterals + ... every conv on the logits path.
-    let graph = contextrast_net(&ModelConfig::default(), CLASSES);
+    let graph = contextrast_net(&NetConfig::default(), CLASSES);
     let convs = graph
         .nodes
         .iter()

@@ -21,7 +21,7 @@ use contextrast_train::loss::bane::{LabelMaps, SamplingConfig, downsample_neares
 use contextrast_train::loss::contrast::{
     ContrastConfig, HostInputs, SCALES, ScaleInput, contrastive_loss,
 };
-use contextrast_train::model::{ModelConfig, contextrast_net};
+use contextrast_train::model::{NetConfig, contextrast_net};
 use contextrast_train::nn::exec::Grads;
 use contextrast_train::nn::params::Params;
 use contextrast_train::npy::{read_npy, write_npy};
@@ -335,7 +335,7 @@ fn training_step_matches_pytorch() {
     let Some(python) = torch_python("training_step_matches_pytorch") else {
         return;
     };
-    let model = ModelConfig {
+    let model = NetConfig {
         width: 4,
         decoder: 8,
         proj_dim: 8,

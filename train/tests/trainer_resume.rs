@@ -3,7 +3,7 @@
 use contextrast_train::checkpoint;
 use contextrast_train::config::TrainConfig;
 use contextrast_train::data::synth::{Variant, generate};
-use contextrast_train::model::ModelConfig;
+use contextrast_train::model::NetConfig;
 use contextrast_train::trainer::{TrainOptions, train};
 use contextrast_train::{Error, backend::Cpu};
 use std::collections::BTreeMap;
@@ -19,7 +19,7 @@ fn config(steps: u64) -> TrainConfig {
         checkpoint_every: 2,
         workers: 1,
         seed: 3,
-        model: ModelConfig {
+        model: NetConfig {
             width: 4,
             decoder: 8,
             proj_dim: 4,

@@ -61,7 +61,7 @@ fn normalise_into(hwc: &[f32], mean: [f32; 3], std: [f32; 3], out: &mut [f32]) {
 }
 
 /// Everything needed to build batch k, shared by all workers.
-struct Plan {
+struct BatchPlan {
     ds: Arc<Dataset>,
     indices: Vec<usize>,
     batch: usize,
@@ -73,7 +73,7 @@ struct Plan {
     per_epoch: u64,
 }
 
-impl Plan {
+impl BatchPlan {
     /// The epoch's sample order, cached per worker (it changes once per epoch).
     fn order<'c>(&self, epoch: u64, cache: &'c mut Option<(u64, Vec<usize>)>) -> &'c [usize] {
         if cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
@@ -166,12 +166,12 @@ enum Mode {
 
 /// Prefetching, deterministic batch loader.
 pub struct Loader {
-    plan: Arc<Plan>,
+    plan: Arc<BatchPlan>,
     next: u64,
     mode: Mode,
 }
 
-fn worker(plan: Arc<Plan>, jobs: Receiver<u64>, results: Sender<(u64, Result<Batch>)>) {
+fn worker(plan: Arc<BatchPlan>, jobs: Receiver<u64>, results: Sender<(u64, Result<Batch>)>) {
     let mut cache = None;
     while let Ok(k) = jobs.recv() {
         let r = catch_unwind(AssertUnwindSafe(|| plan.build(k, &mut cache))).unwrap_or_else(|_| {
@@ -247,7 +247,7 @@ impl Loader {
                 .map(|e| e.to_string())
         };
         let per_epoch = (indices.len() / batch.max(1)).max(1) as u64;
-        let plan = Arc::new(Plan {
+        let plan = Arc::new(BatchPlan {
             ds,
             indices,
             batch,
