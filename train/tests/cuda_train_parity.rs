@@ -19,6 +19,7 @@ fn small_net() -> Graph {
             width: 8,
             decoder: 8,
             proj_dim: 8,
+            refine: 0,
         },
         4,
     )

@@ -36,10 +36,21 @@ fn objective(
 
 #[test]
 fn network_gradients_match_finite_differences() {
+    check_network(0);
+}
+
+/// The high-resolution refinement path (stride-2 and full-resolution concats and convs).
+#[test]
+fn refine_network_gradients_match_finite_differences() {
+    check_network(2);
+}
+
+fn check_network(refine: usize) {
     let cfg = NetConfig {
         width: 4,
         decoder: 4,
         proj_dim: 3,
+        refine,
     };
     let graph = contextrast_net(&cfg, 3);
     let shape = Shape::new(2, 3, 128, 96);
@@ -131,5 +142,7 @@ fn network_gradients_match_finite_differences() {
         failures.join("\n")
     );
     assert!(checked > 60, "only {checked} entries checked");
-    eprintln!("checked {checked} parameter entries, worst relative error {worst:.2e}");
+    eprintln!(
+        "refine {refine}: checked {checked} parameter entries, worst relative error {worst:.2e}"
+    );
 }

@@ -89,7 +89,11 @@ fn meta() -> ModelMeta {
 
 /// Exports a random ContextrastNet into `dir`; returns the graph, params and model path.
 fn exported(dir: &Path, seed: u64) -> (Graph, HostParams, PathBuf) {
-    let graph = contextrast_net(&NetConfig::default(), CLASSES);
+    exported_net(dir, &NetConfig::default(), seed)
+}
+
+fn exported_net(dir: &Path, cfg: &NetConfig, seed: u64) -> (Graph, HostParams, PathBuf) {
+    let graph = contextrast_net(cfg, CLASSES);
     let params = random_params(&graph, seed);
     let path = dir.join("model.onnx");
     export_onnx(&graph, &params, &meta(), &path).unwrap();
@@ -400,6 +404,54 @@ fn onnxruntime_matches_tract() {
         n,
         h * w,
     );
+}
+
+/// The high-resolution refinement path (full-resolution logits, no final Resize) exports and
+/// runs the same in onnxruntime, tract, the engine and the naive reference.
+#[test]
+fn refine_net_matches_across_runtimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = NetConfig {
+        refine: 8,
+        ..NetConfig::default()
+    };
+    let (graph, params, path) = exported_net(dir.path(), &cfg, 21);
+    let (n, h, w) = (2, 64, 96);
+    let x = random_input(n, h, w, 22);
+    let tract = OnnxModel::load_at(&path, h, w)
+        .unwrap()
+        .run(&x, n, h, w)
+        .unwrap();
+    let engine = engine_forward(&graph, &params, &x, n, h, w);
+    assert_parity("tract vs the engine (refine)", &tract, &engine, n, h * w);
+    let one = h * w * CLASSES;
+    let want = reference_forward(&graph, &params, &x[..3 * h * w], h, w);
+    assert_parity(
+        "engine vs reference (refine)",
+        &engine[..one],
+        &want,
+        1,
+        h * w,
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let python = std::env::var_os("CONTEXTRAST_PYTHON")
+        .map_or_else(|| root.join(".venv/bin/python"), PathBuf::from);
+    if !python.exists() {
+        println!("SKIPPED onnxruntime: {} missing", python.display());
+        return;
+    }
+    let (inp, outp) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    write_npy(&inp, &x, &[n, 3, h, w]).unwrap();
+    let status = std::process::Command::new(&python)
+        .arg(root.join("scripts/onnx_run.py"))
+        .args([&path, &inp, &outp])
+        .args(["--threads", "1"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "onnx_run.py failed: {status}");
+    let (ort, shape) = read_npy(&outp).unwrap();
+    assert_eq!(shape, vec![n, CLASSES, h, w]);
+    assert_parity("onnxruntime vs tract (refine)", &ort, &tract, n, h * w);
 }
 
 /// The training engine's own eval-mode forward pass (BN unfolded, CPU backend).

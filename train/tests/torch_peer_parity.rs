@@ -339,6 +339,7 @@ fn training_step_matches_pytorch() {
         width: 4,
         decoder: 8,
         proj_dim: 8,
+        refine: 0,
     };
     let classes = 3;
     let graph = contextrast_net(&model, classes);

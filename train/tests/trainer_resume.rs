@@ -23,6 +23,7 @@ fn config(steps: u64) -> TrainConfig {
             width: 4,
             decoder: 8,
             proj_dim: 4,
+            refine: 0,
         },
         ..TrainConfig::default()
     };
