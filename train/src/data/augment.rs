@@ -1,4 +1,5 @@
-//! Training-time augmentation: random scale, crop (with padding), flips and colour jitter,
+//! Training-time augmentation: random scale, crop (with padding), flips, colour jitter and the
+//! photometric effects of [`super::photometric`] (gamma, colour temperature, hue, blur, noise),
 //! done as one inverse mapping from output to source pixel so image and mask cannot drift
 //! apart. The image is sampled bilinearly, the mask by nearest neighbour (class ids must not
 //! be blended); padding gets label 255 so it costs nothing in the loss.
@@ -8,6 +9,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::classes::IGNORE;
+use super::photometric::{self, Photometric};
 use crate::{Error, Result};
 use contextrast_model::rng::SplitMix64;
 
@@ -28,6 +30,16 @@ pub struct AugmentConfig {
     pub brightness: f32,
     pub contrast: f32,
     pub saturation: f32,
+    /// Gamma range: γ log-uniform in [1/(1 + gamma), 1 + gamma]; 0 = off.
+    pub gamma: f32,
+    /// Colour temperature: red and blue gains 1 ± u·temperature, u in [−1, 1]; 0 = off.
+    pub temperature: f32,
+    /// Hue rotation range in degrees about the grey axis; 0 = off.
+    pub hue: f32,
+    /// Largest Gaussian blur σ in pixels, applied to half the samples; 0 = off.
+    pub blur: f32,
+    /// Largest additive noise σ in grey levels (0..255); 0 = off.
+    pub noise: f32,
 }
 
 impl Default for AugmentConfig {
@@ -41,6 +53,11 @@ impl Default for AugmentConfig {
             brightness: 0.2,
             contrast: 0.2,
             saturation: 0.2,
+            gamma: 0.0,
+            temperature: 0.0,
+            hue: 0.0,
+            blur: 0.0,
+            noise: 0.0,
         }
     }
 }
@@ -80,7 +97,29 @@ impl AugmentConfig {
                 return Err(bad(key, format!("{v} must be in [0, 1)")));
             }
         }
+        for (key, v, max) in [
+            ("gamma", self.gamma, 4.0),
+            ("temperature", self.temperature, 0.99),
+            ("hue", self.hue, 180.0),
+            ("blur", self.blur, 8.0),
+            ("noise", self.noise, 64.0),
+        ] {
+            if !(0.0..=max).contains(&v) {
+                return Err(bad(key, format!("{v} must be in [0, {max}]")));
+            }
+        }
         Ok(())
+    }
+
+    /// The photometric effects beyond the colour jitter.
+    pub fn photometric(&self) -> Photometric {
+        Photometric {
+            gamma: self.gamma,
+            temperature: self.temperature,
+            hue: self.hue,
+            blur: self.blur,
+            noise: self.noise,
+        }
     }
 }
 
@@ -220,6 +259,7 @@ pub fn augment(
             *v = v.clamp(0.0, 255.0);
         }
     }
+    photometric::apply(&mut rgb, &on_image, cw, &cfg.photometric(), rng);
     Sample {
         rgb,
         labels,

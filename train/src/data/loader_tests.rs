@@ -34,6 +34,7 @@ fn no_jitter(crop: (usize, usize), scale: (f32, f32)) -> AugmentConfig {
         brightness: 0.0,
         contrast: 0.0,
         saturation: 0.0,
+        ..AugmentConfig::default()
     }
 }
 

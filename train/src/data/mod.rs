@@ -5,6 +5,7 @@ pub mod classes;
 pub mod cvat;
 pub mod dataset;
 pub mod loader;
+pub mod photometric;
 pub mod synth;
 mod synth_noise;
 mod synth_render;
