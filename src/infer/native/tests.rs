@@ -345,6 +345,62 @@ fn the_native_engine_matches_tract_on_the_shipped_model() {
     }
 }
 
+/// The high-resolution network (full-resolution classifier, no final Resize) runs in the native
+/// engine as in tract: exported here from random weights with non-trivial batch norm.
+#[test]
+fn the_native_engine_matches_tract_on_a_refine_network() {
+    use crate::infer::tract::TractSegmenter;
+    use contextrast_train::backend::Cpu;
+    use contextrast_train::model::{NetConfig, contextrast_net};
+    use contextrast_train::nn::params::Params;
+    let net_cfg = NetConfig {
+        width: 8,
+        decoder: 8,
+        proj_dim: 4,
+        refine: 4,
+    };
+    let meta = contextrast_model::meta::sample();
+    let graph = contextrast_net(&net_cfg, meta.class_names.len());
+    let mut host = Params::init(&Cpu, &graph, 3)
+        .unwrap()
+        .to_host(&Cpu)
+        .unwrap();
+    let mut rng = contextrast_model::rng::SplitMix64::seeded(4);
+    for (name, v) in host.iter_mut() {
+        for x in v.iter_mut() {
+            *x = if name.ends_with("running_var") {
+                0.5 + rng.f32()
+            } else {
+                *x + 0.1 * rng.normal()
+            };
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("refine.onnx");
+    contextrast_train::export::export_onnx(&graph, &host, &meta, &path).unwrap();
+    let cfg = |engine| ModelConfig {
+        path: path.clone(),
+        threads: 1,
+        engine,
+        ..ModelConfig::default()
+    };
+    let mut native = NativeSegmenter::load(&cfg(crate::infer::EngineKind::Native)).unwrap();
+    let mut tract = TractSegmenter::load(&cfg(crate::infer::EngineKind::Tract)).unwrap();
+    for (w, h) in [(160u32, 96u32), (100, 70)] {
+        let mut frame = Frame::with_capacity(w, h);
+        frame.reset(w, h);
+        for (i, v) in frame.rgb.iter_mut().enumerate() {
+            *v = ((i * 29 + (i / 89) * 5) % 256) as u8;
+        }
+        let (mut a, mut b) = (Segmentation::default(), Segmentation::default());
+        native.segment(&frame, &mut a).unwrap();
+        tract.segment(&frame, &mut b).unwrap();
+        assert_eq!(a.geom, b.geom);
+        let d = max_diff(&a.scores.probs(), &b.scores.probs());
+        assert!(d < 1e-4, "{w}x{h}: max probability difference {d}");
+    }
+}
+
 /// A valid model the native engine cannot run: a 1×1 convolution then a Sigmoid, with
 /// symbolic height and width and two output channels.
 fn sigmoid_model(path: &std::path::Path) {
