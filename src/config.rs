@@ -13,13 +13,19 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// A whole line config file: one TOML table per field below (`[source]`, `[model]`, ...).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LineConfig {
+    /// `[source]`: where frames come from.
     pub source: SourceConfig,
+    /// `[model]`: which model file, and how to run it.
     pub model: ModelConfig,
+    /// `[pipeline]`: queue between capture and inference, status lines.
     pub pipeline: PipelineConfig,
+    /// `[decision]`: when a frame counts as defective and when it is rejected.
     pub decision: DecisionToml,
+    /// `[reject]`: what a confirmed defect does (pulse output and timing).
     pub reject: RejectConfig,
     /// `[faults]`: outputs that tell the line something is wrong.
     pub faults: FaultsConfig,
@@ -30,12 +36,16 @@ pub struct LineConfig {
     pub path: PathBuf,
 }
 
+/// `source.kind`: which sub-table of `[source]` is used.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
+    /// The procedural line of the training crate, `[source.synthetic]`.
     #[default]
     Synthetic,
+    /// A folder of images played back, `[source.replay]`.
     Replay,
+    /// A V4L2 camera, `[source.v4l2]`.
     V4l2,
 }
 
@@ -44,9 +54,13 @@ pub enum SourceKind {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
+    /// Which of the sub-tables below is used (`synthetic`, `replay` or `v4l2`).
     pub kind: SourceKind,
+    /// `[source.synthetic]`: the rendered line.
     pub synthetic: SyntheticConfig,
+    /// `[source.replay]`: a folder of images.
     pub replay: ReplayConfig,
+    /// `[source.v4l2]`: a camera.
     pub v4l2: V4lConfig,
 }
 
@@ -77,7 +91,9 @@ impl Default for PipelineConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoiToml {
+    /// `[x, y, w, h]`, frame pixels; `w` and `h` must be positive.
     pub rect: Option<[f32; 4]>,
+    /// `[[x, y], ...]`, frame pixels, at least 3 points.
     pub polygon: Option<Vec<[f32; 2]>>,
 }
 
@@ -87,9 +103,12 @@ pub struct RoiToml {
 pub struct DecisionToml {
     /// Probability a defect class needs, unless `thresholds` names it.
     pub threshold: f32,
+    /// Per-class thresholds by class name, in (0, 1]; overrides `threshold` for those classes.
     pub thresholds: BTreeMap<String, f32>,
     /// Smallest defect that counts, in frame pixels (or mm² through `px_per_mm`).
     pub min_area_px: f64,
+    /// Smallest defect that counts, in mm² on the belt; needs `px_per_mm`, and replaces
+    /// `min_area_px`.
     pub min_area_mm2: Option<f64>,
     /// Camera calibration: pixels per millimetre on the belt plane.
     pub px_per_mm: Option<f64>,
@@ -97,7 +116,9 @@ pub struct DecisionToml {
     pub min_area_px_by_class: BTreeMap<String, f64>,
     /// Reject only when `k` of the last `n` frames were defective.
     pub confirm_k: usize,
+    /// History length `n` of the k-of-n confirmation (see `confirm_k`).
     pub confirm_n: usize,
+    /// Regions of interest; empty = the whole frame, otherwise the union of the regions.
     pub roi: Vec<RoiToml>,
 }
 
@@ -126,9 +147,13 @@ impl Default for DecisionToml {
 pub struct RejectConfig {
     /// `log`: pulses written to the log (demo, machines without GPIO); `gpio`: the line `gpio`.
     pub output: String,
+    /// The output line when `output = "gpio"` (required then).
     pub gpio: Option<crate::line::gpio::LineSpec>,
+    /// Camera → ejector travel, ms: the pulse starts this long after capture (> `min_lead_ms`).
     pub delay_ms: f64,
+    /// Pulse width in ms; must be > 0.
     pub pulse_ms: f64,
+    /// A verdict must arrive this many ms before its pulse is due, else it is late (not fired).
     pub min_lead_ms: f64,
     /// Time pulses by belt travel instead: encoder edges on a GPIO input line.
     pub encoder: Option<EncoderConfig>,
@@ -139,8 +164,11 @@ pub struct RejectConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderConfig {
+    /// GPIO input line whose edges are counted.
     pub line: crate::line::gpio::LineSpec,
+    /// Camera → ejector travel in encoder edges; must exceed `min_lead_counts`.
     pub delay_counts: u64,
+    /// A verdict must arrive this many edges before its pulse is due, else it is late; default 0.
     #[serde(default)]
     pub min_lead_counts: u64,
 }
@@ -175,9 +203,14 @@ pub enum BlindPolicy {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FaultsConfig {
+    /// Active while the camera is down or a reload was refused, until the next good frame.
+    /// Absent = the log.
     pub fault_line: Option<crate::line::gpio::LineSpec>,
+    /// Toggled each second while frames are judged; absent = no heartbeat.
     pub heartbeat_line: Option<crate::line::gpio::LineSpec>,
+    /// Held active while blind under `on_blind = "stop-line"`; absent = the log.
     pub stop_line: Option<crate::line::gpio::LineSpec>,
+    /// `none` or `stop-line` (default): what the line does while the inspection is blind.
     pub on_blind: BlindPolicy,
 }
 

@@ -4,6 +4,7 @@ use crate::Result;
 use crate::capture::{Frame, FrameSource, Next};
 use std::time::Instant;
 
+/// A [`FrameSource`] cycling through RGB frames held in memory, unpaced, for a fixed count.
 pub struct MemorySource {
     width: u32,
     height: u32,

@@ -22,7 +22,9 @@ pub struct Frame {
     pub seq: u64,
     /// Monotonic capture time: reject pulses are timed from it.
     pub captured: Instant,
+    /// Frame width in pixels.
     pub width: u32,
+    /// Frame height in pixels.
     pub height: u32,
     /// RGB8, row-major, `width · height · 3` bytes.
     pub rgb: Vec<u8>,
@@ -82,5 +84,6 @@ pub trait FrameSource: Send {
     fn frame_size(&self) -> Option<(u32, u32)> {
         None
     }
+    /// Blocks until the next frame is due and fills `frame`, or says it was skipped or the end.
     fn next_frame(&mut self, frame: &mut Frame) -> Result<Next>;
 }

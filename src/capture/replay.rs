@@ -31,6 +31,7 @@ impl Default for ReplayConfig {
     }
 }
 
+/// A [`FrameSource`] playing a folder of images in name order (see [`ReplayConfig`]).
 pub struct ReplaySource {
     dir: PathBuf,
     files: Vec<PathBuf>,
@@ -84,6 +85,7 @@ impl ReplaySource {
         self.files.len()
     }
 
+    /// Whether the folder has no images (never, once opened: `open` refuses an empty folder).
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }

@@ -13,7 +13,9 @@ pub struct SyntheticConfig {
     pub seed: u64,
     /// `standard` or `shifted` (other lighting and material).
     pub variant: String,
+    /// Frame width in pixels.
     pub width: u32,
+    /// Frame height in pixels.
     pub height: u32,
     /// Frames per second; 0 = as fast as they can be rendered.
     pub fps: f64,

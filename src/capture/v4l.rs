@@ -34,10 +34,13 @@ const VIDEO_MAJOR: u64 = 81;
 pub struct V4lConfig {
     /// Device node; prefer a stable `/dev/v4l/by-id/...` link over `/dev/videoN`.
     pub device: PathBuf,
+    /// Frame width in pixels to request; if the driver gives another size, it is used (warned).
     pub width: u32,
+    /// Frame height in pixels to request (see `width`).
     pub height: u32,
     /// Frames per second to request; 0 keeps the camera's default.
     pub fps: u32,
+    /// Pixel format to request (`auto`, `yuyv`, `mjpeg`, `grey`).
     pub format: PixelFormat,
     /// Control values by name as `v4l2-ctl --list-ctrls` prints them (`exposure_time_absolute`);
     /// case, spaces, hyphens and commas are ignored when matching.
@@ -72,8 +75,11 @@ pub enum PixelFormat {
     /// artefacts can look like defects.
     #[default]
     Auto,
+    /// Packed YUV 4:2:2 (`YUYV`), uncompressed.
     Yuyv,
+    /// Motion JPEG (`MJPG`), compressed.
     Mjpeg,
+    /// 8-bit greyscale (`GREY`).
     Grey,
 }
 

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 /// sit a pixel beside the labelled one.
 pub const MATCH_MARGIN_PX: u32 = 2;
 
+/// Running counts of verdicts against ground truth; [`DetectionTally::summary`] gives the rates.
 #[derive(Clone, Debug, Default)]
 pub struct DetectionTally {
     /// Per class id: (truth instances, detected by a predicted defect of any class).
@@ -23,15 +24,21 @@ pub struct DetectionTally {
     fn_: u64,
 }
 
+/// Recall of one defect class.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct ClassRecall {
+    /// Labelled instances of the class.
     pub truth: u64,
+    /// Of those, how many a predicted defect (of any class) touched.
     pub detected: u64,
+    /// `detected / truth`; 1 when there were none.
     pub recall: f64,
 }
 
+/// Detection rates over a run, against ground truth. A rate whose denominator is 0 reads 1.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct DetectionSummary {
+    /// Frames tallied.
     pub frames: u64,
     /// Defect instances found (a predicted defect touches the labelled box) / all labelled.
     pub instance_recall: f64,
@@ -41,9 +48,13 @@ pub struct DetectionSummary {
     pub frame_recall: f64,
     /// Rejected frames that were defective / rejected frames.
     pub frame_precision: f64,
+    /// Defective frames that were rejected.
     pub frames_true_reject: u64,
+    /// Good frames that were rejected.
     pub frames_false_reject: u64,
+    /// Defective frames that were not rejected.
     pub frames_missed: u64,
+    /// Recall per class, by class name (`classN` when the model has no name for it).
     pub by_class: BTreeMap<String, ClassRecall>,
 }
 
@@ -57,6 +68,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 impl DetectionTally {
+    /// Tallies one frame's verdict against its truth (boxes within [`MATCH_MARGIN_PX`] match).
     pub fn add(&mut self, truth: &FrameTruth, verdict: &Verdict) {
         self.frames += 1;
         let boxes: Vec<[u32; 4]> = truth
@@ -85,10 +97,12 @@ impl DetectionTally {
         }
     }
 
+    /// Frames tallied so far.
     pub fn frames(&self) -> u64 {
         self.frames
     }
 
+    /// The rates so far; `class_names` names the classes by id.
     pub fn summary(&self, class_names: &[String]) -> DetectionSummary {
         let (t, d) = self
             .truth

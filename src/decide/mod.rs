@@ -13,7 +13,16 @@ use crate::infer::MapGeom;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Roi {
     /// Axis-aligned rectangle; a point is inside when `x <= px < x + w` (same in y).
-    Rect { x: f32, y: f32, w: f32, h: f32 },
+    Rect {
+        /// Left edge.
+        x: f32,
+        /// Top edge.
+        y: f32,
+        /// Width.
+        w: f32,
+        /// Height.
+        h: f32,
+    },
     /// Simple polygon (even-odd rule, so concave shapes work); at least 3 vertices.
     Polygon(Vec<[f32; 2]>),
 }
@@ -38,6 +47,7 @@ pub struct DecisionConfig {
 /// One connected defect region.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Defect {
+    /// Class id (model output channel) of the defect.
     pub class_id: u8,
     /// Area in frame pixels (map pixel count scaled by the content-to-frame ratio).
     pub area_px: f64,
@@ -52,6 +62,7 @@ pub struct Defect {
 /// Result for one frame. Reused across frames so its `defects` Vec keeps its capacity.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Verdict {
+    /// The frame's capture sequence number ([`Frame::seq`](crate::capture::Frame::seq)).
     pub seq: u64,
     /// Sorted by descending area.
     pub defects: Vec<Defect>,
@@ -62,6 +73,7 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// An empty verdict (not defective, no defects), to be filled by [`Decider::decide`].
     pub fn new() -> Verdict {
         Verdict::default()
     }

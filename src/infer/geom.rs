@@ -8,10 +8,16 @@
 /// `(x, y)` covers frame pixels `[x*frame_w/content_w, (x+1)*frame_w/content_w)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct MapGeom {
+    /// Width of the model's output map, padding included.
     pub map_w: usize,
+    /// Height of the model's output map, padding included.
     pub map_h: usize,
+    /// Width of the map's top-left region that shows the frame.
     pub content_w: usize,
+    /// Height of the map's top-left region that shows the frame.
     pub content_h: usize,
+    /// Frame width in pixels.
     pub frame_w: u32,
+    /// Frame height in pixels.
     pub frame_h: u32,
 }

@@ -38,18 +38,23 @@ pub enum OutputKind {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
+    /// The model file (ONNX); relative to the config file.
     pub path: PathBuf,
     /// Inference threads; 0 = all cores.
     pub threads: usize,
     /// Resize frames to `[height, width]`. Default: the size the ONNX fixes, else the frame's
     /// own size padded to the model's multiple (no resampling).
     pub input_size: Option<[usize; 2]>,
+    /// What the output channels hold (`auto`, `logits`, `probabilities`).
     pub output: OutputKind,
     /// Class names, for a model without metadata (C = 1: one name, the defect's).
     pub classes: Option<Vec<String>>,
     /// Which of `classes` are defects (default: all but the first when C > 1).
     pub defects: Option<Vec<String>>,
+    /// Per-channel (R, G, B) normalisation mean, on the 0–1 pixel scale:
+    /// input = (pixel / 255 − mean) / std.
     pub mean: Option<[f32; 3]>,
+    /// Per-channel (R, G, B) normalisation standard deviation, on the 0–1 pixel scale (see `mean`).
     pub std: Option<[f32; 3]>,
     /// Input sides must be multiples of this (default: from metadata, else 32).
     pub size_multiple: Option<usize>,
@@ -66,7 +71,9 @@ pub enum EngineKind {
     /// Native when the graph uses only the ops it runs, else tract.
     #[default]
     Auto,
+    /// Our own engine; fails to load a graph with ops it does not run.
     Native,
+    /// tract, which runs any ONNX model on the CPU.
     Tract,
 }
 
@@ -90,9 +97,13 @@ impl Default for ModelConfig {
 /// What the runtime needs to know about the loaded model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelInfo {
+    /// The model file it was loaded from.
     pub path: PathBuf,
+    /// Class names, one per output channel.
     pub class_names: Vec<String>,
+    /// Per class: whether it is a defect class.
     pub defect: Vec<bool>,
+    /// Per class: the RGB colour of overlays (the model's own, else a fixed palette).
     pub colors: Vec<[u8; 3]>,
     /// Short identity for events: file stem and a hash of the bytes.
     pub version: String,
@@ -101,6 +112,7 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// Number of classes (output channels).
     pub fn num_classes(&self) -> usize {
         self.class_names.len()
     }
@@ -111,19 +123,26 @@ impl ModelInfo {
 pub struct Segmentation {
     /// Probabilities `C × map_h × map_w`, channel-major, or the logits they come from.
     pub scores: Scores,
+    /// Number of classes `C`.
     pub classes: usize,
+    /// Where the score map sits in the frame.
     pub geom: MapGeom,
     /// Time spent converting the frame into the model input, running the model, and turning
     /// its output into `scores`: the pipeline reports each as a stage.
     pub preprocess: Duration,
+    /// See `preprocess`.
     pub model: Duration,
+    /// See `preprocess`.
     pub postprocess: Duration,
 }
 
 /// A model that segments frames. `prepare` plans for a frame size ahead of the first frame.
 pub trait Segmenter: Send {
+    /// What the runtime needs to know about the model.
     fn info(&self) -> &ModelInfo;
+    /// Plans for frames of `frame_w`×`frame_h` (layout, buffers), so the first frame need not.
     fn prepare(&mut self, frame_w: u32, frame_h: u32) -> Result<()>;
+    /// Segments `frame` into `out`, reusing its buffers; plans first when the frame size changed.
     fn segment(&mut self, frame: &Frame, out: &mut Segmentation) -> Result<()>;
 }
 

@@ -8,6 +8,7 @@ use crate::infer::MapGeom;
 /// How a frame maps onto the model input.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Preprocess {
+    /// Where the frame lands in the model input (and so in its output map).
     pub geom: MapGeom,
     scale: [f32; 3],
     offset: [f32; 3],

@@ -8,6 +8,7 @@ use contextrast_model::meta::ModelMeta;
 
 /// Normalisation assumed for a foreign model when the config gives none.
 pub const DEFAULT_MEAN: [f32; 3] = [0.45; 3];
+/// Standard deviation assumed for a foreign model when the config gives none (0–1 pixel scale).
 pub const DEFAULT_STD: [f32; 3] = [0.25; 3];
 
 /// A colour per class: the model's own, else a fixed palette (class 0 black: background).
@@ -34,12 +35,17 @@ pub fn palette(n: usize, colors: Option<&[[u8; 3]]>) -> Vec<[u8; 3]> {
 /// The resolved facts a segmenter needs besides its engine.
 #[derive(Clone, Debug)]
 pub struct ModelSetup {
+    /// Classes, defect flags, colours, version and engine of the model.
     pub info: ModelInfo,
+    /// Normalisation mean per channel, 0–1 scale (config, else metadata, else [`DEFAULT_MEAN`]).
     pub mean: [f32; 3],
+    /// Normalisation std per channel, 0–1 scale (config, else metadata, else [`DEFAULT_STD`]).
     pub std: [f32; 3],
     /// Resize frames to this (h, w); `None` = the frame's own size, padded to `multiple`.
     pub fixed: Option<(usize, usize)>,
+    /// Input sides are padded to multiples of this (config, else metadata, else 32).
     pub multiple: usize,
+    /// What the output channels hold, `Auto` resolved.
     pub output: OutputKind,
     /// Inference threads (the config's 0 resolved to the core count).
     pub threads: usize,

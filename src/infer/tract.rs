@@ -12,6 +12,7 @@ use std::time::Instant;
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
+/// A [`Segmenter`] on tract: any ONNX model with one NCHW float input, one `[1, C, h, w]` output.
 pub struct TractSegmenter {
     model: OnnxModel,
     setup: ModelSetup,
@@ -56,6 +57,7 @@ impl TractSegmenter {
         })
     }
 
+    /// The model file it was loaded from.
     pub fn path(&self) -> &Path {
         &self.setup.info.path
     }

@@ -10,8 +10,11 @@ use std::sync::Arc;
 /// Source taps of one resize output coordinate: `(1 − l)·src[i0] + l·src[i1]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tap {
+    /// Lower source index.
     pub i0: usize,
+    /// Upper source index (`i0 + 1`, clamped to the last input index).
     pub i1: usize,
+    /// Weight of `i1`, in [0, 1).
     pub l: f32,
 }
 
@@ -56,12 +59,15 @@ impl Axis {
         let run = find_run(&taps, in_len, out_len);
         Axis { taps, run }
     }
+    /// The taps, one per output index.
     pub fn taps(&self) -> &[Tap] {
         &self.taps
     }
+    /// Number of output indices.
     pub fn len(&self) -> usize {
         self.taps.len()
     }
+    /// Whether the axis has no outputs.
     pub fn is_empty(&self) -> bool {
         self.taps.is_empty()
     }
@@ -177,6 +183,7 @@ fn starts(taps: &[Tap], in_len: usize) -> Vec<usize> {
 }
 
 impl Upsample {
+    /// The taps of a half-pixel bilinear resize from `in_h`×`in_w` to `out_h`×`out_w`.
     pub fn new(in_h: usize, in_w: usize, out_h: usize, out_w: usize) -> Upsample {
         let (rows, cols) = (taps(in_h, out_h), Axis::new(in_w, out_w));
         Upsample {
@@ -196,15 +203,19 @@ impl Upsample {
     pub fn cols_of(&self, b: usize) -> std::ops::Range<usize> {
         self.col_start[b]..self.col_start[b + 1]
     }
+    /// `(in_h, in_w)`: the source size.
     pub fn in_hw(&self) -> (usize, usize) {
         (self.in_h, self.in_w)
     }
+    /// `(out_h, out_w)`: the output size.
     pub fn out_hw(&self) -> (usize, usize) {
         (self.rows.len(), self.cols.len())
     }
+    /// The taps of each output row.
     pub fn rows(&self) -> &[Tap] {
         &self.rows
     }
+    /// The taps of each output column.
     pub fn cols(&self) -> &[Tap] {
         self.cols.taps()
     }
@@ -214,7 +225,9 @@ impl Upsample {
 /// `(x, y)` are the softmax over classes of the logits bilinearly upsampled to `(x, y)`.
 #[derive(Clone, Debug)]
 pub struct Logits {
+    /// Logits, channel-major `C × in_h × in_w`.
     pub data: Vec<f32>,
+    /// The upsampling from the head's resolution to the map's.
     pub up: Arc<Upsample>,
 }
 

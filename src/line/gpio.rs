@@ -221,7 +221,9 @@ fn request_error(label: &str, chip: &Path, offset: u32, e: gpiocdev::Error) -> E
 /// The embedded-hal error of a GPIO pin: which line, and what the kernel said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinError {
+    /// The line's label: its name, or `chip:offset`.
     pub line: String,
+    /// What the kernel said.
     pub msg: String,
 }
 
@@ -374,7 +376,9 @@ impl OutputPin for LogPin {
 /// a bench machine). One type, so the reject scheduler is built once for either.
 #[derive(Debug)]
 pub enum OutPin {
+    /// A requested GPIO output line.
     Gpio(GpioOutput),
+    /// No line configured: each change of level is logged instead.
     Log(LogPin),
 }
 

@@ -21,6 +21,7 @@ use embedded_hal::digital::{OutputPin, PinState};
 
 /// Monotonic microseconds. A trait so tests can drive time by hand ([`FakeClock`]).
 pub trait Clock: Send {
+    /// Now, in µs since an arbitrary fixed origin; never decreases.
     fn now_us(&self) -> u64;
 }
 
@@ -32,6 +33,7 @@ pub struct MonotonicClock {
 }
 
 impl MonotonicClock {
+    /// A clock whose origin is now.
     pub fn new() -> Self {
         MonotonicClock {
             origin: Instant::now(),
@@ -64,14 +66,17 @@ impl Clock for MonotonicClock {
 pub struct FakeClock(Arc<AtomicU64>);
 
 impl FakeClock {
+    /// A fake clock reading `now_us` µs.
     pub fn new(now_us: u64) -> Self {
         FakeClock(Arc::new(AtomicU64::new(now_us)))
     }
 
+    /// Sets the time to `now_us` µs, for every clone.
     pub fn set(&self, now_us: u64) {
         self.0.store(now_us, Ordering::SeqCst);
     }
 
+    /// Moves the time on by `us` µs, for every clone.
     pub fn advance(&self, us: u64) {
         self.0.fetch_add(us, Ordering::SeqCst);
     }
@@ -85,6 +90,7 @@ impl Clock for FakeClock {
 
 /// Conveyor position in encoder counts; must never go backwards.
 pub trait Position: Send {
+    /// The current count.
     fn position(&self) -> u64;
 }
 
@@ -94,6 +100,7 @@ pub trait Position: Send {
 pub struct EncoderCount(Arc<AtomicU64>);
 
 impl EncoderCount {
+    /// A counter starting at `count`.
     pub fn new(count: u64) -> Self {
         EncoderCount(Arc::new(AtomicU64::new(count)))
     }
@@ -103,6 +110,7 @@ impl EncoderCount {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Sets the count outright (used by tests; a real encoder only adds).
     pub fn set(&self, count: u64) {
         self.0.store(count, Ordering::Relaxed);
     }
@@ -158,10 +166,13 @@ pub enum Trigger {
     /// `source.position() ≥ captured + delay_counts`. The scheduler cannot know when the count
     /// will arrive, so while pulses wait it asks to be polled every `poll_us`.
     Encoder {
+        /// Where the conveyor position is read.
         source: Box<dyn Position>,
+        /// Camera → ejector travel in counts: the pulse starts at `captured + delay_counts`.
         delay_counts: u64,
         /// Like `min_lead_us`, in counts.
         min_lead_counts: u64,
+        /// How often, in µs, the scheduler wants to be polled while pulses wait for their count.
         poll_us: u64,
     },
 }
@@ -170,16 +181,20 @@ pub enum Trigger {
 /// counts in encoder mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheduled {
+    /// Queued as a new pulse.
     Queued {
+        /// Start of the pulse (µs, or counts in encoder mode).
         fire_at: u64,
     },
     /// Joined an active or pending pulse; `fire_at` is the start of the joint pulse.
     Merged {
+        /// Start of the joint pulse (µs, or counts in encoder mode).
         fire_at: u64,
     },
     /// Too late to hit its part: `by` is how much earlier it would have had to arrive
     /// (including the minimum lead). Never fired.
     Late {
+        /// µs (or counts) it missed by, minimum lead included.
         by: u64,
     },
     /// The pending queue was full; never fired.
@@ -195,6 +210,7 @@ pub struct RejectStats {
     pub merged: u64,
     /// Pulses raised.
     pub fired: u64,
+    /// Verdicts too late for their part, never fired (see [`Scheduled::Late`]).
     pub late: u64,
     /// Pulses whose whole window passed before `poll` ran.
     pub missed: u64,
@@ -464,10 +480,12 @@ impl<P: OutputPin, C: Clock> RejectScheduler<P, C> {
         Ok(())
     }
 
+    /// Counters since construction.
     pub fn stats(&self) -> RejectStats {
         self.stats
     }
 
+    /// The timing in use (pulse width and capacity at least 1).
     pub fn timing(&self) -> RejectTiming {
         self.timing
     }
@@ -558,6 +576,7 @@ pub struct RejectRunner {
 }
 
 impl RejectRunner {
+    /// Starts the thread that owns `scheduler`; late verdicts are only logged.
     pub fn spawn<P, C>(scheduler: RejectScheduler<P, C>) -> std::io::Result<RejectRunner>
     where
         P: OutputPin + Send + 'static,

@@ -6,6 +6,7 @@ use crate::pipeline::Tick;
 use sd_notify::NotifyState;
 use std::time::Duration;
 
+/// The systemd notifier (readiness, status, watchdog); every call is a no-op outside systemd.
 pub struct Service {
     enabled: bool,
     watchdog: Option<Duration>,
@@ -18,6 +19,7 @@ pub fn alive(tick: &Tick) -> bool {
 }
 
 impl Service {
+    /// Enabled when systemd gave a notify socket (`NOTIFY_SOCKET`); reads the watchdog interval.
     pub fn from_env() -> Service {
         Service {
             enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
@@ -46,10 +48,12 @@ impl Service {
         }
     }
 
+    /// READY=1 with a first STATUS= line.
     pub fn ready(&self, status: &str) {
         self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
     }
 
+    /// STOPPING=1: the service is shutting down.
     pub fn stopping(&self) {
         self.send(&[NotifyState::Stopping]);
     }

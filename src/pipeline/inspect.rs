@@ -42,10 +42,16 @@ pub fn open_source(cfg: &LineConfig) -> Result<Box<dyn FrameSource>> {
 /// the source knew the truth. Serialised as the `--summary-json` file.
 #[derive(Debug, Serialize)]
 pub struct InspectSummary {
+    /// The pipeline's counters and per-stage latencies.
     pub run: RunStats,
+    /// Recall and precision against ground truth; `None` when no frame carried truth.
     pub detection: Option<DetectionSummary>,
+    /// What became of the reject verdicts (fired, late, dropped, ...).
     pub reject: RejectStats,
+    /// The event log's counters; `None` without `[events]`.
     pub events: Option<EventStats>,
+    /// The defect image writer's counters; `None` when images are off (no `[events]`, or
+    /// `images = false`).
     pub images: Option<ImageStats>,
 }
 

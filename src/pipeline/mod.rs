@@ -36,10 +36,13 @@ pub enum Overflow {
     /// drop the oldest otherwise.
     #[default]
     Auto,
+    /// Evict the oldest queued frame to make room (real-time sources).
     DropOldest,
+    /// Block capture until a slot frees (nothing is lost).
     Wait,
 }
 
+/// How [`run`] runs: queue, overflow policy, limits, status interval, encoder.
 #[derive(Clone, Debug)]
 pub struct PipelineOptions {
     /// Frames the queue holds between capture and inference.
@@ -60,9 +63,13 @@ pub struct PipelineOptions {
 pub struct Stages {
     /// Capture to the start of inference (time in the queue).
     pub queue: Histogram,
+    /// Converting the frame into the model input.
     pub preprocess: Histogram,
+    /// Running the model.
     pub model: Histogram,
+    /// Turning the model output into scores.
     pub postprocess: Histogram,
+    /// Turning the scores into a verdict.
     pub decide: Histogram,
     /// Capture to verdict.
     pub total: Histogram,
@@ -103,11 +110,15 @@ impl Stages {
 /// What one run did; printed and written as JSON at exit.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunStats {
+    /// The source's description.
     pub source: String,
+    /// The model's version (file stem and hash) at the start of the run.
     pub model: String,
     /// The engine running it ("native" or "tract").
     pub engine: &'static str,
+    /// Frames the source delivered (skipped ones not included).
     pub frames_captured: u64,
+    /// Frames judged (a verdict given).
     pub frames_processed: u64,
     /// Unreadable frames (corrupt file, bad buffer): skipped and counted.
     pub frames_skipped: u64,
@@ -119,12 +130,19 @@ pub struct RunStats {
     pub source_failures: u64,
     /// Engines swapped in by hot reload, and reloads refused.
     pub engine_swaps: u64,
+    /// Hot reloads refused (the running engine stayed).
     pub reloads_refused: u64,
+    /// Frames with at least one defect.
     pub defective_frames: u64,
+    /// Frames rejected (defective and confirmed by the k-of-n history).
     pub rejects: u64,
+    /// Defects found, by class name.
     pub defects_by_class: BTreeMap<String, u64>,
+    /// Wall time of the run, seconds.
     pub wall_s: f64,
+    /// Frames captured per second of wall time.
     pub fps_in: f64,
+    /// Frames judged per second of wall time.
     pub fps_out: f64,
     /// Per-stage latency, milliseconds.
     pub latency_ms: BTreeMap<String, LatencySummary>,
@@ -217,7 +235,9 @@ impl FrameQueue {
 /// The model and the decision that judge frames; swapped as one between frames on a hot reload,
 /// so a new model never runs with a decision resolved for another model's classes.
 pub struct Judge {
+    /// The model.
     pub segmenter: Box<dyn Segmenter>,
+    /// The decision, resolved for that model's classes.
     pub decider: Decider,
 }
 
@@ -225,9 +245,17 @@ pub struct Judge {
 pub enum Control {
     /// Replace the judge (a reloaded model or config), already loaded and prepared off the hot
     /// path; `why` goes to the log and the sink.
-    Swap { judge: Box<Judge>, why: String },
+    Swap {
+        /// The new model and decision.
+        judge: Box<Judge>,
+        /// Why it was swapped in (what changed).
+        why: String,
+    },
     /// A reload was refused (corrupt or incompatible model, bad config); the engine stays.
-    Refused { why: String },
+    Refused {
+        /// Why it was refused.
+        why: String,
+    },
 }
 
 /// Reopens the frame source after it failed (a camera unplugged): called with backoff.
@@ -239,7 +267,10 @@ pub enum Fault {
     /// The source failed; the pipeline is blind until it recovers (or ends, without `reopen`).
     SourceDown(String),
     /// The source delivers again after `down_s` seconds blind.
-    SourceUp { down_s: f64 },
+    SourceUp {
+        /// How long the pipeline was blind, in seconds.
+        down_s: f64,
+    },
     /// The engine was replaced (not a fault, but an event worth recording).
     EngineSwapped(String),
     /// A reload was refused; the running engine stays.
@@ -260,8 +291,11 @@ pub struct Tick<'a> {
 
 /// Receives the pipeline's output on the inference thread, in capture order.
 pub trait Sink {
+    /// One judged frame, in capture order: its segmentation, its verdict, the model that judged it.
     fn verdict(&mut self, frame: &Frame, seg: &Segmentation, verdict: &Verdict, model: &ModelInfo);
+    /// A fault or notable event (source down/up, engine swapped, reload refused); default: ignore.
     fn fault(&mut self, _fault: &Fault) {}
+    /// Once per status interval, also when no frame arrives; ignored by default.
     fn tick(&mut self, _tick: &Tick) {}
 }
 
@@ -274,7 +308,9 @@ impl<F: FnMut(&Frame, &Segmentation, &Verdict)> Sink for F {
 /// Optional connections of a run.
 #[derive(Default)]
 pub struct Hooks<'a> {
+    /// How to reopen the source after it fails; `None` = the run ends on a source failure.
     pub reopen: Option<Reopen>,
+    /// Messages applied between frames (hot reload); `None` = none.
     pub control: Option<&'a Receiver<Control>>,
 }
 

@@ -62,11 +62,15 @@ fn sig(path: &Path) -> Option<FileSig> {
 
 /// Settings of the watcher thread.
 pub struct Watch {
+    /// The line config file, reread on SIGHUP.
     pub config_path: PathBuf,
+    /// The config now running; a changed model file is reloaded with it.
     pub config: LineConfig,
+    /// The source's frame size: a new model is planned and test-run for it before the swap.
     pub frame_size: Option<(u32, u32)>,
     /// How often the model file is looked at; a change must hold for one more period.
     pub poll: Duration,
+    /// Set to stop the watcher.
     pub stop: Arc<AtomicBool>,
     /// Set by SIGHUP: reload the config (and with it the model).
     pub hup: Arc<AtomicBool>,

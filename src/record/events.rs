@@ -88,10 +88,13 @@ impl EventsConfig {
 /// One defect of a verdict, as logged.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct DefectRecord {
+    /// The class name.
     pub class: String,
+    /// Area in frame pixels.
     pub area_px: f64,
     /// `[x0, y0, x1, y1]`, half-open, frame pixels.
     pub bbox: [u32; 4],
+    /// Max probability of the class over the defect.
     pub score: f32,
 }
 
@@ -100,11 +103,15 @@ pub struct DefectRecord {
 pub struct VerdictEvent {
     /// RFC 3339 UTC with milliseconds (see [`rfc3339_ms`]); its date picks the file.
     pub time: String,
+    /// The frame's capture sequence number.
     pub seq: u64,
+    /// The frame's name (file name, camera buffer).
     pub frame: String,
+    /// The defects found, largest first.
     pub defects: Vec<DefectRecord>,
     /// `reject`, `pass` or `late`.
     pub action: String,
+    /// The model's version (file stem and hash) that judged the frame.
     pub model: String,
     /// File name of the saved original under `images/DATE/`, if one was queued.
     pub image: Option<String>,
@@ -113,9 +120,11 @@ pub struct VerdictEvent {
 /// One fault line (camera lost, model reload failed, reject late, disk trouble, ...).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FaultEvent {
+    /// RFC 3339 UTC with milliseconds, like [`VerdictEvent::time`].
     pub time: String,
     /// e.g. `camera`, `model_reload`, `reject_late`, `disk`.
     pub kind: String,
+    /// What happened, for the operator.
     pub message: String,
 }
 
@@ -151,12 +160,19 @@ pub struct EventStats {
 /// A UTC instant broken into calendar fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UtcTime {
+    /// Year (proleptic Gregorian).
     pub year: i64,
+    /// Month, 1–12.
     pub month: u32,
+    /// Day of the month, 1–31.
     pub day: u32,
+    /// Hour, 0–23.
     pub hour: u32,
+    /// Minute, 0–59.
     pub minute: u32,
+    /// Second, 0–59.
     pub second: u32,
+    /// Millisecond, 0–999.
     pub milli: u32,
 }
 
@@ -192,6 +208,7 @@ impl UtcTime {
         }
     }
 
+    /// A system time, to the millisecond (before 1970 too).
     pub fn from_system(t: SystemTime) -> UtcTime {
         let ms = match t.duration_since(UNIX_EPOCH) {
             Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
@@ -363,6 +380,7 @@ impl EventSink {
         self.push(Msg::Fault(e));
     }
 
+    /// Counters so far.
     pub fn stats(&self) -> EventStats {
         self.shared.stats()
     }
@@ -483,14 +501,17 @@ impl EventLog {
         self.sink.clone()
     }
 
+    /// Logs a verdict (see [`EventSink::verdict`]).
     pub fn verdict(&self, e: VerdictEvent) {
         self.sink.verdict(e)
     }
 
+    /// Logs a fault (see [`EventSink::fault`]).
     pub fn fault(&self, e: FaultEvent) {
         self.sink.fault(e)
     }
 
+    /// Counters so far.
     pub fn stats(&self) -> EventStats {
         self.sink.stats()
     }

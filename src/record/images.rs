@@ -27,10 +27,13 @@ const JPEG_QUALITY: u8 = 90;
 /// One defective frame to save.
 #[derive(Clone, Debug, Default)]
 pub struct ImageJob {
+    /// The frame's capture sequence number.
     pub seq: u64,
     /// Frame name (a path is fine: only its sanitised stem is used).
     pub name: String,
+    /// Frame width in pixels.
     pub width: u32,
+    /// Frame height in pixels.
     pub height: u32,
     /// `width * height * 3`, row-major RGB.
     pub rgb: Vec<u8>,
@@ -200,6 +203,7 @@ impl ImageWriter {
         image_file_name(seq, frame, self.ext)
     }
 
+    /// Counters so far.
     pub fn stats(&self) -> ImageStats {
         self.shared.stats()
     }

@@ -38,8 +38,11 @@ pub struct RetrainConfig {
     /// of the training data is held out instead.
     #[serde(default)]
     pub holdout: Vec<PathBuf>,
+    /// Where a source has no `val.txt` (and for CVAT imports), every `val_every`-th image is held
+    /// out; at least 2; default 5.
     #[serde(default = "defaults::val_every")]
     pub val_every: usize,
+    /// Training device: `auto` (default: the GPU when usable, else the CPU), `cpu` or `cuda`.
     #[serde(default = "defaults::device")]
     pub device: String,
     /// Training threads: leave cores to the inspection service.
@@ -48,10 +51,13 @@ pub struct RetrainConfig {
     /// CPU niceness of the retrain process (0..19): the service wins every contest.
     #[serde(default = "defaults::nice")]
     pub nice: i32,
+    /// `[train]`: the fine-tune's settings.
     #[serde(default)]
     pub train: FineTune,
+    /// `[gate]`: what a candidate must meet to be promoted.
     #[serde(default)]
     pub gate: Gate,
+    /// The file this was read from (for error messages); not a TOML key.
     #[serde(skip)]
     pub path: PathBuf,
 }
@@ -75,12 +81,17 @@ mod defaults {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FineTune {
+    /// Optimiser steps (batches); at least 1.
     pub steps: u64,
+    /// Images per batch; at least 1.
     pub batch: usize,
+    /// Training crop `[h, w]` in pixels; multiples of 32.
     pub crop: [usize; 2],
+    /// Learning rate; must be positive.
     pub lr: f32,
     /// `ce`, `ccl` or `contextrast`.
     pub loss: String,
+    /// Random seed of the fine-tune.
     pub seed: u64,
 }
 
@@ -288,8 +299,11 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
 /// A model's figures on the held-out set, as the gate and the report use them.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct GateScores {
+    /// Mean IoU over classes.
     pub miou: f64,
+    /// Mean boundary IoU.
     pub boundary_iou: f64,
+    /// IoU of each class, by name.
     pub iou: BTreeMap<String, f64>,
     /// Pixel recall of each defect class.
     pub recall: BTreeMap<String, f64>,
@@ -321,7 +335,9 @@ impl GateScores {
 /// The gate's verdict, with every reason a candidate was refused.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Decision {
+    /// Whether the candidate may replace the running model (no reasons against it).
     pub promote: bool,
+    /// Why it was refused, one line each; empty when promoted.
     pub reasons: Vec<String>,
     /// Defect classes whose recall was not guarded (the running model's IoU below
     /// `guard_min_iou`).

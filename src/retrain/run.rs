@@ -32,16 +32,25 @@ use std::sync::atomic::AtomicBool;
 /// What a run decided and why, with both models' numbers: `report.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// When the run was judged, seconds since the Unix epoch.
     pub created_unix: u64,
+    /// The running model's file.
     pub model: PathBuf,
+    /// Images in the merged training split.
     pub train_images: usize,
+    /// Images in the held-out set both models were judged on.
     pub holdout_images: usize,
+    /// Fine-tuning steps the candidate reached (steps of a resumed run included).
     pub steps: u64,
     /// `(step, loss)` of each fine-tuning step this process ran.
     pub loss: Vec<(u64, f32)>,
+    /// The running model's scores on the held-out set.
     pub current: GateScores,
+    /// The candidate's scores on the held-out set.
     pub candidate: GateScores,
+    /// The gate's verdict and its reasons.
     pub decision: Decision,
+    /// Whether the candidate replaced the running model.
     pub promoted: bool,
 }
 
@@ -49,21 +58,33 @@ pub struct Report {
 #[derive(Debug)]
 pub enum Outcome {
     /// Stopped after `steps` steps; the next run resumes it.
-    Interrupted { steps: u64 },
+    Interrupted {
+        /// Steps reached so far.
+        steps: u64,
+    },
     /// Judged (promoted or refused): the run's folder (`report.json`, `loss.png`, `iou.png`).
-    Judged { dir: PathBuf, report: Box<Report> },
+    Judged {
+        /// The run's folder under `work/runs/`.
+        dir: PathBuf,
+        /// What was decided, as written to `report.json`.
+        report: Box<Report>,
+    },
 }
 
 /// Where the run in progress lives: `work/current`, with the merged training set, the training
 /// run (checkpoints), and the held-out set when trusted held-out sets are configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkDirs {
+    /// `work/current`: the run in progress.
     pub current: PathBuf,
+    /// `work/current/data`: the merged training set.
     pub data: PathBuf,
+    /// `work/current/run`: the training run's checkpoints.
     pub run: PathBuf,
 }
 
 impl WorkDirs {
+    /// The folders of the run in progress under the `work` folder.
     pub fn new(work: &Path) -> WorkDirs {
         let current = work.join("current");
         WorkDirs {

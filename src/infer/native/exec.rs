@@ -58,6 +58,7 @@ impl Workers {
         })
     }
 
+    /// Number of worker threads (at least 1).
     pub fn threads(&self) -> usize {
         self.scratch.len()
     }

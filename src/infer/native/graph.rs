@@ -10,7 +10,9 @@ use tract_onnx::pb;
 /// One layer of the network.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Layer {
+    /// A convolution, with its fused epilogue.
     Conv(Conv),
+    /// Element-wise `max(x, 0)` (one not fused into a convolution).
     Relu,
     /// Element-wise sum of two tensors of one shape.
     Add,
@@ -18,7 +20,9 @@ pub enum Layer {
     Concat,
     /// Bilinear upsampling by an integer factor, half-pixel centres (ONNX `half_pixel`).
     Resize {
+        /// Integer upsampling factor, the same on both axes.
         factor: usize,
+        /// What is applied to each output value after the resize.
         epi: Epilogue,
     },
 }
@@ -67,8 +71,11 @@ pub struct Step {
 /// A network: steps in execution order over values `0..values`; value 0 is the image.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Net {
+    /// The steps, in execution order.
     pub steps: Vec<Step>,
+    /// Number of values (tensors); ids are `0..values`.
     pub values: usize,
+    /// Id of the network's output value.
     pub output: usize,
     /// Output channels, known without a size because no accepted op changes channels by size.
     pub out_channels: usize,

@@ -32,10 +32,14 @@ use tract_onnx::pb;
 /// something only tract runs.
 #[derive(Debug)]
 pub enum Unsupported {
+    /// The file is not a usable model (unreadable, malformed, inconsistent metadata).
     Broken(Error),
+    /// The graph uses ops or shapes the native engine does not run (named); tract may run it.
     Ops(String),
 }
 
+/// A [`Segmenter`] on the native engine: the fused network, its threads and the plan for the
+/// current frame size.
 pub struct NativeSegmenter {
     net: Arc<Net>,
     setup: ModelSetup,
@@ -96,6 +100,7 @@ impl NativeSegmenter {
         Ok(seg)
     }
 
+    /// The model file it was loaded from.
     pub fn path(&self) -> &Path {
         &self.setup.info.path
     }

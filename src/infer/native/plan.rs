@@ -288,6 +288,7 @@ impl Plan {
         self.shapes[self.net.output]
     }
 
+    /// `(h, w)` of the input this plan was made for.
     pub fn size(&self) -> (usize, usize) {
         (self.h, self.w)
     }
