@@ -109,7 +109,7 @@ pub struct VerdictEvent {
     pub frame: String,
     /// The defects found, largest first.
     pub defects: Vec<DefectRecord>,
-    /// `reject`, `pass` or `late`.
+    /// `reject` or `pass` (a reject that fires late is reported as a `reject_late` fault).
     pub action: String,
     /// The model's version (file stem and hash) that judged the frame.
     pub model: String,
