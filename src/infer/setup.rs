@@ -53,8 +53,9 @@ pub struct ModelSetup {
 
 impl ModelSetup {
     /// Resolves `cfg` against the model's metadata (class names and defect flags come from the
-    /// model; `mean`, `std` and `size_multiple` from the config where it sets them), for a model with `c` output
-    /// channels whose file holds `bytes`; `declared_hw` is the input size the graph fixes.
+    /// model; `mean`, `std` and `size_multiple` from the config where it sets them), for a model
+    /// with `c` output channels whose file holds `bytes`; `declared_hw` is the input size the
+    /// graph fixes.
     pub fn resolve(
         cfg: &ModelConfig,
         bytes: &[u8],
