@@ -14,9 +14,13 @@ use std::path::{Path, PathBuf};
 /// What the JSON half of a checkpoint holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckpointMeta {
+    /// [`FORMAT`]; set by [`save`], checked by [`load`].
     pub format: String,
+    /// Optimiser steps done when it was saved.
     pub step: u64,
+    /// The run's training configuration.
     pub config: TrainConfig,
+    /// The dataset's classes, in id order.
     pub classes: Vec<ClassInfo>,
     /// Validation metrics at this step (miou, boundary_iou, ...), if it was validated.
     pub metrics: BTreeMap<String, f64>,
@@ -28,12 +32,16 @@ pub struct CheckpointMeta {
     pub optimizer_file: Option<String>,
 }
 
+/// The format tag every checkpoint's JSON carries; [`load`] refuses any other.
 pub const FORMAT: &str = "contextrast-checkpoint-1";
 
 /// A loaded checkpoint.
 pub struct Checkpoint {
+    /// The JSON half.
     pub meta: CheckpointMeta,
+    /// The parameters and batch-norm state, by name.
     pub params: HostParams,
+    /// The SGD velocity, by name, when the checkpoint has an optimiser file.
     pub velocity: Option<HostParams>,
 }
 

@@ -10,25 +10,33 @@ use std::path::Path;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LossKind {
+    /// Cross-entropy only (`"ce"`).
     Ce,
+    /// CE + α·L_PA with BANE off: all negatives random (`"ccl"`).
     Ccl,
+    /// CE + α·L_PA with BANE hard negatives (`"contextrast"`).
     Contextrast,
 }
 
-/// Data augmentation (also see `data::augment`).
+/// The training configuration (`train.toml`); every field has a default, unknown keys are refused.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// Optimiser steps (batches).
     pub steps: u64,
+    /// Images per batch.
     pub batch: usize,
     /// Training crop `[h, w]`; multiples of 32.
     pub crop: [usize; 2],
+    /// Base learning rate, decayed by the poly schedule.
     pub lr: f32,
+    /// SGD momentum, in [0, 1).
     pub momentum: f32,
+    /// L2 weight decay (≥ 0).
     pub weight_decay: f32,
     /// Poly learning-rate decay power.
     pub poly_power: f32,
+    /// Seeds the initialisation, the batch order and augmentation, and the contrastive sampling.
     pub seed: u64,
     /// Validate every this many steps (0 = only at the end).
     pub val_every: u64,
@@ -40,13 +48,17 @@ pub struct TrainConfig {
     pub workers: usize,
     /// Per-channel normalisation of 0..1 RGB.
     pub mean: [f32; 3],
+    /// Per-channel standard deviation of that normalisation (positive).
     pub std: [f32; 3],
     /// Per-class cross-entropy weights (empty = unweighted). Defects are rare; weights help.
     pub class_weights: Vec<f32>,
+    /// Which loss to train with.
     pub loss: LossKind,
     /// Constants of the contrastive loss (method doc defaults); used unless `loss = "ce"`.
     pub contrast: crate::loss::contrast::ContrastConfig,
+    /// The network's sizes.
     pub model: NetConfig,
+    /// Augmentation settings; the trainer replaces their `crop` with this config's `crop`.
     pub augment: crate::data::augment::AugmentConfig,
 }
 

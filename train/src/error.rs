@@ -5,37 +5,85 @@ use std::path::PathBuf;
 /// Errors of the training engine.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// An image could not be decoded (or, for the synthetic data's PNGs, encoded).
     #[error("{path}: cannot decode image: {msg}")]
-    Image { path: PathBuf, msg: String },
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// The codec's message.
+        msg: String,
+    },
     /// A dataset file is readable but wrong (sizes differ, unknown class id, empty set...).
     #[error("{path}: {msg}")]
-    Data { path: PathBuf, msg: String },
+    Data {
+        /// The file (or dataset folder).
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
     /// A configuration value is out of range or malformed; `key` names the field.
     #[error("{path}: `{key}`: {msg}")]
     Config {
+        /// The configuration file.
         path: PathBuf,
+        /// The offending key.
         key: String,
+        /// Why its value is refused.
         msg: String,
     },
+    /// A TOML, JSON or `.npy` file could not be parsed (also used when serialising one fails).
     #[error("{path}: cannot parse: {msg}")]
-    Parse { path: PathBuf, msg: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        msg: String,
+    },
+    /// Tensor sizes, shapes or parameters do not fit together.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// A checkpoint is unreadable, malformed or does not fit this run.
     #[error("checkpoint {path}: {msg}")]
-    Checkpoint { path: PathBuf, msg: String },
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// Building an ONNX model, or loading one, failed.
     #[error("ONNX {path}: {msg}")]
-    Onnx { path: PathBuf, msg: String },
+    Onnx {
+        /// The ONNX file.
+        path: PathBuf,
+        /// What failed.
+        msg: String,
+    },
+    /// A compute backend (e.g. CUDA) failed or is unavailable.
     #[error("backend {backend}: {msg}")]
-    Backend { backend: String, msg: String },
+    Backend {
+        /// The backend's name.
+        backend: String,
+        /// What failed.
+        msg: String,
+    },
     /// Training diverged (NaN/inf loss); the last good checkpoint is kept.
     #[error("training diverged at step {step}: loss is {loss}")]
-    Diverged { step: u64, loss: f32 },
+    Diverged {
+        /// The step whose loss was not finite.
+        step: u64,
+        /// That loss.
+        loss: f32,
+    },
+    /// A run was stopped on request (nothing in the workspace returns it at present).
     #[error("interrupted")]
     Interrupted,
 }

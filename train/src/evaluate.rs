@@ -12,22 +12,30 @@ use std::collections::BTreeMap;
 
 /// Something that turns a normalised CHW image into per-class logits `[C, h, w]`.
 pub trait Predictor {
+    /// Number of classes `C` it predicts.
     fn num_classes(&self) -> usize;
+    /// Logits `[C, h, w]` of one normalised `[3, h, w]` image, at the image's size.
     fn logits(&mut self, chw: &[f32], h: usize, w: usize) -> Result<Vec<f32>>;
 }
 
 /// Evaluation results; `miou`, `boundary_iou` and `per_class` are the keys tools read.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalReport {
+    /// Mean IoU over the classes that occur in prediction or truth.
     pub miou: f64,
+    /// Mean Boundary IoU over the classes whose boundary bands appeared.
     pub boundary_iou: f64,
+    /// Fraction of labelled pixels predicted correctly.
     pub pixel_accuracy: f64,
     /// Class name → IoU (classes absent from both prediction and truth are left out).
     pub per_class: BTreeMap<String, f64>,
+    /// Class name → Boundary IoU (classes whose bands never appeared are left out).
     pub per_class_boundary: BTreeMap<String, f64>,
+    /// The dataset's class names, in id order (the confusion matrix's rows and columns).
     pub class_names: Vec<String>,
     /// `confusion[truth][pred]` pixel counts.
     pub confusion: Vec<Vec<u64>>,
+    /// Number of images evaluated.
     pub images: usize,
 }
 
@@ -66,8 +74,11 @@ pub use contextrast_model::argmax::argmax_chw;
 
 /// The engine's own model as a [`Predictor`] (eval-mode batch norm).
 pub struct EnginePredictor<'a, B: Backend> {
+    /// The backend it runs on.
     pub be: &'a B,
+    /// The network.
     pub graph: &'a Graph,
+    /// Its parameters (`&mut` because [`forward`] takes them so; eval mode leaves them as is).
     pub params: &'a mut Params<B>,
 }
 

@@ -24,6 +24,7 @@ pub const IR_VERSION: i64 = 8;
 pub use contextrast_model::BN_EPS;
 /// Graph input and output names: the runtime and the Python tools look them up by name.
 pub const INPUT_NAME: &str = "image";
+/// Name of the graph output, the `[N, classes, H, W]` logits.
 pub const OUTPUT_NAME: &str = "logits";
 
 /// Writes `graph` with `params` as an ONNX model at `path` (atomically). The input `image` is

@@ -2,6 +2,7 @@
 //! backend, ContextrastNet, cross-entropy plus the Contextrast loss with BANE sampling, the
 //! synthetic line and CVAT data, checkpoints, evaluation and ONNX export. The model file format
 //! itself lives below this crate, in `contextrast-model`, so the runtime can load models without it.
+#![warn(missing_docs)]
 pub mod backend;
 pub mod data;
 pub mod error;

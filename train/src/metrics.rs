@@ -12,6 +12,7 @@ pub struct ConfusionMatrix {
 }
 
 impl ConfusionMatrix {
+    /// An all-zero `classes × classes` matrix.
     pub fn new(classes: usize) -> Self {
         ConfusionMatrix {
             classes,
@@ -19,6 +20,7 @@ impl ConfusionMatrix {
         }
     }
 
+    /// Number of classes.
     pub fn classes(&self) -> usize {
         self.classes
     }
@@ -253,6 +255,7 @@ pub struct BoundaryIou {
 }
 
 impl BoundaryIou {
+    /// Empty totals for `classes` classes.
     pub fn new(classes: usize) -> Self {
         BoundaryIou {
             intersection: vec![0; classes],

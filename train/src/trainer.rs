@@ -21,8 +21,11 @@ use std::time::Instant;
 
 /// What the caller asked for.
 pub struct TrainOptions {
+    /// The dataset folder, opened with [`Dataset::open`].
     pub data: PathBuf,
+    /// The run folder: checkpoints `last.*` and `best.*` are written here.
     pub out: PathBuf,
+    /// The training configuration (validated against the dataset's class count).
     pub config: TrainConfig,
     /// Continue from `{out}/last.json` if it exists.
     pub resume: bool,
@@ -35,33 +38,54 @@ pub struct TrainOptions {
 
 /// Progress reports for the caller's display.
 pub enum Event<'a> {
+    /// The run is set up and about to take its first step.
     Started {
+        /// The step it starts at (0, or the checkpoint's step when resuming).
         start_step: u64,
+        /// The configured number of steps.
         total: u64,
+        /// Trainable scalars, training-only heads excluded.
         params: usize,
+        /// The backend's name.
         backend: String,
+        /// Images in the training split.
         train_images: usize,
     },
+    /// One optimiser step is done.
     Step {
+        /// Steps done so far, this one included.
         step: u64,
+        /// CE loss plus α·L_PA when the contrastive loss ran.
         loss: f32,
+        /// The step's learning rate (after poly decay).
         lr: f32,
+        /// The batch's images divided by the step's wall time.
         images_per_s: f64,
+        /// The step's wall time, in milliseconds.
         step_ms: f64,
     },
+    /// A validation pass finished.
     Validated {
+        /// The step it ran after.
         step: u64,
+        /// Its metrics.
         report: &'a EvalReport,
     },
+    /// A checkpoint was written.
     Checkpoint {
+        /// The step it holds.
         step: u64,
+        /// Its metadata file (`last.json` or `best.json`).
         path: &'a Path,
     },
     /// What the contrastive loss sampled per anchor class over steps `from..step` (reported with
     /// each validation).
     Sampling {
+        /// First step of the window.
         from: u64,
+        /// End of the window (exclusive).
         step: u64,
+        /// One row per anchor class.
         classes: &'a [ClassSampling],
     },
 }
@@ -70,17 +94,25 @@ pub enum Event<'a> {
 pub struct StepContrast {
     /// L_PA, not multiplied by α.
     pub l_pa: f64,
+    /// What was sampled per anchor class.
     pub anchors: Vec<AnchorCount>,
 }
 
 /// The end of a run.
 pub struct TrainSummary {
+    /// The step the run ended at (counting steps of the run it resumed).
     pub steps: u64,
+    /// The last step's loss (NaN when this run took no step).
     pub final_loss: f32,
+    /// `{out}/last.json`.
     pub last: PathBuf,
+    /// The best checkpoint's metadata file, if one exists.
     pub best: Option<PathBuf>,
+    /// The best validation mIoU seen (0 when never validated).
     pub best_miou: f64,
+    /// Whether `stop` ended the run before the last step.
     pub interrupted: bool,
+    /// Mean wall time of this run's steps, in milliseconds (0 when none).
     pub mean_step_ms: f64,
 }
 
@@ -176,15 +208,21 @@ fn init_state<B: Backend>(be: &B, opts: &TrainOptions, classes: usize) -> Result
 
 /// SGD hyper-parameters of one step.
 pub struct Sgd {
+    /// Learning rate.
     pub lr: f32,
+    /// Momentum factor of the velocity.
     pub momentum: f32,
+    /// L2 weight decay.
     pub weight_decay: f32,
 }
 
 /// The contrastive part of a step: its constants and the (seed, step) that key its sampling.
 pub struct ContrastStep<'a> {
+    /// The loss's constants.
     pub cfg: &'a ContrastConfig,
+    /// The run's seed.
     pub seed: u64,
+    /// The optimiser step this is.
     pub step: u64,
 }
 

@@ -14,8 +14,11 @@ use crate::loss::contrast::{
 /// One scale's projected features on the backend: `z` is `shape` = `[b, d, h, w]`, at `stride`
 /// from the full-resolution labels.
 pub struct ScaleBuf<'a, B: Memory> {
+    /// The features.
     pub z: &'a B::Buf,
+    /// Their shape, `[b, d, h, w]`.
     pub shape: Shape,
+    /// Downsampling factor from the labels' resolution.
     pub stride: usize,
 }
 
@@ -23,11 +26,17 @@ pub struct ScaleBuf<'a, B: Memory> {
 /// detached argmax), both `[b, full_h, full_w]`, class ids below the model's `classes` (or 255
 /// in `labels`; any other id is an error).
 pub struct ContrastInputs<'a, B: Memory> {
+    /// The projections at strides 4, 8, 16, 32.
     pub scales: &'a [ScaleBuf<'a, B>; SCALES],
+    /// Ground-truth class ids, `[b, full_h, full_w]`.
     pub labels: &'a B::Labels,
+    /// Predicted class ids, `[b, full_h, full_w]`.
     pub pred: &'a B::Labels,
+    /// The model's number of classes.
     pub classes: usize,
+    /// Label height.
     pub full_h: usize,
+    /// Label width.
     pub full_w: usize,
 }
 
@@ -51,7 +60,9 @@ pub type ReportReader<B> = Box<dyn FnOnce(&B) -> Result<ContrastReport>>;
 
 /// A [`ContrastReport`] that is either known or still on the backend.
 pub enum PendingReport<B: Memory> {
+    /// Already on the host.
     Ready(ContrastReport),
+    /// Still being computed; the reader fetches it.
     OnDevice(ReportReader<B>),
 }
 
@@ -71,6 +82,7 @@ impl<B: Memory> PendingReport<B> {
 pub struct BackendContrast<B: Memory> {
     /// ∂L_PA/∂z_i, same layout as `z_i`.
     pub grads: [B::Buf; SCALES],
+    /// L_PA's value and sample sizes, to resolve after the backward pass is queued.
     pub report: PendingReport<B>,
 }
 

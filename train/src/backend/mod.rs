@@ -50,11 +50,14 @@ impl<T> Backend for T where
 
 /// A buffer with its shape.
 pub struct Tensor<B: Backend> {
+    /// The values, `shape.numel()` of them.
     pub buf: B::Buf,
+    /// Its `[n, c, h, w]` shape.
     pub shape: Shape,
 }
 
 impl<B: Backend> Tensor<B> {
+    /// Pairs `buf` with `shape` (no length check).
     pub fn new(buf: B::Buf, shape: Shape) -> Self {
         Tensor { buf, shape }
     }

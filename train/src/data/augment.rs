@@ -23,12 +23,15 @@ pub struct AugmentConfig {
     pub vflip: bool,
     /// Uniform random scale factor range applied before cropping.
     pub scale_min: f32,
+    /// Upper end of the scale range (≥ `scale_min`).
     pub scale_max: f32,
     /// Output size (height, width).
     pub crop: (usize, usize),
     /// Jitter strengths: each factor is drawn from [1 − x, 1 + x].
     pub brightness: f32,
+    /// Contrast jitter strength, in [0, 1).
     pub contrast: f32,
+    /// Saturation jitter strength, in [0, 1).
     pub saturation: f32,
     /// Gamma range: γ log-uniform in [1/(1 + gamma), 1 + gamma]; 0 = off.
     pub gamma: f32,
@@ -127,9 +130,13 @@ impl AugmentConfig {
 /// kept unrounded), and its labels.
 #[derive(Clone, Debug)]
 pub struct Sample {
+    /// `[h, w, 3]` RGB values in 0..255.
     pub rgb: Vec<f32>,
+    /// `[h, w]` class ids (255 on padding).
     pub labels: Vec<u8>,
+    /// Height, in pixels.
     pub h: usize,
+    /// Width, in pixels.
     pub w: usize,
 }
 

@@ -8,11 +8,15 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 use contextrast_model::atomic::write_atomic;
 
-/// Class ids of [`Classes::synthetic_default`].
+/// Class ids of [`Classes::synthetic_default`]: the belt (background).
 pub const BELT: u8 = 0;
+/// Synthetic class id: a part on the belt.
 pub const PART: u8 = 1;
+/// Synthetic class id: a scratch (defect).
 pub const SCRATCH: u8 = 2;
+/// Synthetic class id: a pit (defect).
 pub const PIT: u8 = 3;
+/// Synthetic class id: a stain (defect).
 pub const STAIN: u8 = 4;
 
 pub use contextrast_model::IGNORE;
@@ -20,6 +24,7 @@ pub use contextrast_model::IGNORE;
 /// One class: id = its position in [`Classes::classes`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClassInfo {
+    /// Unique, non-empty name.
     pub name: String,
     /// Overlay colour for event images and previews.
     pub color: [u8; 3],
@@ -31,6 +36,7 @@ pub struct ClassInfo {
 /// The class list, stored as `[[class]]` tables so the file reads top to bottom as ids 0, 1, 2...
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Classes {
+    /// The classes, in id order.
     #[serde(rename = "class", default)]
     pub classes: Vec<ClassInfo>,
 }
@@ -77,14 +83,17 @@ impl Classes {
         }
     }
 
+    /// Number of classes.
     pub fn len(&self) -> usize {
         self.classes.len()
     }
 
+    /// Whether there is no class (a validated list never is).
     pub fn is_empty(&self) -> bool {
         self.classes.is_empty()
     }
 
+    /// The class names, in id order.
     pub fn names(&self) -> Vec<String> {
         self.classes.iter().map(|c| c.name.clone()).collect()
     }

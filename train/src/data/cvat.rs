@@ -35,6 +35,7 @@ fn norm(name: &str) -> String {
 }
 
 impl NameMap {
+    /// An empty map.
     pub fn new() -> NameMap {
         NameMap::default()
     }
@@ -50,10 +51,12 @@ impl NameMap {
         self.map.get(&norm(label)).map(String::as_str)
     }
 
+    /// Number of mapped CVAT labels.
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// Whether no label is mapped.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

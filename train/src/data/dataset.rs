@@ -19,19 +19,25 @@ use crate::{Error, Result};
 pub struct Item {
     /// The shared file stem.
     pub name: String,
+    /// `images/NAME.{png,jpg,jpeg}`.
     pub image: PathBuf,
+    /// `masks/NAME.png`.
     pub mask: PathBuf,
 }
 
 /// An opened, validated dataset.
 #[derive(Clone, Debug)]
 pub struct Dataset {
+    /// The dataset folder.
     pub root: PathBuf,
+    /// Its `classes.toml`.
     pub classes: Classes,
     /// Sorted by name.
     pub items: Vec<Item>,
     /// Indices into `items`.
     pub train: Vec<usize>,
+    /// Indices into `items` of the validation split (without `val.txt`: what `train.txt`
+    /// leaves out, or every item).
     pub val: Vec<usize>,
     /// Labelled pixels per class over all masks (ignore excluded): class balance at a glance.
     pub class_pixels: Vec<u64>,
@@ -265,10 +271,12 @@ impl Dataset {
         })
     }
 
+    /// Number of image/mask pairs.
     pub fn len(&self) -> usize {
         self.items.len()
     }
 
+    /// Whether there is no pair.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }

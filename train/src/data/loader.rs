@@ -28,10 +28,15 @@ const AUGMENT: u64 = 0x4155_4747;
 /// (255 = ignore).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
+    /// `[n, 3, h, w]` normalised images.
     pub images: Vec<f32>,
+    /// `[n, h, w]` class ids.
     pub labels: Vec<u8>,
+    /// Samples in the batch.
     pub n: usize,
+    /// Height of every sample, in pixels.
     pub h: usize,
+    /// Width of every sample, in pixels.
     pub w: usize,
     /// Epoch this batch belongs to.
     pub epoch: u64,
@@ -195,6 +200,7 @@ pub struct LoaderConfig {
     pub aug: Option<AugmentConfig>,
     /// Per-channel normalisation, `(x − mean) / std`.
     pub mean: [f32; 3],
+    /// Per-channel standard deviation of that normalisation (positive).
     pub std: [f32; 3],
     /// With the epoch, picks each epoch's order and each batch's augmentation.
     pub seed: u64,

@@ -32,24 +32,31 @@ impl std::fmt::Display for Variant {
 /// Pixel bounding box, half-open: columns x0..x1, rows y0..y1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BBox {
+    /// First column.
     pub x0: u32,
+    /// First row.
     pub y0: u32,
+    /// One past the last column.
     pub x1: u32,
+    /// One past the last row.
     pub y1: u32,
 }
 
 /// One visible defect instance, measured on the final mask (what is labelled is what counts).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DefectTruth {
+    /// The defect's class id (as in the mask).
     pub class_id: u8,
     /// Pixels labelled with this instance's class by this instance.
     pub area: u32,
+    /// Bounding box of those pixels.
     pub bbox: BBox,
 }
 
 /// Ground truth of a frame beyond its mask: the defect instances, for detection recall.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FrameTruth {
+    /// The visible defect instances.
     pub defects: Vec<DefectTruth>,
     /// Parts with at least one pixel in the frame.
     pub parts: u32,
@@ -65,9 +72,13 @@ impl FrameTruth {
 /// Contents of `truth.json` written by [`generate`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SynthManifest {
+    /// The stream's seed.
     pub seed: u64,
+    /// The look of the line rendered.
     pub variant: Variant,
+    /// Frame width, in pixels.
     pub width: u32,
+    /// Frame height, in pixels.
     pub height: u32,
     /// Per frame name (file stem).
     pub frames: BTreeMap<String, FrameTruth>,

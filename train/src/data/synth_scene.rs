@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Variant {
+    /// The line as commissioned.
     Standard,
+    /// The same classes under other lighting, belt and materials (domain shift).
     Shifted,
 }
 
@@ -21,6 +23,7 @@ impl Variant {
         }
     }
 
+    /// The lowercase name, as [`Variant::parse`] reads it.
     pub fn as_str(self) -> &'static str {
         match self {
             Variant::Standard => "standard",

@@ -80,8 +80,11 @@ impl SamplingConfig {
 /// list sorted ascending. The three lists are disjoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AnchorSamples {
+    /// Pixels of the anchor's class.
     pub positives: Vec<u32>,
+    /// BANE hard negatives (empty with BANE off).
     pub hard_negatives: Vec<u32>,
+    /// Random negatives from the remaining pixels of other classes.
     pub random_negatives: Vec<u32>,
 }
 
@@ -190,10 +193,15 @@ fn image_candidates(e: &[bool], h: usize, w: usize, k: f64) -> Result<Vec<u32>> 
 /// reads, on the host (`L = [u8]`) or on a device. The two maps and their size travel together
 /// because they are only ever valid together.
 pub struct LabelMaps<'a, L: ?Sized> {
+    /// Labels Y_i (255 = ignore).
     pub y: &'a L,
+    /// Predictions ŷ_i.
     pub pred: &'a L,
+    /// Batch size.
     pub b: usize,
+    /// Height.
     pub h: usize,
+    /// Width.
     pub w: usize,
 }
 

@@ -109,27 +109,39 @@ impl ContrastConfig {
 /// which this function does not require), at `stride` from the full-resolution labels.
 #[derive(Clone, Copy, Debug)]
 pub struct ScaleInput<'a> {
+    /// The features, `[b, d, h, w]`.
     pub z: &'a [f32],
+    /// Batch size.
     pub b: usize,
+    /// Feature channels (projection dimension).
     pub d: usize,
+    /// Height at this scale.
     pub h: usize,
+    /// Width at this scale.
     pub w: usize,
+    /// Downsampling factor from the labels' resolution.
     pub stride: usize,
 }
 
 /// One scale's sizes: what [`check_inputs`] needs from a host or a device input.
 #[derive(Clone, Copy, Debug)]
 pub struct ScaleDims {
+    /// Batch size.
     pub b: usize,
+    /// Feature channels.
     pub d: usize,
+    /// Height at this scale.
     pub h: usize,
+    /// Width at this scale.
     pub w: usize,
+    /// Downsampling factor from the labels' resolution.
     pub stride: usize,
     /// Number of values in the scale's `z`.
     pub values: usize,
 }
 
 impl ScaleInput<'_> {
+    /// Its sizes, with `values = z.len()`.
     pub fn dims(&self) -> ScaleDims {
         ScaleDims {
             b: self.b,
@@ -226,9 +238,13 @@ pub struct ContrastOutput {
 pub struct AnchorCount {
     /// 0-based scale (0 = stride 4).
     pub scale: usize,
+    /// The anchor's class id.
     pub class: u8,
+    /// Positives sampled.
     pub positives: usize,
+    /// BANE hard negatives sampled.
     pub hard: usize,
+    /// Random negatives sampled.
     pub random: usize,
 }
 
@@ -327,10 +343,15 @@ pub fn anchor_loss(pos_dots: &[f64], neg_dots: &[f64], tau: f64) -> (f64, Vec<f6
 /// What [`contrastive_loss`] is computed from, on the host: the four scales' projections, and
 /// `labels` and `pred` (the detached argmax), both `[b, full_h, full_w]`.
 pub struct HostInputs<'a> {
+    /// The projections at strides 4, 8, 16, 32.
     pub scales: &'a [ScaleInput<'a>; SCALES],
+    /// Ground-truth class ids (255 = ignore), `[b, full_h, full_w]`.
     pub labels: &'a [u8],
+    /// Predicted class ids, `[b, full_h, full_w]`.
     pub pred: &'a [u8],
+    /// Label height.
     pub full_h: usize,
+    /// Label width.
     pub full_w: usize,
 }
 

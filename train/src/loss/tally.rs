@@ -6,11 +6,15 @@ use std::collections::BTreeMap;
 /// Totals over the steps since the last report, summed over scales.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClassSampling {
+    /// The class's name (its id when the name is unknown).
     pub class: String,
     /// Anchors formed (one per scale and step where the class had positives and negatives).
     pub anchors: u64,
+    /// Positives sampled.
     pub positives: u64,
+    /// BANE hard negatives sampled.
     pub hard: u64,
+    /// Random negatives sampled.
     pub random: u64,
 }
 
@@ -29,10 +33,12 @@ impl ClassSampling {
 /// Accumulates [`AnchorCount`]s between reports.
 pub struct SamplingTally {
     by_class: BTreeMap<u8, [u64; 4]>,
+    /// First step of the current window.
     pub since_step: u64,
 }
 
 impl SamplingTally {
+    /// An empty tally whose window starts at `step`.
     pub fn from_step(step: u64) -> Self {
         SamplingTally {
             by_class: BTreeMap::new(),
@@ -40,6 +46,7 @@ impl SamplingTally {
         }
     }
 
+    /// Adds one step's anchors to their classes' totals.
     pub fn add(&mut self, anchors: &[AnchorCount]) {
         for a in anchors {
             let t = self.by_class.entry(a.class).or_default();
@@ -50,6 +57,7 @@ impl SamplingTally {
         }
     }
 
+    /// Whether nothing was added since the last [`SamplingTally::take`].
     pub fn is_empty(&self) -> bool {
         self.by_class.is_empty()
     }

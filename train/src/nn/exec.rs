@@ -10,7 +10,9 @@ use crate::{Error, Result};
 /// Batch norm with batch statistics (and running-stat updates), or with the running ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// Batch statistics; running statistics updated.
     Train,
+    /// Running statistics, left unchanged.
     Eval,
 }
 
@@ -21,7 +23,9 @@ pub use contextrast_model::BN_EPS;
 
 /// Every node's output of one forward pass.
 pub struct Activations<B: Backend> {
+    /// Each node's output, by [`NodeId`]; `None` for nodes that did not run.
     pub values: Vec<Option<B::Buf>>,
+    /// Each node's output shape, by [`NodeId`] (inferred for every node).
     pub shapes: Vec<Shape>,
     bn_saved: Vec<Option<(B::Buf, B::Buf)>>,
     mode: Mode,
@@ -38,10 +42,12 @@ impl<B: Backend> Activations<B> {
 
 /// Gradients of the trainable parameters, aligned with `Params::specs` (`None` for state).
 pub struct Grads<B: Backend> {
+    /// One gradient per parameter; `None` for batch-norm running statistics.
     pub values: Vec<Option<B::Buf>>,
 }
 
 impl<B: Backend> Grads<B> {
+    /// Zero gradients for every trainable parameter of `params`.
     pub fn zeros(be: &B, params: &Params<B>) -> Result<Self> {
         let values = params
             .specs
@@ -56,6 +62,7 @@ impl<B: Backend> Grads<B> {
             .collect::<Result<_>>()?;
         Ok(Grads { values })
     }
+    /// Sets every gradient back to zero.
     pub fn clear(&mut self, be: &B) -> Result<()> {
         for g in self.values.iter_mut().flatten() {
             be.fill(g, 0.0)?;

@@ -14,18 +14,27 @@ pub type NodeId = usize;
 pub enum Op {
     /// The normalised image batch `[n, 3, h, w]`.
     Input,
+    /// 2-D convolution of its one input.
     Conv {
+        /// Parameter name prefix.
         param: String,
+        /// Channels, kernel size, stride and padding.
         spec: ConvSpec,
+        /// Whether it has a `{param}.bias`.
         bias: bool,
     },
+    /// Batch normalisation over channels (batch statistics in training, running ones otherwise).
     BatchNorm {
+        /// Parameter name prefix.
         param: String,
+        /// Number of channels normalised.
         channels: usize,
     },
+    /// Elementwise `max(x, 0)`.
     Relu,
     /// Bilinear upsampling (half-pixel) by an integer factor.
     Upsample {
+        /// Scale factor of height and width.
         factor: usize,
     },
     /// Elementwise sum of two same-shaped inputs.
@@ -36,10 +45,14 @@ pub enum Op {
     L2Normalize,
 }
 
+/// One node of a [`Graph`]: an operation applied to earlier nodes' outputs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Node {
+    /// Human-readable name; also the ONNX node's name, so the exporter needs it unique.
     pub name: String,
+    /// What it computes.
     pub op: Op,
+    /// Its inputs, all with smaller ids.
     pub inputs: Vec<NodeId>,
     /// Part of the projection heads: never run at inference, never exported.
     pub training_only: bool,
@@ -48,6 +61,7 @@ pub struct Node {
 /// A whole network with its named outputs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Graph {
+    /// All nodes, in topological order.
     pub nodes: Vec<Node>,
     /// Segmentation logits at input resolution, `[n, classes, h, w]`.
     pub logits: NodeId,
@@ -55,6 +69,7 @@ pub struct Graph {
     pub features: [NodeId; 4],
     /// L2-normalised projection-head outputs at strides 4, 8, 16, 32 (training only).
     pub projections: [NodeId; 4],
+    /// Number of segmentation classes (channels of `logits`).
     pub num_classes: usize,
     /// Input height and width must be multiples of this (the deepest stride).
     pub size_multiple: usize,
@@ -63,29 +78,39 @@ pub struct Graph {
 /// A parameter's role, for initialisation, weight decay and export.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ParamKind {
+    /// Convolution kernel `[c_out, c_in, k, k]`.
     ConvWeight,
+    /// Convolution bias `[c_out]`.
     ConvBias,
+    /// Batch-norm scale γ.
     BnGamma,
+    /// Batch-norm shift β.
     BnBeta,
     /// Running statistics: state, not trained.
     BnRunningMean,
+    /// Running variance: state, not trained.
     BnRunningVar,
 }
 
 /// Name, dims and kind of one parameter tensor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ParamSpec {
+    /// `{param}.{suffix}`, e.g. `enc.stem1.conv.weight`.
     pub name: String,
+    /// Tensor shape.
     pub dims: Vec<usize>,
+    /// Its role.
     pub kind: ParamKind,
     /// Belongs to a training-only node.
     pub training_only: bool,
 }
 
 impl ParamSpec {
+    /// Number of scalars (product of `dims`).
     pub fn numel(&self) -> usize {
         self.dims.iter().product()
     }
+    /// Whether SGD updates it (everything but batch-norm running statistics).
     pub fn trainable(&self) -> bool {
         !matches!(
             self.kind,
@@ -149,11 +174,14 @@ impl Graph {
 /// Builder used by the model definitions.
 #[derive(Default)]
 pub struct GraphBuilder {
+    /// Nodes added so far.
     pub nodes: Vec<Node>,
+    /// Marks the nodes added while set as training-only (projection heads).
     pub training_only: bool,
 }
 
 impl GraphBuilder {
+    /// Appends a node and returns its id.
     pub fn add(&mut self, name: impl Into<String>, op: Op, inputs: &[NodeId]) -> NodeId {
         self.nodes.push(Node {
             name: name.into(),
@@ -163,6 +191,7 @@ impl GraphBuilder {
         });
         self.nodes.len() - 1
     }
+    /// Appends the `input` node.
     pub fn input(&mut self) -> NodeId {
         self.add("input", Op::Input, &[])
     }

@@ -10,7 +10,9 @@ pub type HostParams = BTreeMap<String, Vec<f32>>;
 
 /// The model's parameters and batch-norm state, on backend `B`.
 pub struct Params<B: Backend> {
+    /// What each parameter is, in `Graph::param_specs` order.
     pub specs: Vec<ParamSpec>,
+    /// Each parameter's buffer, aligned with `specs`.
     pub values: Vec<B::Buf>,
     index: HashMap<String, usize>,
 }
@@ -75,6 +77,7 @@ impl<B: Backend> Params<B> {
         Ok(out)
     }
 
+    /// Position of the parameter `name` in `specs`/`values`; an error if there is none.
     pub fn index_of(&self, name: &str) -> Result<usize> {
         self.index
             .get(name)
@@ -82,6 +85,7 @@ impl<B: Backend> Params<B> {
             .ok_or_else(|| Error::Shape(format!("no parameter {name}")))
     }
 
+    /// The buffer of the parameter `name`; an error if there is none.
     pub fn get(&self, name: &str) -> Result<&B::Buf> {
         Ok(&self.values[self.index_of(name)?])
     }

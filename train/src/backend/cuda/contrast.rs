@@ -109,17 +109,25 @@ fn grid_y(what: &str, v: usize) -> Result<usize> {
 /// `[A, pos_cap]`, the negatives `[A, neg_cap]` (hard ones first, then random, as the CPU
 /// concatenates them) and `counts [A, 3]` = (|P|, |hard|, |random|).
 pub struct DeviceSamples {
+    /// The anchor classes, ascending: row `a` of each array is `classes[a]`.
     pub classes: Vec<u8>,
+    /// Positives, `[A, pos_cap]` flat pixel indices; each row's first |P| are valid.
     pub pos_idx: CudaSlice<u32>,
+    /// Negatives, `[A, neg_cap]`; each row's first |hard| + |random| are valid.
     pub neg_idx: CudaSlice<u32>,
+    /// `[A, 3]`: (|P|, |hard|, |random|) per anchor.
     pub counts: CudaSlice<i32>,
+    /// Row length of `pos_idx`: `max_pos`, at most the pixel count.
     pub pos_cap: usize,
+    /// Row length of `neg_idx`: `max_neg`, at most the pixel count.
     pub neg_cap: usize,
 }
 
 /// Per-class counts `[256]` and feature sums `[256, d]` of one scale.
 pub struct ClassStats {
+    /// Labelled pixels per class id, `[256]`.
     pub counts: CudaSlice<i32>,
+    /// Feature sums per class id, `[256, d]`.
     pub sums: CudaSlice<f64>,
 }
 

@@ -79,6 +79,7 @@ pub struct MemoryStats {
     pub pool_reserved_peak_bytes: Option<u64>,
     /// Total minus free now: every allocation on the device, the CUDA context included.
     pub device_used_bytes: u64,
+    /// The device's total memory.
     pub device_total_bytes: u64,
 }
 
@@ -130,12 +131,15 @@ pub fn cuda_available() -> bool {
 pub struct DeviceInfo {
     /// `cuda:N (device name)`.
     pub name: String,
+    /// `(major, minor)`, e.g. `(9, 0)` for an H100.
     pub compute_capability: (i32, i32),
     /// The `compute_XY` the kernels were compiled for.
     pub arch: String,
     /// The driver's CUDA version, e.g. `(12, 6)`.
     pub driver_version: (i32, i32),
+    /// The device's total memory, in bytes.
     pub total_bytes: u64,
+    /// Its free memory when [`Cuda::info`] was called, in bytes.
     pub free_bytes: u64,
     /// How convolutions run: `im2col + cuBLAS` or `cuDNN 9.x.y`.
     pub conv: String,

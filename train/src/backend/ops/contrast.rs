@@ -4,6 +4,7 @@ use crate::Result;
 use crate::backend::contrast::{self, BackendContrast, ContrastInputs};
 use crate::loss::contrast::ContrastConfig;
 
+/// The contrastive loss family; every method has a default.
 pub trait ContrastOps: Memory {
     /// L_PA and ∂L_PA/∂z_i (method doc, sections 2–5) on backend buffers: what
     /// [`crate::loss::contrast::contrastive_loss`] computes for `inputs` (see

@@ -3,6 +3,7 @@ use super::Memory;
 use crate::Result;
 use crate::backend::{ConvSpec, Shape};
 
+/// Convolution family (`[n, c, h, w]` tensors, `[c_out, c_in, k, k]` weights).
 pub trait ConvOps: Memory {
     /// Returns `y` of shape `spec.out_shape(xs)`.
     fn conv2d_forward(

@@ -3,6 +3,7 @@ use super::Memory;
 use crate::Result;
 use crate::backend::Shape;
 
+/// Channel layout family over `[n, c, h, w]` tensors.
 pub trait LayoutOps: Memory {
     /// Concatenates along channels; all parts share n, h, w.
     fn concat_channels(&self, parts: &[(&Self::Buf, Shape)]) -> Result<Self::Buf>;

@@ -3,6 +3,7 @@ use super::Memory;
 use crate::Result;
 use crate::backend::Shape;
 
+/// Loss family over `[n, classes, h, w]` logits and `[n, h, w]` labels.
 pub trait LossOps: Memory {
     /// Softmax cross-entropy over channels, averaged over labelled pixels (weighted mean with
     /// `class_weights` when given, PyTorch convention); pixels labelled

@@ -3,6 +3,7 @@ use super::Memory;
 use crate::Result;
 use crate::backend::Shape;
 
+/// L2-normalisation family over `[n, c, h, w]` tensors.
 pub trait NormalizeOps: Memory {
     /// `z = v / max(‖v‖₂, 1e-12)` for each pixel's channel vector `v`.
     fn l2_normalize_forward(&self, x: &Self::Buf, xs: Shape) -> Result<Self::Buf>;

@@ -2,6 +2,7 @@
 use super::Memory;
 use crate::Result;
 
+/// Optimiser family.
 pub trait OptimOps: Memory {
     /// SGD with momentum and decoupled-from-nothing weight decay, PyTorch rule:
     /// `g = grad + wd·p; v = μ·v + g; p −= lr·v`.

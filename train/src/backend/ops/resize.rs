@@ -3,6 +3,7 @@ use super::Memory;
 use crate::Result;
 use crate::backend::Shape;
 
+/// Resize family over `[n, c, h, w]` tensors.
 pub trait ResizeOps: Memory {
     /// Bilinear resize, half-pixel centres (PyTorch `align_corners=False`, ONNX `half_pixel`;
     /// source coordinates below 0 clamp to 0). Output `[n, c, out_h, out_w]`.
