@@ -5,52 +5,18 @@
 // Test helpers may unwrap: a panic there is a failed test, not a crash on input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
+use common::live_model::install_model;
 use common::{bin, ok_all, root};
 use std::path::{Path, PathBuf};
 
 fn synth(dir: &Path, name: &str, count: &str, seed: &str) -> PathBuf {
     let out = dir.join(name);
-    ok_all(
-        bin("info")
-            .args([
-                "synth",
-                "--variant",
-                "shifted",
-                "--width",
-                "256",
-                "--height",
-                "256",
-                "--count",
-                count,
-                "--seed",
-                seed,
-                "--out",
-            ])
-            .arg(&out),
+    common::synth(
+        "info",
+        &out,
+        &format!("--variant shifted --width 256 --height 256 --count {count} --seed {seed}"),
     );
     out
-}
-
-/// The running model as the service has it: model.onnx with its checkpoint beside it.
-fn install_model(live: &Path) -> PathBuf {
-    std::fs::create_dir_all(live).expect("mkdir");
-    let model = live.join("model.onnx");
-    std::fs::copy(root().join("models/default.onnx"), &model).expect("copy model");
-    std::fs::copy(
-        root().join("models/default.safetensors"),
-        live.join("model.safetensors"),
-    )
-    .expect("copy params");
-    let mut meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(root().join("models/default.json")).expect("read"))
-            .expect("json");
-    meta["params_file"] = "model.safetensors".into();
-    std::fs::write(
-        live.join("model.json"),
-        serde_json::to_vec(&meta).expect("json"),
-    )
-    .expect("write");
-    model
 }
 
 fn config(dir: &Path, data: &Path, holdout: &Path) -> PathBuf {
