@@ -37,6 +37,18 @@ fn config(dir: &Path, data: &Path, holdout: &Path) -> PathBuf {
     p
 }
 
+/// `contextrast retrain` in `dir` on `data`: its output and the report it filed.
+fn retrain(dir: &Path, data: &Path, holdout: &Path) -> (String, serde_json::Value) {
+    let out = ok_all(
+        bin("info")
+            .current_dir(dir)
+            .args(["retrain", "--config"])
+            .arg(config(dir, data, holdout)),
+    );
+    let r = report(&out);
+    (out, r)
+}
+
 fn report(stdout: &str) -> serde_json::Value {
     let path = stdout
         .lines()
@@ -71,13 +83,7 @@ fn retrain_promotes_a_better_model_refuses_a_broken_one_and_rolls_back() {
     let shipped = std::fs::read(&model).expect("read");
 
     // A good fine-tune: promoted, better on the held-out shifted frames.
-    let out = ok_all(
-        bin("info")
-            .current_dir(d)
-            .args(["retrain", "--config"])
-            .arg(config(d, &train, &holdout)),
-    );
-    let r = report(&out);
+    let (out, r) = retrain(d, &train, &holdout);
     let (cur, cand) = (
         r["current"]["miou"].as_f64().unwrap_or(1.0),
         r["candidate"]["miou"].as_f64().unwrap_or(0.0),
@@ -114,13 +120,7 @@ fn retrain_promotes_a_better_model_refuses_a_broken_one_and_rolls_back() {
     // A candidate trained on wrong labels: refused, the running model untouched.
     let broken = synth(d, "broken", "20", "7003");
     break_labels(&broken);
-    let out = ok_all(
-        bin("info")
-            .current_dir(d)
-            .args(["retrain", "--config"])
-            .arg(config(d, &broken, &holdout)),
-    );
-    let r = report(&out);
+    let (out, r) = retrain(d, &broken, &holdout);
     assert_eq!(r["promoted"], false, "{r:#}");
     assert!(
         r["decision"]["reasons"]
