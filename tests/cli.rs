@@ -3,7 +3,7 @@
 // Test helpers may unwrap: a panic there is a failed test, not a crash on input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
-use common::{bin, fails, read_json, stdout_ok};
+use common::{bin, fails, read_json, stdout_ok, synth};
 use std::path::Path;
 
 #[test]
@@ -11,9 +11,7 @@ fn synth_train_export_eval_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = d.join("line");
-    stdout_ok(bin("warn").args(["synth", "--out"]).arg(&data).args([
-        "--count", "12", "--seed", "4", "--width", "96", "--height", "64",
-    ]));
+    synth("warn", &data, "--count 12 --seed 4 --width 96 --height 64");
     let cfg = d.join("train.toml");
     std::fs::write(
         &cfg,
@@ -95,12 +93,7 @@ fn bad_inputs_get_clear_errors() {
     );
 
     let data = d.join("line");
-    stdout_ok(
-        bin("warn")
-            .args(["synth", "--out"])
-            .arg(&data)
-            .args(["--count", "3", "--width", "64", "--height", "64"]),
-    );
+    synth("warn", &data, "--count 3 --width 64 --height 64");
     let bad = d.join("bad.onnx");
     std::fs::write(&bad, b"not a model").unwrap();
     let err = fails(
@@ -151,9 +144,7 @@ fn segment_writes_masks_overlays_and_probs_and_skips_a_bad_image() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = d.join("line");
-    stdout_ok(bin("warn").args(["synth", "--out"]).arg(&data).args([
-        "--count", "3", "--seed", "8", "--width", "200", "--height", "120",
-    ]));
+    synth("warn", &data, "--count 3 --seed 8 --width 200 --height 120");
     let images = data.join("images");
     std::fs::write(images.join("zz_broken.png"), b"\x89PNG not really").unwrap();
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default.onnx");

@@ -5,7 +5,7 @@
 // Test helpers may unwrap: a panic there is a failed test, not a crash on input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
-use common::{bin, ok, output};
+use common::{bin, ok, output, synth};
 use std::path::Path;
 use std::process::Command;
 
@@ -40,9 +40,7 @@ fn on_the_emulator(test: &str) -> bool {
 /// A tiny line and a training config with the contrastive loss (BANE on) from the first step.
 fn tiny_run(d: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let data = d.join("line");
-    ok(bin("info").args(["synth", "--out"]).arg(&data).args([
-        "--count", "8", "--seed", "5", "--width", "96", "--height", "64",
-    ]));
+    synth("info", &data, "--count 8 --seed 5 --width 96 --height 64");
     let cfg = d.join("train.toml");
     std::fs::write(
         &cfg,

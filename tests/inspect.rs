@@ -4,6 +4,7 @@
 // Test helpers may unwrap: a panic there is a failed test, not a crash on input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
+use common::onnx_file::{dim, float_value, model_bytes};
 use common::{bin, root, run, shipped_model};
 use contextrast::capture::Frame;
 use contextrast::config::LineConfig;
@@ -260,46 +261,21 @@ fn both_engines_match_onnxruntime() {
 
 /// A valid ONNX file whose input has rank 3.
 fn rank3_model(path: &Path) {
-    use prost::Message;
     use tract_onnx::pb;
-    let dim = |v: i64| pb::tensor_shape_proto::Dimension {
-        value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(v)),
-        ..Default::default()
-    };
-    let vi = |name: &str, dims: &[i64]| pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: pb::tensor_proto::DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims.iter().map(|&d| dim(d)).collect(),
-                }),
-            })),
+    let vi = |name: &str| float_value(name, vec![dim(3), dim(64), dim(64)]);
+    let graph = pb::GraphProto {
+        name: "rank3".into(),
+        node: vec![pb::NodeProto {
+            op_type: "Relu".into(),
+            input: vec!["x".into()],
+            output: vec!["y".into()],
             ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let model = pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
         }],
-        graph: Some(pb::GraphProto {
-            name: "rank3".into(),
-            node: vec![pb::NodeProto {
-                op_type: "Relu".into(),
-                input: vec!["x".into()],
-                output: vec!["y".into()],
-                ..Default::default()
-            }],
-            input: vec![vi("x", &[3, 64, 64])],
-            output: vec![vi("y", &[3, 64, 64])],
-            ..Default::default()
-        }),
+        input: vec![vi("x")],
+        output: vec![vi("y")],
         ..Default::default()
     };
-    std::fs::write(path, model.encode_to_vec()).expect("write model");
+    std::fs::write(path, model_bytes(graph)).expect("write model");
 }
 
 #[test]

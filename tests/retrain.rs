@@ -5,52 +5,18 @@
 // Test helpers may unwrap: a panic there is a failed test, not a crash on input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
+use common::live_model::install_model;
 use common::{bin, ok_all, root};
 use std::path::{Path, PathBuf};
 
 fn synth(dir: &Path, name: &str, count: &str, seed: &str) -> PathBuf {
     let out = dir.join(name);
-    ok_all(
-        bin("info")
-            .args([
-                "synth",
-                "--variant",
-                "shifted",
-                "--width",
-                "256",
-                "--height",
-                "256",
-                "--count",
-                count,
-                "--seed",
-                seed,
-                "--out",
-            ])
-            .arg(&out),
+    common::synth(
+        "info",
+        &out,
+        &format!("--variant shifted --width 256 --height 256 --count {count} --seed {seed}"),
     );
     out
-}
-
-/// The running model as the service has it: model.onnx with its checkpoint beside it.
-fn install_model(live: &Path) -> PathBuf {
-    std::fs::create_dir_all(live).expect("mkdir");
-    let model = live.join("model.onnx");
-    std::fs::copy(root().join("models/default.onnx"), &model).expect("copy model");
-    std::fs::copy(
-        root().join("models/default.safetensors"),
-        live.join("model.safetensors"),
-    )
-    .expect("copy params");
-    let mut meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(root().join("models/default.json")).expect("read"))
-            .expect("json");
-    meta["params_file"] = "model.safetensors".into();
-    std::fs::write(
-        live.join("model.json"),
-        serde_json::to_vec(&meta).expect("json"),
-    )
-    .expect("write");
-    model
 }
 
 fn config(dir: &Path, data: &Path, holdout: &Path) -> PathBuf {
@@ -69,6 +35,18 @@ fn config(dir: &Path, data: &Path, holdout: &Path) -> PathBuf {
     )
     .expect("write config");
     p
+}
+
+/// `contextrast retrain` in `dir` on `data`: its output and the report it filed.
+fn retrain(dir: &Path, data: &Path, holdout: &Path) -> (String, serde_json::Value) {
+    let out = ok_all(
+        bin("info")
+            .current_dir(dir)
+            .args(["retrain", "--config"])
+            .arg(config(dir, data, holdout)),
+    );
+    let r = report(&out);
+    (out, r)
 }
 
 fn report(stdout: &str) -> serde_json::Value {
@@ -105,13 +83,7 @@ fn retrain_promotes_a_better_model_refuses_a_broken_one_and_rolls_back() {
     let shipped = std::fs::read(&model).expect("read");
 
     // A good fine-tune: promoted, better on the held-out shifted frames.
-    let out = ok_all(
-        bin("info")
-            .current_dir(d)
-            .args(["retrain", "--config"])
-            .arg(config(d, &train, &holdout)),
-    );
-    let r = report(&out);
+    let (out, r) = retrain(d, &train, &holdout);
     let (cur, cand) = (
         r["current"]["miou"].as_f64().unwrap_or(1.0),
         r["candidate"]["miou"].as_f64().unwrap_or(0.0),
@@ -148,13 +120,7 @@ fn retrain_promotes_a_better_model_refuses_a_broken_one_and_rolls_back() {
     // A candidate trained on wrong labels: refused, the running model untouched.
     let broken = synth(d, "broken", "20", "7003");
     break_labels(&broken);
-    let out = ok_all(
-        bin("info")
-            .current_dir(d)
-            .args(["retrain", "--config"])
-            .arg(config(d, &broken, &holdout)),
-    );
-    let r = report(&out);
+    let (out, r) = retrain(d, &broken, &holdout);
     assert_eq!(r["promoted"], false, "{r:#}");
     assert!(
         r["decision"]["reasons"]

@@ -62,17 +62,6 @@ fn cfg(defect: &[bool], thr: f32, min_area: f64) -> DecisionConfig {
     }
 }
 
-fn geom(w: usize, h: usize) -> MapGeom {
-    MapGeom {
-        map_w: w,
-        map_h: h,
-        content_w: w,
-        content_h: h,
-        frame_w: w as u32,
-        frame_h: h as u32,
-    }
-}
-
 /// Channel-major zero probabilities for `c` classes on the map of `g`.
 fn zeros(c: usize, g: &MapGeom) -> Vec<f32> {
     vec![0.0; c * g.map_w * g.map_h]
@@ -94,7 +83,7 @@ fn close(a: f32, b: f32) -> bool {
 
 #[test]
 fn single_blob_exact_numbers() {
-    let g = geom(8, 8);
+    let g = MapGeom::unscaled(8, 8);
     let mut p = zeros(1, &g);
     // 3x2 blob at x=2..5, y=3..5
     let vals = [0.6, 0.7, 0.8, 0.9, 0.6, 0.6];
@@ -120,7 +109,7 @@ fn single_blob_exact_numbers() {
 
 #[test]
 fn empty_frame_has_no_defect() {
-    let g = geom(5, 5);
+    let g = MapGeom::unscaled(5, 5);
     let mut d = Decider::new(cfg(&[true, true], 0.5, 0.0)).expect("cfg");
     let v = run(&mut d, &zeros(2, &g), &g);
     assert!(v.defects.is_empty() && !v.defective && !v.reject);
@@ -128,7 +117,7 @@ fn empty_frame_has_no_defect() {
 
 #[test]
 fn touching_blobs_of_different_classes_are_separate() {
-    let g = geom(6, 4);
+    let g = MapGeom::unscaled(6, 4);
     let mut p = zeros(2, &g);
     // class 0: x 0..2 (2x3 = 6 px), class 1: x 2..3 (1x3 = 3 px), adjacent columns
     for y in 0..3 {
@@ -150,7 +139,7 @@ fn touching_blobs_of_different_classes_are_separate() {
 
 #[test]
 fn diagonal_pixels_join() {
-    let g = geom(6, 6);
+    let g = MapGeom::unscaled(6, 6);
     let mut p = zeros(1, &g);
     for (x, y) in [(1, 1), (2, 2), (3, 3), (4, 2)] {
         set(&mut p, &g, 0, x, y, 0.9);
@@ -168,7 +157,7 @@ fn diagonal_pixels_join() {
 
 #[test]
 fn below_threshold_ignored() {
-    let g = geom(4, 4);
+    let g = MapGeom::unscaled(4, 4);
     let mut p = zeros(1, &g);
     set(&mut p, &g, 0, 0, 0, 0.49);
     set(&mut p, &g, 0, 1, 0, 0.5); // exactly at threshold counts
@@ -182,7 +171,7 @@ fn below_threshold_ignored() {
 
 #[test]
 fn non_defect_class_does_not_hide_defect() {
-    let g = geom(3, 3);
+    let g = MapGeom::unscaled(3, 3);
     let mut p = zeros(3, &g);
     // class 0 = background (not a defect) dominates, class 1 is above its threshold
     set(&mut p, &g, 0, 1, 1, 0.95);
@@ -200,7 +189,7 @@ fn non_defect_class_does_not_hide_defect() {
 
 #[test]
 fn defect_class_above_own_threshold_beats_higher_prob_below_threshold() {
-    let g = geom(2, 1);
+    let g = MapGeom::unscaled(2, 1);
     let mut p = zeros(2, &g);
     set(&mut p, &g, 0, 0, 0, 0.6); // class 0 thr 0.9: not eligible
     set(&mut p, &g, 1, 0, 0, 0.4); // class 1 thr 0.3: eligible
@@ -218,7 +207,7 @@ fn min_area_scales_with_frame_ratio() {
     let g = MapGeom {
         frame_w: 40,
         frame_h: 40,
-        ..geom(10, 10)
+        ..MapGeom::unscaled(10, 10)
     };
     let mut p = zeros(1, &g);
     for (x, y) in [(2, 3), (3, 3), (2, 4), (3, 4)] {
@@ -247,7 +236,7 @@ fn non_integer_ratio_bbox_and_clamp() {
     let g = MapGeom {
         frame_w: 10,
         frame_h: 10,
-        ..geom(3, 3)
+        ..MapGeom::unscaled(3, 3)
     };
     let mut p = zeros(1, &g);
     set(&mut p, &g, 0, 1, 1, 0.9);
@@ -261,7 +250,7 @@ fn non_integer_ratio_bbox_and_clamp() {
 
 #[test]
 fn roi_rect_excludes_outside() {
-    let g = geom(8, 8);
+    let g = MapGeom::unscaled(8, 8);
     let mut p = zeros(1, &g);
     for y in 0..8 {
         for x in 0..8 {
@@ -285,7 +274,7 @@ fn roi_rect_excludes_outside() {
 
 #[test]
 fn roi_concave_polygon_l_shape() {
-    let g = geom(8, 8);
+    let g = MapGeom::unscaled(8, 8);
     let mut p = zeros(1, &g);
     for y in 0..8 {
         for x in 0..8 {
@@ -317,7 +306,7 @@ fn roi_concave_polygon_l_shape() {
 
 #[test]
 fn roi_union_of_regions() {
-    let g = geom(8, 2);
+    let g = MapGeom::unscaled(8, 2);
     let mut p = zeros(1, &g);
     for x in 0..8 {
         set(&mut p, &g, 0, x, 0, 0.9);
@@ -350,7 +339,7 @@ fn roi_recomputed_when_geometry_changes() {
     }];
     let mut d = Decider::new(c).expect("cfg");
     // frame 8x8 at map 8x8: map pixel (3,3) centre (3.5,3.5) inside
-    let g1 = geom(8, 8);
+    let g1 = MapGeom::unscaled(8, 8);
     let mut p = zeros(1, &g1);
     set(&mut p, &g1, 0, 3, 3, 0.9);
     assert_eq!(run(&mut d, &p, &g1).defects.len(), 1);
@@ -394,7 +383,7 @@ fn padding_ignored() {
 
 #[test]
 fn k_of_n_confirmation() {
-    let g = geom(2, 2);
+    let g = MapGeom::unscaled(2, 2);
     let mut c = cfg(&[true], 0.5, 0.0);
     c.confirm_k = 2;
     c.confirm_n = 3;
@@ -484,7 +473,7 @@ fn bad_configs_rejected() {
 
 #[test]
 fn bad_probs_and_geometry_rejected() {
-    let g = geom(4, 4);
+    let g = MapGeom::unscaled(4, 4);
     let mut d = Decider::new(cfg(&[true, true], 0.5, 0.0)).expect("cfg");
     let mut v = Verdict::new();
     let e = d
@@ -685,7 +674,7 @@ fn u_and_spiral_shapes_are_one_component() {
         "....#....",
         "....#####",
     ];
-    let g = geom(9, 8);
+    let g = MapGeom::unscaled(9, 8);
     let mut p = zeros(1, &g);
     for (y, r) in rows.iter().enumerate() {
         for (x, ch) in r.bytes().enumerate() {
@@ -705,7 +694,7 @@ fn u_and_spiral_shapes_are_one_component() {
 
 /// 640x480, 5 classes (class 0 background), a few blobs of varied shape.
 fn bench_setup() -> (Decider, Vec<f32>, MapGeom) {
-    let g = geom(640, 480);
+    let g = MapGeom::unscaled(640, 480);
     let c = 5;
     let mut p = zeros(c, &g);
     let plane = g.map_w * g.map_h;

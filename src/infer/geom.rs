@@ -21,3 +21,18 @@ pub struct MapGeom {
     /// Frame height in pixels.
     pub frame_h: u32,
 }
+
+#[cfg(test)]
+impl MapGeom {
+    /// A `w`×`h` map without padding over a frame of the same size, for tests.
+    pub(crate) fn unscaled(w: usize, h: usize) -> MapGeom {
+        MapGeom {
+            map_w: w,
+            map_h: h,
+            content_w: w,
+            content_h: h,
+            frame_w: w as u32,
+            frame_h: h as u32,
+        }
+    }
+}

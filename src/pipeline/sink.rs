@@ -357,4 +357,4 @@ pub fn image_job(
 
 #[cfg(test)]
 #[path = "sink_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -45,7 +45,7 @@ impl OutputPin for Recorder {
     }
 }
 
-fn model() -> ModelInfo {
+pub(crate) fn model() -> ModelInfo {
     ModelInfo {
         path: "fake.onnx".into(),
         class_names: vec!["ok".into(), "bad".into()],
@@ -70,14 +70,7 @@ fn frame(seq: u64, captured: Instant) -> Frame {
 fn seg() -> Segmentation {
     let mut s = Segmentation {
         classes: 2,
-        geom: MapGeom {
-            map_w: 4,
-            map_h: 4,
-            content_w: 4,
-            content_h: 4,
-            frame_w: 4,
-            frame_h: 4,
-        },
+        geom: MapGeom::unscaled(4, 4),
         ..Segmentation::default()
     };
     let probs = s.scores.probs_mut();

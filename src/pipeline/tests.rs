@@ -51,12 +51,8 @@ impl Fake {
     fn new(delay: Duration) -> Fake {
         Fake {
             info: ModelInfo {
-                path: "fake.onnx".into(),
-                class_names: vec!["ok".into(), "bad".into()],
-                defect: vec![false, true],
-                colors: vec![[0, 0, 0], [255, 0, 0]],
                 version: "fake".into(),
-                engine: "fake",
+                ..super::sink::tests::model()
             },
             delay,
             fail_seq: None,
@@ -78,14 +74,7 @@ impl Segmenter for Fake {
         }
         let even = frame.rgb[0].is_multiple_of(2);
         out.classes = 2;
-        out.geom = MapGeom {
-            map_w: 4,
-            map_h: 4,
-            content_w: 4,
-            content_h: 4,
-            frame_w: 4,
-            frame_h: 4,
-        };
+        out.geom = MapGeom::unscaled(4, 4);
         let probs = out.scores.probs_mut();
         probs.clear();
         probs.resize(32, 0.0);

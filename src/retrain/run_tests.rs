@@ -1,31 +1,9 @@
 use super::*;
 use contextrast_train::data::synth::{Variant, generate};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The running model as the service has it: model.onnx with its checkpoint beside it.
-fn install_model(live: &Path) -> PathBuf {
-    std::fs::create_dir_all(live).expect("mkdir");
-    let model = live.join("model.onnx");
-    std::fs::copy(root().join("models/default.onnx"), &model).expect("copy model");
-    std::fs::copy(
-        root().join("models/default.safetensors"),
-        live.join("model.safetensors"),
-    )
-    .expect("copy params");
-    let mut meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(root().join("models/default.json")).expect("read"))
-            .expect("json");
-    meta["params_file"] = "model.safetensors".into();
-    std::fs::write(
-        live.join("model.json"),
-        serde_json::to_vec(&meta).expect("json"),
-    )
-    .expect("write");
-    model
-}
+#[path = "../../tests/common/live_model.rs"]
+mod live_model;
+use live_model::install_model;
 
 /// `count` labelled synthetic frames in `dir/name`.
 fn labelled(dir: &Path, name: &str, count: usize, seed: u64) -> PathBuf {

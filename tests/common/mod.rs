@@ -3,6 +3,9 @@
 //! checks that for free.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod live_model;
+pub mod onnx_file;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -57,6 +60,14 @@ pub fn stdout_ok(c: &mut Command) -> String {
 pub fn ok_all(c: &mut Command) -> String {
     let (stdout, stderr) = ok(c);
     stdout + &stderr
+}
+
+/// `contextrast synth --out OUT ARGS…` (`args` split at white space), which must succeed.
+pub fn synth(rust_log: &str, out: &Path, args: &str) {
+    ok(bin(rust_log)
+        .args(["synth", "--out"])
+        .arg(out)
+        .args(args.split_whitespace()));
 }
 
 /// Runs `c`, which must fail cleanly: its stderr.

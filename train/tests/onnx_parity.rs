@@ -61,19 +61,9 @@ fn random_params(graph: &Graph, seed: u64) -> HostParams {
 
 fn meta() -> ModelMeta {
     ModelMeta {
-        class_names: vec![
-            "background".into(),
-            "scratch".into(),
-            "dent".into(),
-            "stain".into(),
-        ],
-        colors: vec![[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]],
         defect: vec![false, true, true, true],
         input_h: 64,
         input_w: 96,
-        mean: [0.485, 0.456, 0.406],
-        std: [0.229, 0.224, 0.225],
-        size_multiple: 32,
         metrics: BTreeMap::from([
             ("miou".into(), 0.7312345678901234),
             ("biou".into(), 0.1 + 0.2),
@@ -84,6 +74,7 @@ fn meta() -> ModelMeta {
             ("date".into(), "2026-11-27".into()),
             ("tool_version".into(), "contextrast 0.1.0".into()),
         ]),
+        ..contextrast_model::meta::sample()
     }
 }
 

@@ -2,6 +2,10 @@ use super::graph::{Conv, Epilogue, INPUT, Layer, Net, Step};
 use super::*;
 use contextrast_model::ConvSpec;
 
+#[path = "../../../tests/common/onnx_file.rs"]
+mod onnx_file;
+use onnx_file::{dim, dim_param, float_value, model_bytes};
+
 /// Deterministic values in [-1, 1).
 fn noise(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -404,29 +408,8 @@ fn the_native_engine_matches_tract_on_a_refine_network() {
 /// A valid model the native engine cannot run: a 1×1 convolution then a Sigmoid, with
 /// symbolic height and width and two output channels.
 fn sigmoid_model(path: &std::path::Path) {
-    use pb::tensor_shape_proto::{Dimension, dimension::Value};
-    let dims = |c: i64| {
-        let d = |v: Value| Dimension {
-            value: Some(v),
-            ..Default::default()
-        };
-        vec![
-            d(Value::DimValue(1)),
-            d(Value::DimValue(c)),
-            d(Value::DimParam("H".into())),
-            d(Value::DimParam("W".into())),
-        ]
-    };
-    let vi = |name: &str, c: i64| pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: pb::tensor_proto::DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto { dim: dims(c) }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
+    let vi = |name: &str, c: i64| {
+        float_value(name, vec![dim(1), dim(c), dim_param("H"), dim_param("W")])
     };
     let node = |op: &str, inputs: &[&str], out: &str| pb::NodeProto {
         op_type: op.into(),
@@ -435,31 +418,23 @@ fn sigmoid_model(path: &std::path::Path) {
         output: vec![out.into()],
         ..Default::default()
     };
-    let model = pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(pb::GraphProto {
-            node: vec![
-                node("Conv", &["image", "w"], "z"),
-                node("Sigmoid", &["z"], "y"),
-            ],
-            initializer: vec![pb::TensorProto {
-                name: "w".into(),
-                dims: vec![2, 3, 1, 1],
-                data_type: pb::tensor_proto::DataType::Float as i32,
-                float_data: noise(6, 3),
-                ..Default::default()
-            }],
-            input: vec![vi("image", 3)],
-            output: vec![vi("y", 2)],
+    let graph = pb::GraphProto {
+        node: vec![
+            node("Conv", &["image", "w"], "z"),
+            node("Sigmoid", &["z"], "y"),
+        ],
+        initializer: vec![pb::TensorProto {
+            name: "w".into(),
+            dims: vec![2, 3, 1, 1],
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            float_data: noise(6, 3),
             ..Default::default()
-        }),
+        }],
+        input: vec![vi("image", 3)],
+        output: vec![vi("y", 2)],
         ..Default::default()
     };
-    std::fs::write(path, model.encode_to_vec()).unwrap();
+    std::fs::write(path, model_bytes(graph)).unwrap();
 }
 
 #[test]

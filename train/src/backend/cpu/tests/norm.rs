@@ -3,6 +3,29 @@ use super::{Rng, assert_close, assert_close32, assert_shape_err, dot, fd_grad};
 use crate::backend::ops::*;
 use crate::backend::{Cpu, Shape};
 
+/// The training-mode forward with momentum 0.1 and eps 1e-5: `(y, mean, invstd)`.
+fn bn_train(
+    x: &Vec<f32>,
+    xs: Shape,
+    gamma: &Vec<f32>,
+    beta: &Vec<f32>,
+    running_mean: &mut Vec<f32>,
+    running_var: &mut Vec<f32>,
+) -> crate::Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    Cpu.batchnorm_forward_train(
+        x,
+        xs,
+        BatchNormTrain {
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            momentum: 0.1,
+            eps: 1e-5,
+        },
+    )
+}
+
 #[test]
 fn batchnorm_train_normalises_and_updates_running_stats_unbiased() {
     // Channel 0 holds 1, 2 (image 0) and 3, 4 (image 1): mean 2.5, biased var 1.25,
@@ -11,20 +34,7 @@ fn batchnorm_train_normalises_and_updates_running_stats_unbiased() {
     let x = vec![1.0, 2.0, 7.0, 7.0, 3.0, 4.0, 7.0, 7.0];
     let (gamma, beta) = (vec![2.0, 1.0], vec![0.5, -1.0]);
     let (mut rm, mut rv) = (vec![0.0, 1.0], vec![1.0, 2.0]);
-    let (y, mean, invstd) = Cpu
-        .batchnorm_forward_train(
-            &x,
-            xs,
-            BatchNormTrain {
-                gamma: &gamma,
-                beta: &beta,
-                running_mean: &mut rm,
-                running_var: &mut rv,
-                momentum: 0.1,
-                eps: 1e-5,
-            },
-        )
-        .unwrap();
+    let (y, mean, invstd) = bn_train(&x, xs, &gamma, &beta, &mut rm, &mut rv).unwrap();
     assert_close32("mean", &mean, &[2.5, 7.0], 1e-6);
     let is0 = 1.0 / (1.25f32 + 1e-5).sqrt();
     let is1 = 1.0 / 1e-5f32.sqrt();
@@ -70,37 +80,12 @@ fn batchnorm_backward_matches_finite_differences() {
     let r = rng.tensor(xs);
     let fwd = |x: &[f32], g: &[f32], b: &[f32]| {
         let (mut rm, mut rv) = (vec![0.0; 3], vec![1.0; 3]);
-        let (y, _, _) = Cpu
-            .batchnorm_forward_train(
-                &x.to_vec(),
-                xs,
-                BatchNormTrain {
-                    gamma: &g.to_vec(),
-                    beta: &b.to_vec(),
-                    running_mean: &mut rm,
-                    running_var: &mut rv,
-                    momentum: 0.1,
-                    eps: 1e-5,
-                },
-            )
-            .unwrap();
+        let (y, _, _) =
+            bn_train(&x.to_vec(), xs, &g.to_vec(), &b.to_vec(), &mut rm, &mut rv).unwrap();
         dot(&r, &y)
     };
     let (mut rm, mut rv) = (vec![0.0; 3], vec![1.0; 3]);
-    let (_, mean, invstd) = Cpu
-        .batchnorm_forward_train(
-            &x,
-            xs,
-            BatchNormTrain {
-                gamma: &gamma,
-                beta: &beta,
-                running_mean: &mut rm,
-                running_var: &mut rv,
-                momentum: 0.1,
-                eps: 1e-5,
-            },
-        )
-        .unwrap();
+    let (_, mean, invstd) = bn_train(&x, xs, &gamma, &beta, &mut rm, &mut rv).unwrap();
     let (mut dg, mut db) = (vec![0.5; 3], vec![0.5; 3]);
     let dx = Cpu
         .batchnorm_backward(
@@ -148,36 +133,14 @@ fn batchnorm_rejects_bad_lengths_and_single_values() {
     let (mut rm, mut rv) = (vec![0.0; 2], vec![1.0; 2]);
     assert_shape_err(
         "one value per channel",
-        Cpu.batchnorm_forward_train(
-            &x,
-            xs,
-            BatchNormTrain {
-                gamma: &g,
-                beta: &b,
-                running_mean: &mut rm,
-                running_var: &mut rv,
-                momentum: 0.1,
-                eps: 1e-5,
-            },
-        ),
+        bn_train(&x, xs, &g, &b, &mut rm, &mut rv),
     );
     let xs = Shape::new(2, 2, 1, 1);
     let x4 = vec![1.0; 4];
     let mut short = vec![0.0; 1];
     assert_shape_err(
         "short running_var",
-        Cpu.batchnorm_forward_train(
-            &x4,
-            xs,
-            BatchNormTrain {
-                gamma: &g,
-                beta: &b,
-                running_mean: &mut rm,
-                running_var: &mut short,
-                momentum: 0.1,
-                eps: 1e-5,
-            },
-        ),
+        bn_train(&x4, xs, &g, &b, &mut rm, &mut short),
     );
     assert_shape_err(
         "short x",
