@@ -114,8 +114,5 @@ fn the_engine_is_chosen_by_name() {
     let e = parse("[model]\nengine = \"fast\"\n")
         .unwrap_err()
         .to_string();
-    assert!(
-        e.contains("/etc/line/line.toml") && e.contains("fast") && e.contains("native"),
-        "{e}"
-    );
+    contextrast_model::testing::assert_mentions(&e, &["/etc/line/line.toml", "fast", "native"]);
 }

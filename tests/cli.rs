@@ -48,10 +48,7 @@ fn synth_train_export_eval_round_trip() {
             .arg("--json")
             .arg(&j1),
     );
-    assert!(
-        table.contains("mIoU") && table.contains("scratch"),
-        "{table}"
-    );
+    contextrast_model::testing::assert_mentions(&table, &["mIoU", "scratch"]);
     stdout_ok(
         bin("warn")
             .args(["eval", "--model"])
@@ -160,10 +157,7 @@ fn segment_writes_masks_overlays_and_probs_and_skips_a_bad_image() {
     let o = c.output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    assert!(
-        err.contains("zz_broken.png") && err.contains("1 failed"),
-        "{err}"
-    );
+    contextrast_model::testing::assert_mentions(&err, &["zz_broken.png", "1 failed"]);
     let masks: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -13,6 +13,7 @@ pub mod meta;
 pub mod onnx_model;
 pub mod rng;
 pub mod shape;
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use shape::{ConvSpec, Shape};

@@ -199,37 +199,45 @@ pub fn softmax_strided(
     c: usize,
     n: usize,
 ) {
+    let lay = Strides {
+        src_stride,
+        dst_stride,
+        c,
+        n,
+    };
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { softmax_avx2(src, src_stride, dst, dst_stride, c, n) };
+        return unsafe { softmax_avx2(src, dst, lay) };
     }
-    softmax_body(src, src_stride, dst, dst_stride, c, n);
+    softmax_body(src, dst, lay);
+}
+
+/// Where a strided softmax reads and writes: `c` channels of `n` pixels, channel `k` at
+/// `k·src_stride` in the source and `k·dst_stride` in the destination.
+#[derive(Clone, Copy)]
+struct Strides {
+    src_stride: usize,
+    dst_stride: usize,
+    c: usize,
+    n: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn softmax_avx2(
-    src: &[f32],
-    src_stride: usize,
-    dst: &mut [f32],
-    dst_stride: usize,
-    c: usize,
-    n: usize,
-) {
-    softmax_body(src, src_stride, dst, dst_stride, c, n);
+fn softmax_avx2(src: &[f32], dst: &mut [f32], lay: Strides) {
+    softmax_body(src, dst, lay);
 }
 
 /// The portable body, inlined into each instruction-set variant.
 #[inline(always)]
-fn softmax_body(
-    src: &[f32],
-    src_stride: usize,
-    dst: &mut [f32],
-    dst_stride: usize,
-    c: usize,
-    n: usize,
-) {
+fn softmax_body(src: &[f32], dst: &mut [f32], lay: Strides) {
+    let Strides {
+        src_stride,
+        dst_stride,
+        c,
+        n,
+    } = lay;
     let (mut mb, mut sb) = ([0f32; BLOCK], [0f32; BLOCK]);
     let mut p0 = 0;
     while p0 < n {

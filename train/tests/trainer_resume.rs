@@ -166,8 +166,5 @@ fn class_weights_of_the_wrong_length_are_refused() {
         .err()
         .unwrap()
         .to_string();
-    assert!(
-        msg.contains("class_weights") && msg.contains("5 classes"),
-        "{msg}"
-    );
+    contextrast_model::testing::assert_mentions(&msg, &["class_weights", "5 classes"]);
 }

@@ -323,9 +323,22 @@ fn unsupported_ops_and_attributes_are_named() {
 
 #[test]
 fn the_native_engine_matches_tract_on_the_shipped_model() {
+    // 200×120 is not a multiple of 32: padding and cropping are exercised too.
+    assert_native_matches_tract(&shipped(), &[(256, 192), (200, 120)], 31, 97, 7);
+}
+
+/// The native engine and tract load `path` with the same classes and give the same
+/// probabilities (to 1e-4) on a patterned frame of each size `(w, h)`.
+fn assert_native_matches_tract(
+    path: &std::path::Path,
+    sizes: &[(u32, u32)],
+    a: usize,
+    b: usize,
+    c: usize,
+) {
     use crate::infer::tract::TractSegmenter;
     let cfg = |engine| ModelConfig {
-        path: shipped(),
+        path: path.to_path_buf(),
         threads: 1,
         engine,
         ..ModelConfig::default()
@@ -333,18 +346,17 @@ fn the_native_engine_matches_tract_on_the_shipped_model() {
     let mut native = NativeSegmenter::load(&cfg(crate::infer::EngineKind::Native)).unwrap();
     let mut tract = TractSegmenter::load(&cfg(crate::infer::EngineKind::Tract)).unwrap();
     assert_eq!(native.info().class_names, tract.info().class_names);
-    // 200×120 is not a multiple of 32: padding and cropping are exercised too.
-    for (w, h) in [(256u32, 192u32), (200, 120)] {
+    for &(w, h) in sizes {
         let mut frame = Frame::with_capacity(w, h);
         frame.reset(w, h);
         for (i, v) in frame.rgb.iter_mut().enumerate() {
-            *v = ((i * 31 + (i / 97) * 7) % 256) as u8;
+            *v = ((i * a + (i / b) * c) % 256) as u8;
         }
-        let (mut a, mut b) = (Segmentation::default(), Segmentation::default());
-        native.segment(&frame, &mut a).unwrap();
-        tract.segment(&frame, &mut b).unwrap();
-        assert_eq!(a.geom, b.geom);
-        let d = max_diff(&a.scores.probs(), &b.scores.probs());
+        let (mut x, mut y) = (Segmentation::default(), Segmentation::default());
+        native.segment(&frame, &mut x).unwrap();
+        tract.segment(&frame, &mut y).unwrap();
+        assert_eq!(x.geom, y.geom);
+        let d = max_diff(&x.scores.probs(), &y.scores.probs());
         assert!(d < 1e-4, "{w}x{h}: max probability difference {d}");
     }
 }
@@ -353,7 +365,6 @@ fn the_native_engine_matches_tract_on_the_shipped_model() {
 /// engine as in tract: exported here from random weights with non-trivial batch norm.
 #[test]
 fn the_native_engine_matches_tract_on_a_refine_network() {
-    use crate::infer::tract::TractSegmenter;
     use contextrast_train::backend::Cpu;
     use contextrast_train::model::{NetConfig, contextrast_net};
     use contextrast_train::nn::params::Params;
@@ -382,27 +393,7 @@ fn the_native_engine_matches_tract_on_a_refine_network() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("refine.onnx");
     contextrast_train::export::export_onnx(&graph, &host, &meta, &path).unwrap();
-    let cfg = |engine| ModelConfig {
-        path: path.clone(),
-        threads: 1,
-        engine,
-        ..ModelConfig::default()
-    };
-    let mut native = NativeSegmenter::load(&cfg(crate::infer::EngineKind::Native)).unwrap();
-    let mut tract = TractSegmenter::load(&cfg(crate::infer::EngineKind::Tract)).unwrap();
-    for (w, h) in [(160u32, 96u32), (100, 70)] {
-        let mut frame = Frame::with_capacity(w, h);
-        frame.reset(w, h);
-        for (i, v) in frame.rgb.iter_mut().enumerate() {
-            *v = ((i * 29 + (i / 89) * 5) % 256) as u8;
-        }
-        let (mut a, mut b) = (Segmentation::default(), Segmentation::default());
-        native.segment(&frame, &mut a).unwrap();
-        tract.segment(&frame, &mut b).unwrap();
-        assert_eq!(a.geom, b.geom);
-        let d = max_diff(&a.scores.probs(), &b.scores.probs());
-        assert!(d < 1e-4, "{w}x{h}: max probability difference {d}");
-    }
+    assert_native_matches_tract(&path, &[(160, 96), (100, 70)], 29, 89, 5);
 }
 
 /// A valid model the native engine cannot run: a 1×1 convolution then a Sigmoid, with
@@ -452,11 +443,9 @@ fn auto_falls_back_to_tract_and_native_names_what_it_cannot_run() {
         Err(e) => e.to_string(),
         Ok(_) => panic!("the native engine must refuse a Sigmoid"),
     };
-    assert!(
-        e.contains("sigmoid.onnx")
-            && e.contains("op `Sigmoid`")
-            && e.contains("engine = \"tract\""),
-        "{e}"
+    contextrast_model::testing::assert_mentions(
+        &e,
+        &["sigmoid.onnx", "op `Sigmoid`", "engine = \"tract\""],
     );
     let mut auto = load_segmenter(&cfg(crate::infer::EngineKind::Auto)).unwrap();
     assert_eq!(auto.info().engine, "tract");

@@ -15,38 +15,33 @@ pub use ops::{
 
 pub use contextrast_model::{ConvSpec, IGNORE, Shape};
 
-/// Every op family at once, for generic code (`B: Backend`): the model, the losses, the
-/// trainer. Shapes travel beside the buffers; each op checks the lengths it is given and
-/// returns `Error::Shape` rather than panicking. Ops named `*_backward_*` that take `&mut`
-/// gradient buffers accumulate into them (`+=`), so shared parameters and fan-out just work.
-/// Implemented for whatever implements all the families ([`ops`]).
-pub trait Backend:
-    Memory
-    + ElementwiseOps
-    + ConvOps
-    + BatchNormOps
-    + NormalizeOps
-    + ResizeOps
-    + LayoutOps
-    + LossOps
-    + ContrastOps
-    + OptimOps
-{
+/// Declares [`Backend`] as the sum of the families listed once, and implements it for every
+/// type that has them all.
+macro_rules! backend_of_families {
+    ($(#[$doc:meta])* $($family:ident),+ $(,)?) => {
+        $(#[$doc])*
+        pub trait Backend: $($family +)+ {}
+        impl<T: $($family +)+> Backend for T {}
+    };
 }
 
-impl<T> Backend for T where
-    T: Memory
-        + ElementwiseOps
-        + ConvOps
-        + BatchNormOps
-        + NormalizeOps
-        + ResizeOps
-        + LayoutOps
-        + LossOps
-        + ContrastOps
-        + OptimOps
-{
-}
+backend_of_families!(
+    /// Every op family at once, for generic code (`B: Backend`): the model, the losses, the
+    /// trainer. Shapes travel beside the buffers; each op checks the lengths it is given and
+    /// returns `Error::Shape` rather than panicking. Ops named `*_backward_*` that take `&mut`
+    /// gradient buffers accumulate into them (`+=`), so shared parameters and fan-out just work.
+    /// Implemented for whatever implements all the families ([`ops`]).
+    Memory,
+    ElementwiseOps,
+    ConvOps,
+    BatchNormOps,
+    NormalizeOps,
+    ResizeOps,
+    LayoutOps,
+    LossOps,
+    ContrastOps,
+    OptimOps,
+);
 
 /// A buffer with its shape.
 pub struct Tensor<B: Backend> {

@@ -204,10 +204,7 @@ mod tests {
         for (text, want) in cases {
             std::fs::write(&path, text).unwrap();
             let msg = Classes::load(&path).unwrap_err().to_string();
-            assert!(
-                msg.contains("my-classes.toml") && msg.contains(want),
-                "{msg}"
-            );
+            contextrast_model::testing::assert_mentions(&msg, &["my-classes.toml", want]);
         }
         let missing = dir.path().join("absent.toml");
         let msg = Classes::load(&missing).unwrap_err().to_string();

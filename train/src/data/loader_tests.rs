@@ -138,10 +138,7 @@ fn config_defaults_and_validation() {
         .validate(std::path::Path::new("line.toml"))
         .unwrap_err()
         .to_string();
-    assert!(
-        msg.contains("line.toml") && msg.contains("augment.scale_max"),
-        "{msg}"
-    );
+    contextrast_model::testing::assert_mentions(&msg, &["line.toml", "augment.scale_max"]);
 }
 
 #[test]
@@ -261,56 +258,25 @@ fn a_corrupt_file_surfaces_as_an_error_and_the_loader_goes_on() {
 #[test]
 fn invalid_arguments_are_errors_not_panics() {
     let (_dir, ds) = small_set(2);
-    let mut l = Loader::new(
-        ds.clone(),
-        vec![],
-        LoaderConfig {
-            batch: 2,
-            aug: None,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-            seed: 0,
-            epoch_start: 0,
-            workers: 1,
-        },
-    );
-    assert!(
-        l.next_batch()
-            .unwrap_err()
-            .to_string()
-            .contains("empty set")
-    );
-    let mut l = Loader::new(
-        ds.clone(),
-        vec![0, 9],
-        LoaderConfig {
-            batch: 2,
-            aug: None,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-            seed: 0,
-            epoch_start: 0,
-            workers: 1,
-        },
-    );
-    assert!(l.next_batch().unwrap_err().to_string().contains("index 9"));
-    let mut l = Loader::new(
-        ds.clone(),
-        vec![0, 1],
-        LoaderConfig {
-            batch: 0,
-            aug: None,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-            seed: 0,
-            epoch_start: 0,
-            workers: 1,
-        },
-    );
-    assert!(
-        l.next_batch()
-            .unwrap_err()
-            .to_string()
-            .contains("batch size")
-    );
+    for (items, batch, want) in [
+        (vec![], 2, "empty set"),
+        (vec![0, 9], 2, "index 9"),
+        (vec![0, 1], 0, "batch size"),
+    ] {
+        let mut l = Loader::new(
+            ds.clone(),
+            items,
+            LoaderConfig {
+                batch,
+                aug: None,
+                mean: [0.0; 3],
+                std: [1.0; 3],
+                seed: 0,
+                epoch_start: 0,
+                workers: 1,
+            },
+        );
+        let e = l.next_batch().unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
 }

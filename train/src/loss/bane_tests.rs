@@ -443,10 +443,7 @@ fn config_caps_and_validation() {
     .validate(path)
     .unwrap_err()
     .to_string();
-    assert!(
-        err.contains("line.toml") && err.contains("hard_fraction"),
-        "{err}"
-    );
+    contextrast_model::testing::assert_mentions(&err, &["line.toml", "hard_fraction"]);
     let err = SamplingConfig {
         k_percentile: 0.0,
         ..d

@@ -40,6 +40,30 @@ fn inputs(z: &[Vec<f32>; 4], b: usize, d: usize, full: usize) -> [ScaleInput<'_>
 }
 
 /// Random labels over `classes` with some 255, and random predictions.
+/// [`contrastive_loss`] on square `full`×`full` label and prediction maps, with features `z`
+/// of `d` channels for `b` images.
+#[allow(clippy::too_many_arguments)]
+fn loss_of(
+    z: &[Vec<f32>; 4],
+    b: usize,
+    d: usize,
+    full: usize,
+    labels: &[u8],
+    pred: &[u8],
+    cfg: &ContrastConfig,
+    seed: u64,
+    step: u64,
+) -> crate::Result<super::contrast::ContrastOutput> {
+    let inputs = HostInputs {
+        scales: &inputs(z, b, d, full),
+        labels,
+        pred,
+        full_h: full,
+        full_w: full,
+    };
+    contrastive_loss(&inputs, cfg, seed, step)
+}
+
 fn random_maps(rng: &mut Rng, n: usize, classes: usize) -> (Vec<u8>, Vec<u8>) {
     let labels = (0..n)
         .map(|_| {
@@ -72,21 +96,7 @@ fn gradient_matches_central_differences() {
         },
         ..ContrastConfig::default()
     };
-    let run = |z: &[Vec<f32>; 4]| {
-        contrastive_loss(
-            &HostInputs {
-                scales: &inputs(z, b, d, full),
-                labels: &labels,
-                pred: &pred,
-                full_h: full,
-                full_w: full,
-            },
-            &cfg,
-            7,
-            3,
-        )
-        .unwrap()
-    };
+    let run = |z: &[Vec<f32>; 4]| loss_of(z, b, d, full, &labels, &pred, &cfg, 7, 3).unwrap();
     let out = run(&z);
     assert!(out.loss > 0.0 && out.loss.is_finite());
     assert!(
@@ -142,19 +152,7 @@ fn hand_computed_two_pixels() {
     z[0][8] = v[0];
     z[0][hw + 8] = v[1];
     let cfg = ContrastConfig::default();
-    let out = contrastive_loss(
-        &HostInputs {
-            scales: &inputs(&z, b, d, full),
-            labels: &labels,
-            pred: &pred,
-            full_h: full,
-            full_w: full,
-        },
-        &cfg,
-        0,
-        0,
-    )
-    .unwrap();
+    let out = loss_of(&z, b, d, full, &labels, &pred, &cfg, 0, 0).unwrap();
     let tau = 0.1;
     let uu = 1.0f64;
     let vv = 1.0f64;
@@ -208,21 +206,7 @@ fn bane_on_and_off_use_different_negatives_deterministically() {
         },
         ..ContrastConfig::default()
     };
-    let run = |cfg: &ContrastConfig| {
-        contrastive_loss(
-            &HostInputs {
-                scales: &inputs(&z, b, d, full),
-                labels: &labels,
-                pred: &pred,
-                full_h: full,
-                full_w: full,
-            },
-            cfg,
-            9,
-            4,
-        )
-        .unwrap()
-    };
+    let run = |cfg: &ContrastConfig| loss_of(&z, b, d, full, &labels, &pred, cfg, 9, 4).unwrap();
     let (a, a2, c) = (run(&on), run(&on), run(&off));
     assert_eq!(a, a2, "same inputs, same output");
     assert_eq!(a.anchors_used, c.anchors_used);
@@ -232,22 +216,15 @@ fn bane_on_and_off_use_different_negatives_deterministically() {
     let y1 = downsample_nearest(&labels, b, full, full, 4).unwrap();
     let p1 = downsample_nearest(&pred, b, full, full, 4).unwrap();
     let (h1, w1) = (full / 4, full / 4);
+    let maps = LabelMaps {
+        y: y1.as_slice(),
+        pred: p1.as_slice(),
+        b,
+        h: h1,
+        w: w1,
+    };
     let negs = |cfg: &SamplingConfig, m: u8| {
-        let s = sample_anchor(
-            &LabelMaps {
-                y: &y1,
-                pred: &p1,
-                b,
-                h: h1,
-                w: w1,
-            },
-            m,
-            cfg,
-            9,
-            4,
-            1,
-        )
-        .unwrap();
+        let s = sample_anchor(&maps, m, cfg, 9, 4, 1).unwrap();
         let mut n = s.hard_negatives;
         n.extend(s.random_negatives);
         n.sort_unstable();
@@ -260,21 +237,7 @@ fn bane_on_and_off_use_different_negatives_deterministically() {
     assert!(a.anchors.iter().any(|a| a.hard > 0));
     assert_eq!(a.anchors.len(), a.anchors_used.iter().sum::<usize>());
     for r in a.anchors.iter().filter(|r| r.scale == 0) {
-        let s = sample_anchor(
-            &LabelMaps {
-                y: &y1,
-                pred: &p1,
-                b,
-                h: h1,
-                w: w1,
-            },
-            r.class,
-            &on.sampling,
-            9,
-            4,
-            1,
-        )
-        .unwrap();
+        let s = sample_anchor(&maps, r.class, &on.sampling, 9, 4, 1).unwrap();
         let got = (r.positives, r.hard, r.random);
         let want = (
             s.positives.len(),
@@ -289,90 +252,34 @@ fn bane_on_and_off_use_different_negatives_deterministically() {
 fn config_errors_name_the_key() {
     let path = Path::new("train.toml");
     assert!(ContrastConfig::default().validate(path).is_ok());
-    let cases: Vec<(ContrastConfig, &str)> = vec![
+    type Edit = fn(&mut ContrastConfig);
+    let cases: [(Edit, &str); 10] = [
+        (|c| c.tau = 0.0, "contrast.tau"),
+        (|c| c.tau = f64::NAN, "contrast.tau"),
+        (|c| c.alpha = -0.1, "contrast.alpha"),
         (
-            ContrastConfig {
-                tau: 0.0,
-                ..Default::default()
-            },
-            "contrast.tau",
-        ),
-        (
-            ContrastConfig {
-                tau: f64::NAN,
-                ..Default::default()
-            },
-            "contrast.tau",
-        ),
-        (
-            ContrastConfig {
-                alpha: -0.1,
-                ..Default::default()
-            },
-            "contrast.alpha",
-        ),
-        (
-            ContrastConfig {
-                lambda: [0.1, f64::INFINITY, 0.7, 1.0],
-                ..Default::default()
-            },
+            |c| c.lambda = [0.1, f64::INFINITY, 0.7, 1.0],
             "contrast.lambda",
         ),
+        (|c| (c.w_l, c.w_h) = (0.7, 0.7), "contrast.w_l"),
+        (|c| (c.w_l, c.w_h) = (1.5, -0.5), "contrast.w_h"),
+        (|c| c.warmup_fraction = 1.5, "contrast.warmup_fraction"),
         (
-            ContrastConfig {
-                w_l: 0.7,
-                w_h: 0.7,
-                ..Default::default()
-            },
-            "contrast.w_l",
-        ),
-        (
-            ContrastConfig {
-                w_l: 1.5,
-                w_h: -0.5,
-                ..Default::default()
-            },
-            "contrast.w_h",
-        ),
-        (
-            ContrastConfig {
-                warmup_fraction: 1.5,
-                ..Default::default()
-            },
-            "contrast.warmup_fraction",
-        ),
-        (
-            ContrastConfig {
-                sampling: SamplingConfig {
-                    k_percentile: 0.0,
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
+            |c| c.sampling.k_percentile = 0.0,
             "contrast.sampling.k_percentile",
         ),
         (
-            ContrastConfig {
-                sampling: SamplingConfig {
-                    k_percentile: 1.5,
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
+            |c| c.sampling.k_percentile = 1.5,
             "contrast.sampling.k_percentile",
         ),
         (
-            ContrastConfig {
-                sampling: SamplingConfig {
-                    hard_fraction: -0.1,
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
+            |c| c.sampling.hard_fraction = -0.1,
             "contrast.sampling.hard_fraction",
         ),
     ];
-    for (cfg, key) in cases {
+    for (edit, key) in cases {
+        let mut cfg = ContrastConfig::default();
+        edit(&mut cfg);
         match cfg.validate(path) {
             Err(Error::Config {
                 key: k, path: p, ..
@@ -398,20 +305,7 @@ fn degenerate_sizes_are_refused_or_handled() {
     let (b, full) = (2, 16);
     let (labels, pred) = random_maps(&mut rng, b * full * full, 3);
     let cfg = ContrastConfig::default();
-    let run = |z: &[Vec<f32>; 4], d| {
-        contrastive_loss(
-            &HostInputs {
-                scales: &inputs(z, b, d, full),
-                labels: &labels,
-                pred: &pred,
-                full_h: full,
-                full_w: full,
-            },
-            &cfg,
-            1,
-            1,
-        )
-    };
+    let run = |z: &[Vec<f32>; 4], d| loss_of(z, b, d, full, &labels, &pred, &cfg, 1, 1);
     let err = run(&random_z(&mut rng, b, 0, full), 0).unwrap_err();
     assert!(
         matches!(&err, Error::Shape(m) if m.contains("0 channels")),
