@@ -596,6 +596,7 @@ mod tests {
             projections: [0; 4],
             num_classes: 3,
             size_multiple: 32,
+            zero_init: Vec::new(),
         };
         let mut meta = sample();
         meta.class_names.truncate(3);

@@ -21,7 +21,7 @@ pub struct NetConfig {
     /// and its logits are upsampled ×4, which blurs a 1-px scratch into its surroundings).
     /// With `refine` > 0 the stride-4 head is brought to stride 2 and fused with the stem's
     /// stride-2 features, then to full resolution and fused with a full-resolution conv of the
-    /// image, and the classes are predicted there. Checkpoints written before this key existed
+    /// image, and a correction predicted there is added to the upsampled stride-4 logits. Checkpoints written before this key existed
     /// read as 0, so they keep their architecture.
     #[serde(default)]
     pub refine: usize,
@@ -91,11 +91,17 @@ pub fn contextrast_net(cfg: &NetConfig, num_classes: usize) -> Graph {
     let cat = g.add("head.cat", Op::Concat, &parts);
     let h = g.conv_bn_relu("head.fuse", cat, 4 * d, d, 1, 1);
     let h = g.conv_bn_relu("head.conv", h, d, d, 3, 1);
+    let cls = g.conv("head.cls", h, d, num_classes, 1);
+    let mut zero_init = Vec::new();
     let logits = if cfg.refine == 0 {
-        let cls = g.conv("head.cls", h, d, num_classes, 1);
         g.add("logits", Op::Upsample { factor: 4 }, &[cls])
     } else {
-        refine_path(&mut g, x, stem1, h, w, d, cfg.refine, num_classes)
+        // The stride-4 prediction plus a full-resolution correction that starts at zero, so a
+        // trained stride-4 model grown into this one predicts exactly as before at step 0.
+        let coarse = g.add("head.up", Op::Upsample { factor: 4 }, &[cls]);
+        let fine = refine_path(&mut g, x, stem1, h, w, d, cfg.refine, num_classes);
+        zero_init.push(REFINE_CLS.to_string());
+        g.add("logits", Op::Add, &[coarse, fine])
     };
 
     // Projection heads (paper §3.1): Conv1×1 → BN → ReLU → Conv1×1 → L2 norm.
@@ -116,13 +122,14 @@ pub fn contextrast_net(cfg: &NetConfig, num_classes: usize) -> Graph {
         projections: proj,
         num_classes,
         size_multiple: 32,
+        zero_init,
     }
 }
 
 /// The high-resolution path: the stride-4 head `h` (`d` channels) reduced to `r` channels and
 /// brought to stride 2 beside the stem's stride-2 features (`w` channels), a 3×3 conv there, then
-/// to full resolution beside a 3×3 conv of the image itself, and the classes predicted by a 3×3
-/// conv at full resolution. Every op is one the native engine, the CUDA backend and the ONNX
+/// to full resolution beside a 3×3 conv of the image itself, and a 3×3 conv at full resolution
+/// that gives the per-class correction to the upsampled stride-4 logits. Every op is one the native engine, the CUDA backend and the ONNX
 /// export already have. Cost at 640×480 with `r` = 8: about 0.9 GFLOPs on top of the encoder.
 #[allow(clippy::too_many_arguments)]
 fn refine_path(
@@ -142,8 +149,11 @@ fn refine_path(
     let half = g.conv_bn_relu("ref.half", cat2, r + w, r, 3, 1);
     let up1 = g.add("ref.up1", Op::Upsample { factor: 2 }, &[half]);
     let cat1 = g.add("ref.cat1", Op::Concat, &[up1, full]);
-    g.conv("ref.cls", cat1, 2 * r, num_classes, 3)
+    g.conv(REFINE_CLS, cat1, 2 * r, num_classes, 3)
 }
+
+/// The refinement path's classifier: its output is added to the upsampled stride-4 logits.
+const REFINE_CLS: &str = "ref.cls";
 
 /// Output shape of every node for an input of shape `input`, or an error naming the node.
 pub fn infer_shapes(graph: &Graph, input: Shape) -> crate::Result<Vec<Shape>> {

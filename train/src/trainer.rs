@@ -8,7 +8,7 @@ use crate::data::loader::{Loader, LoaderConfig};
 use crate::evaluate::{EnginePredictor, EvalReport, evaluate};
 use crate::loss::contrast::{AnchorCount, ContrastConfig, SCALES};
 use crate::loss::tally::{ClassSampling, SamplingTally};
-use crate::model::contextrast_net;
+use crate::model::{NetConfig, contextrast_net};
 use crate::nn::exec::{Activations, Grads, Mode, backward, forward};
 use crate::nn::graph::Graph;
 use crate::nn::params::{HostParams, Params};
@@ -175,7 +175,15 @@ fn init_state<B: Backend>(be: &B, opts: &TrainOptions, classes: usize) -> Result
     let params = match &opts.init_from {
         Some(path) => {
             let ck = checkpoint::load(path)?;
-            if ck.meta.config.model != cfg.model || ck.meta.classes.len() != classes {
+            // A stride-4 model grows a refinement path: its weights carry over, the new path
+            // starts fresh with its correction at zero (see `model::NetConfig::refine`).
+            let grows = cfg.model.refine > 0
+                && ck.meta.config.model
+                    == NetConfig {
+                        refine: 0,
+                        ..cfg.model.clone()
+                    };
+            if (ck.meta.config.model != cfg.model && !grows) || ck.meta.classes.len() != classes {
                 return Err(Error::Checkpoint {
                     path: path.clone(),
                     msg: format!(
@@ -192,7 +200,24 @@ fn init_state<B: Backend>(be: &B, opts: &TrainOptions, classes: usize) -> Result
                 path.display(),
                 ck.meta.step
             );
-            Params::from_host(be, &graph, &ck.params)?
+            if grows {
+                let mut host = Params::init(be, &graph, cfg.seed)?.to_host(be)?;
+                let fresh = host.len().saturating_sub(ck.params.len());
+                for (name, v) in ck.params {
+                    let slot = host.get_mut(&name).ok_or_else(|| Error::Checkpoint {
+                        path: path.clone(),
+                        msg: format!("parameter {name} is not in the grown model"),
+                    })?;
+                    *slot = v;
+                }
+                log::info!(
+                    "growing a refinement path ({} channels): {fresh} new parameter tensors, the rest from the checkpoint",
+                    cfg.model.refine
+                );
+                Params::from_host(be, &graph, &host)?
+            } else {
+                Params::from_host(be, &graph, &ck.params)?
+            }
         }
         None => Params::init(be, &graph, cfg.seed)?,
     };

@@ -168,3 +168,78 @@ fn class_weights_of_the_wrong_length_are_refused() {
         .to_string();
     contextrast_model::testing::assert_mentions(&msg, &["class_weights", "5 classes"]);
 }
+
+/// A stride-4 checkpoint grows a refinement path: every old weight carries over, the new
+/// correction starts at zero (so the grown network predicts as the old one did), and it trains.
+#[test]
+fn a_stride4_checkpoint_grows_a_refinement_path() {
+    use contextrast_train::backend::Shape;
+    use contextrast_train::model::contextrast_net;
+    use contextrast_train::nn::exec::{Mode, forward};
+    use contextrast_train::nn::params::Params;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    generate(&data, 10, 5, Variant::Standard, 96, 64).unwrap();
+    let never = AtomicBool::new(false);
+    let base = dir.path().join("base");
+    train(&Cpu, &opts(&data, &base, 2, false), &never, &mut |_| {}).unwrap();
+    let old = checkpoint::load(&base.join("last.json")).unwrap();
+
+    let grown_cfg = NetConfig {
+        refine: 2,
+        ..config(1).model
+    };
+    let mut o = opts(&data, &dir.path().join("grown"), 1, false);
+    o.config.model = grown_cfg.clone();
+    o.init_from = Some(base.join("last.json"));
+    // Zero steps are refused, so compare at step 0 through the same growing the trainer does:
+    // the old logits and the grown network's, from the old weights plus a fresh path.
+    let graph = contextrast_net(&grown_cfg, 5);
+    let mut host = Params::init(&Cpu, &graph, 3)
+        .unwrap()
+        .to_host(&Cpu)
+        .unwrap();
+    assert!(host["ref.cls.weight"].iter().all(|&w| w == 0.0));
+    for (k, v) in &old.params {
+        host.insert(k.clone(), v.clone());
+    }
+    let logits = |g: &contextrast_train::nn::graph::Graph,
+                  h: &contextrast_train::nn::params::HostParams| {
+        let mut p = Params::from_host(&Cpu, g, h).unwrap();
+        let shape = Shape::new(1, 3, 64, 64);
+        let x: Vec<f32> = (0..shape.numel())
+            .map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0)
+            .collect();
+        let acts = forward(&Cpu, g, &mut p, x, shape, Mode::Eval, false).unwrap();
+        acts.get(g.logits).unwrap().clone()
+    };
+    let before = logits(&contextrast_net(&config(1).model, 5), &old.params);
+    assert_eq!(
+        before,
+        logits(&graph, &host),
+        "the grown network must start where the old one was"
+    );
+
+    let s = train(&Cpu, &o, &never, &mut |_| {}).unwrap();
+    assert_eq!(s.steps, 1);
+    let grown = checkpoint::load(&s.last).unwrap();
+    assert_eq!(grown.meta.config.model.refine, 2);
+    assert!(
+        grown.params["ref.cls.weight"].iter().any(|&w| w != 0.0),
+        "the correction learns"
+    );
+    assert!(grown.params.len() > old.params.len());
+
+    // Other architecture changes are still refused, naming the checkpoint.
+    let mut wider = opts(&data, &dir.path().join("wider"), 1, false);
+    wider.config.model = NetConfig {
+        width: 8,
+        ..grown_cfg
+    };
+    wider.init_from = Some(base.join("last.json"));
+    let Err(e) = train(&Cpu, &wider, &never, &mut |_| {}) else {
+        panic!("a wider model must not fine-tune from a narrower checkpoint");
+    };
+    let e = e.to_string();
+    contextrast_model::testing::assert_mentions(&e, &["last.json", "cannot fine-tune"]);
+}

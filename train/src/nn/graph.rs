@@ -73,6 +73,10 @@ pub struct Graph {
     pub num_classes: usize,
     /// Input height and width must be multiples of this (the deepest stride).
     pub size_multiple: usize,
+    /// Convolutions (by `param`) whose weights start at zero rather than Kaiming: a residual
+    /// branch added to a trained network then leaves its output unchanged at the first step.
+    #[serde(default)]
+    pub zero_init: Vec<String>,
 }
 
 /// A parameter's role, for initialisation, weight decay and export.

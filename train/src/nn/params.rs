@@ -18,13 +18,22 @@ pub struct Params<B: Backend> {
 }
 
 impl<B: Backend> Params<B> {
-    /// Kaiming-normal convolution weights (fan-in, ReLU gain), zero biases, BN γ = 1, β = 0,
-    /// running mean 0, variance 1. Deterministic for `seed`.
+    /// Kaiming-normal convolution weights (fan-in, ReLU gain; zero for the graph's
+    /// `zero_init` convolutions), zero biases, BN γ = 1, β = 0, running mean 0, variance 1.
+    /// Deterministic for `seed`.
     pub fn init(be: &B, graph: &Graph, seed: u64) -> Result<Self> {
         let mut host = HostParams::new();
         for (i, spec) in graph.param_specs().iter().enumerate() {
             let n = spec.numel();
             let v = match spec.kind {
+                ParamKind::ConvWeight
+                    if spec
+                        .name
+                        .strip_suffix(".weight")
+                        .is_some_and(|p| graph.zero_init.iter().any(|z| z == p)) =>
+                {
+                    vec![0.0; n]
+                }
                 ParamKind::ConvWeight => {
                     let fan_in: usize = spec.dims[1..].iter().product();
                     let std = (2.0 / fan_in as f64).sqrt();
