@@ -7,7 +7,7 @@ use contextrast_train::model::NetConfig;
 use contextrast_train::trainer::{TrainOptions, train};
 use contextrast_train::{Error, backend::Cpu};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 fn config(steps: u64) -> TrainConfig {
@@ -31,6 +31,14 @@ fn config(steps: u64) -> TrainConfig {
     cfg
 }
 
+/// `frames` synthetic frames of `w`×`h` (seed `seed`) in a fresh temporary folder's `data/`.
+fn synth_set(frames: usize, seed: u64, w: u32, h: u32) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    generate(&data, frames, seed, Variant::Standard, w, h).unwrap();
+    (dir, data)
+}
+
 fn opts(data: &Path, out: &Path, steps: u64, resume: bool) -> TrainOptions {
     TrainOptions {
         init_from: None,
@@ -44,9 +52,7 @@ fn opts(data: &Path, out: &Path, steps: u64, resume: bool) -> TrainOptions {
 
 #[test]
 fn resume_after_interruption_matches_an_uninterrupted_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    generate(&data, 10, 5, Variant::Standard, 96, 64).unwrap();
+    let (dir, data) = synth_set(10, 5, 96, 64);
     let never = AtomicBool::new(false);
 
     // Uninterrupted: 6 steps.
@@ -87,9 +93,7 @@ fn resume_after_interruption_matches_an_uninterrupted_run() {
 #[test]
 fn contrastive_losses_train_resume_and_differ_from_ce() {
     use contextrast_train::config::LossKind;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    generate(&data, 10, 6, Variant::Standard, 96, 64).unwrap();
+    let (dir, data) = synth_set(10, 6, 96, 64);
     let never = AtomicBool::new(false);
     let mut finals = Vec::new();
     for loss in [LossKind::Ce, LossKind::Ccl, LossKind::Contextrast] {
@@ -157,9 +161,7 @@ fn bad_config_values_name_the_key() {
 
 #[test]
 fn class_weights_of_the_wrong_length_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    generate(&data, 4, 1, Variant::Standard, 64, 64).unwrap();
+    let (dir, data) = synth_set(4, 1, 64, 64);
     let mut o = opts(&data, &dir.path().join("o"), 2, false);
     o.config.class_weights = vec![1.0, 2.0];
     let msg = train(&Cpu, &o, &AtomicBool::new(false), &mut |_| {})
@@ -177,9 +179,7 @@ fn a_stride4_checkpoint_grows_a_refinement_path() {
     use contextrast_train::model::contextrast_net;
     use contextrast_train::nn::exec::{Mode, forward};
     use contextrast_train::nn::params::Params;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    generate(&data, 10, 5, Variant::Standard, 96, 64).unwrap();
+    let (dir, data) = synth_set(10, 5, 96, 64);
     let never = AtomicBool::new(false);
     let base = dir.path().join("base");
     train(&Cpu, &opts(&data, &base, 2, false), &never, &mut |_| {}).unwrap();
