@@ -1,5 +1,7 @@
 //! The trainer is deterministic for a seed, and a run interrupted and resumed from its last
 //! checkpoint ends bit-identical to an uninterrupted one.
+// Test helpers may unwrap: a panic there is a failed test, not a crash on input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use contextrast_train::checkpoint;
 use contextrast_train::config::TrainConfig;
 use contextrast_train::data::synth::{Variant, generate};
