@@ -250,17 +250,13 @@ pub fn augment(
     }
     if count > 0 && (c != 1.0 || sat != 1.0) {
         let mean = (sum / count as f64) as f32;
-        for (px, _) in rgb
-            .chunks_exact_mut(3)
-            .zip(&on_image)
-            .filter(|(_, on)| **on)
-        {
+        photometric::for_image_pixels(&mut rgb, &on_image, |px| {
             let gray = 0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2];
             for v in px.iter_mut() {
                 let v2 = gray + (*v - gray) * sat;
                 *v = ((v2 - mean) * c + mean).clamp(0.0, 255.0);
             }
-        }
+        });
     } else {
         for v in &mut rgb {
             *v = v.clamp(0.0, 255.0);

@@ -82,7 +82,8 @@ pub fn apply(rgb: &mut [f32], on_image: &[bool], w: usize, p: &Photometric, rng:
     });
 }
 
-fn for_image_pixels(rgb: &mut [f32], on_image: &[bool], mut f: impl FnMut(&mut [f32])) {
+/// Calls `f` on each RGB pixel of `rgb` that `on_image` marks as image (not padding).
+pub(super) fn for_image_pixels(rgb: &mut [f32], on_image: &[bool], mut f: impl FnMut(&mut [f32])) {
     for (px, _) in rgb.chunks_exact_mut(3).zip(on_image).filter(|(_, on)| **on) {
         f(px);
     }
