@@ -43,6 +43,10 @@ pub struct AugmentConfig {
     pub blur: f32,
     /// Largest additive noise σ in grey levels (0..255); 0 = off.
     pub noise: f32,
+    /// Probability that a crop is placed around a defect (a defect class present in the image
+    /// drawn uniformly, then one of its pixels), so rare 1–3 px defects are seen far more often
+    /// than their share of the pixels; 0 = off (crops uniformly placed).
+    pub defect_crop: f32,
 }
 
 impl Default for AugmentConfig {
@@ -61,6 +65,7 @@ impl Default for AugmentConfig {
             hue: 0.0,
             blur: 0.0,
             noise: 0.0,
+            defect_crop: 0.0,
         }
     }
 }
@@ -101,6 +106,7 @@ impl AugmentConfig {
             }
         }
         for (key, v, max) in [
+            ("defect_crop", self.defect_crop, 1.0),
             ("gamma", self.gamma, 4.0),
             ("temperature", self.temperature, 0.99),
             ("hue", self.hue, 180.0),
@@ -189,13 +195,59 @@ fn offset(rng: &mut SplitMix64, scaled: usize, crop: usize) -> i64 {
     }
 }
 
+/// A pixel of a defect in `mask` (`w` wide), as (x, y): one of the `defects` classes present,
+/// drawn uniformly (so a scratch is as likely as a stain many times its area), then one of its
+/// pixels. `None` when the image has no defect.
+fn defect_pixel(
+    rng: &mut SplitMix64,
+    mask: &[u8],
+    w: usize,
+    defects: &[u8],
+) -> Option<(usize, usize)> {
+    let mut count = [0usize; 256];
+    for &c in mask {
+        count[c as usize] += 1;
+    }
+    let present: Vec<u8> = defects
+        .iter()
+        .copied()
+        .filter(|&c| count[c as usize] > 0)
+        .collect();
+    if present.is_empty() {
+        return None;
+    }
+    let class = present[rng.below(present.len() as u64) as usize];
+    let nth = rng.below(count[class as usize] as u64) as usize;
+    let i = mask
+        .iter()
+        .enumerate()
+        .filter(|&(_, &c)| c == class)
+        .nth(nth)
+        .map(|(i, _)| i)?;
+    Some((i % w, i / w))
+}
+
+/// Offset that puts scaled coordinate `at` at a random place in the crop, kept inside the
+/// range [`offset`] could draw so a defect crop pads no more than a uniform one.
+fn offset_around(rng: &mut SplitMix64, at: f32, scaled: usize, crop: usize) -> i64 {
+    let (lo, hi) = if scaled >= crop {
+        (0, (scaled - crop) as i64)
+    } else {
+        (-((crop - scaled) as i64), 0)
+    };
+    let want = at.floor() as i64 - rng.below(crop as u64) as i64;
+    want.clamp(lo, hi)
+}
+
 /// Augments one image/mask pair. `pad` is the RGB value (0..255) for padding: the loader passes
-/// the mean, so padding normalises to 0. The same `rng` state gives the same result.
+/// the mean, so padding normalises to 0. `defects` are the class ids that
+/// [`AugmentConfig::defect_crop`] centres crops on. The same `rng` state gives the same result.
 pub fn augment(
     img: &RgbImage,
     mask: &[u8],
     cfg: &AugmentConfig,
     pad: [f32; 3],
+    defects: &[u8],
     rng: &mut SplitMix64,
 ) -> Sample {
     let (sw, sh) = (img.width() as usize, img.height() as usize);
@@ -207,8 +259,23 @@ pub fn augment(
     };
     let scaled_w = ((sw as f32 * s).round() as usize).max(1);
     let scaled_h = ((sh as f32 * s).round() as usize).max(1);
-    let ox = offset(rng, scaled_w, cw);
-    let oy = offset(rng, scaled_h, ch);
+    // Drawn only when on, so recipes without it augment exactly as before.
+    let around = if cfg.defect_crop > 0.0 && rng.chance(cfg.defect_crop) {
+        defect_pixel(rng, mask, sw, defects)
+    } else {
+        None
+    };
+    let (ox, oy) = match around {
+        Some((x, y)) => {
+            let sx = scaled_w as f32 / sw as f32;
+            let sy = scaled_h as f32 / sh as f32;
+            (
+                offset_around(rng, (x as f32 + 0.5) * sx, scaled_w, cw),
+                offset_around(rng, (y as f32 + 0.5) * sy, scaled_h, ch),
+            )
+        }
+        None => (offset(rng, scaled_w, cw), offset(rng, scaled_h, ch)),
+    };
     let hflip = rng.chance(0.5) && cfg.hflip;
     let vflip = rng.chance(0.5) && cfg.vflip;
     let jitter = |rng: &mut SplitMix64, x: f32| 1.0 + rng.range(-x, x);

@@ -71,6 +71,8 @@ struct BatchPlan {
     indices: Vec<usize>,
     batch: usize,
     aug: Option<AugmentConfig>,
+    /// Class ids that `augment.defect_crop` centres crops on.
+    defects: Vec<u8>,
     mean: [f32; 3],
     std: [f32; 3],
     seed: u64,
@@ -109,7 +111,14 @@ impl BatchPlan {
                 Some(cfg) => {
                     let mut rng =
                         SplitMix64::from_words(&[self.seed, epoch, item as u64, round, AUGMENT]);
-                    augment(&img, &mask, cfg, self.mean.map(|m| m * 255.0), &mut rng)
+                    augment(
+                        &img,
+                        &mask,
+                        cfg,
+                        self.mean.map(|m| m * 255.0),
+                        &self.defects,
+                        &mut rng,
+                    )
                 }
                 None => Sample {
                     rgb: img.as_raw().iter().map(|&v| f32::from(v)).collect(),
@@ -254,6 +263,7 @@ impl Loader {
         };
         let per_epoch = (indices.len() / batch.max(1)).max(1) as u64;
         let plan = Arc::new(BatchPlan {
+            defects: ds.classes.defect_ids(),
             ds,
             indices,
             batch,

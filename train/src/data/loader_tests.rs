@@ -45,7 +45,7 @@ fn augmentation_keeps_image_and_mask_aligned() {
     let pad = [1.0, 2.0, 3.0];
     let (mut exact, mut labelled, mut padded) = (0usize, 0usize, 0usize);
     for seed in 0..40 {
-        let s = augment(&img, &mask, &cfg, pad, &mut SplitMix64::new(seed));
+        let s = augment(&img, &mask, &cfg, pad, &[], &mut SplitMix64::new(seed));
         assert_eq!(
             (s.h, s.w, s.labels.len(), s.rgb.len()),
             (40, 56, 40 * 56, 40 * 56 * 3)
@@ -82,7 +82,7 @@ fn flips_mirror_image_and_mask_together() {
     let cfg = no_jitter((24, 32), (1.0, 1.0));
     let mut seen = [false; 4];
     for seed in 0..16 {
-        let s = augment(&img, &mask, &cfg, [0.0; 3], &mut SplitMix64::new(seed));
+        let s = augment(&img, &mask, &cfg, [0.0; 3], &[], &mut SplitMix64::new(seed));
         let matches = |hf: bool, vf: bool| {
             (0..24usize).all(|y| {
                 (0..32usize).all(|x| {
@@ -117,7 +117,7 @@ fn jitter_changes_colours_not_labels() {
         cfg.contrast,
         cfg.saturation,
     ) = (false, false, 0.5, 0.5, 0.5);
-    let s = augment(&img, &mask, &cfg, [0.0; 3], &mut SplitMix64::new(3));
+    let s = augment(&img, &mask, &cfg, [0.0; 3], &[], &mut SplitMix64::new(3));
     assert_eq!(s.labels, mask);
     assert!(s.rgb.iter().all(|v| (0.0..=255.0).contains(v)));
     let plain: Vec<f32> = img.as_raw().iter().map(|&v| f32::from(v)).collect();
@@ -279,4 +279,64 @@ fn invalid_arguments_are_errors_not_panics() {
         let e = l.next_batch().unwrap_err().to_string();
         assert!(e.contains(want), "{e}");
     }
+}
+
+/// A 128×128 image with a 1-px "scratch" (class 2, 40 px) and a 20×20 "stain" (class 4, 400 px)
+/// in opposite corners; everything else is class 1.
+fn sparse_defects() -> (RgbImage, Vec<u8>) {
+    let (w, h) = (128usize, 128usize);
+    let img = RgbImage::from_fn(w as u32, h as u32, |x, y| image::Rgb([x as u8, y as u8, 7]));
+    let mask = (0..h)
+        .flat_map(|y| {
+            (0..w).map(move |x| match (x, y) {
+                (10..=49, 5) => 2,
+                (100..=119, 100..=119) => 4,
+                _ => 1,
+            })
+        })
+        .collect();
+    (img, mask)
+}
+
+#[test]
+fn defect_crops_show_rare_defects_far_more_often() {
+    let (img, mask) = sparse_defects();
+    let mut cfg = no_jitter((32, 32), (1.0, 1.0));
+    let count = |cfg: &AugmentConfig, class: u8| {
+        (0..400)
+            .filter(|&seed| {
+                let s = augment(
+                    &img,
+                    &mask,
+                    cfg,
+                    [0.0; 3],
+                    &[2, 3, 4],
+                    &mut SplitMix64::new(seed),
+                );
+                s.labels.contains(&class)
+            })
+            .count()
+    };
+    let uniform = (count(&cfg, 2), count(&cfg, 4));
+    cfg.defect_crop = 1.0;
+    let focused = (count(&cfg, 2), count(&cfg, 4));
+    // A uniform 32×32 window holds the scratch about 1 time in 6 and the stain 1 in 8; every
+    // focused crop holds one of the two, each about half the time (the class is drawn first).
+    assert!(uniform.0 < 110 && uniform.1 < 110, "uniform {uniform:?}");
+    assert!(focused.0 > 160 && focused.1 > 160, "focused {focused:?}");
+    assert!(
+        focused.0 + focused.1 >= 400,
+        "every crop holds a defect: {focused:?}"
+    );
+    // With no listed defect class in the image, crops fall back to uniform placement.
+    let none = augment(&img, &mask, &cfg, [0.0; 3], &[3], &mut SplitMix64::new(5));
+    assert_eq!((none.h, none.w), (32, 32));
+    assert!(
+        AugmentConfig {
+            defect_crop: 1.5,
+            ..AugmentConfig::default()
+        }
+        .validate(std::path::Path::new("t.toml"))
+        .is_err()
+    );
 }
