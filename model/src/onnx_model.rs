@@ -98,9 +98,9 @@ impl OnnxModel {
             .collect();
         let meta = ModelMeta::from_props(props.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(err)?;
-        let model = tract_onnx::onnx()
-            .model_for_proto_model(&proto)
-            .map_err(|e| err(format!("{e:#}")))?;
+        let model = catch_tract(path, "reading the graph", || {
+            tract_onnx::onnx().model_for_proto_model(&proto)
+        })?;
         let loaded = OnnxModel {
             path: path.to_path_buf(),
             meta,
@@ -174,9 +174,9 @@ impl OnnxModel {
         }
         let (plan, c) = self.plan(n, h, w)?;
         let x = Tensor::from_shape(&[n, 3, h, w], input).map_err(|e| err(format!("{e:#}")))?;
-        let outputs = plan
-            .run(tvec!(x.into()))
-            .map_err(|e| err(format!("run at [{n}, 3, {h}, {w}]: {e:#}")))?;
+        let outputs = catch_tract(&self.path, &format!("running [{n}, 3, {h}, {w}]"), || {
+            plan.run(tvec!(x.into()))
+        })?;
         let y = outputs
             .first()
             .ok_or_else(|| err("the model produced no output".into()))?;
@@ -255,12 +255,12 @@ impl OnnxModel {
                 return Ok((p.clone(), *c));
             }
         }
-        let shaped = self
-            .model
-            .clone()
-            .with_input_fact(0, f32::fact([n, 3, h, w]).into())
-            .and_then(|m| m.into_optimized())
-            .map_err(|e| err(format!("cannot plan for [{n}, 3, {h}, {w}]: {e:#}")))?;
+        let shaped = catch_tract(&self.path, &format!("planning [{n}, 3, {h}, {w}]"), || {
+            self.model
+                .clone()
+                .with_input_fact(0, f32::fact([n, 3, h, w]).into())
+                .and_then(|m| m.into_optimized())
+        })?;
         let outlet = shaped
             .output_outlets()
             .map_err(|e| err(format!("{e:#}")))?
@@ -280,7 +280,9 @@ impl OnnxModel {
                 )));
             }
         };
-        let plan = shaped.into_runnable().map_err(|e| err(format!("{e:#}")))?;
+        let plan = catch_tract(&self.path, "making the plan runnable", || {
+            shaped.into_runnable()
+        })?;
         let mut plans = self
             .plans
             .lock()
@@ -290,6 +292,29 @@ impl OnnxModel {
         }
         plans.push((key, plan.clone(), c));
         Ok((plan, c))
+    }
+}
+
+/// Runs a tract call on a model from `path`, turning its error, or its panic, into an error
+/// naming the file. tract asserts on some malformed graphs (a missing initialiser, sizes that
+/// overflow; found by `tests/fuzz.rs`): a bad file must not take the line down with it.
+pub fn catch_tract<T>(path: &Path, what: &str, f: impl FnOnce() -> TractResult<T>) -> Result<T> {
+    let err = |msg: String| Error::Onnx {
+        path: path.to_path_buf(),
+        msg,
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| err(format!("{what}: {e:#}"))),
+        Err(p) => {
+            let why = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(err(format!(
+                "tract failed while {what} (a malformed model?): {why}"
+            )))
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use crate::infer::preprocess::Preprocess;
 use crate::infer::setup::{ModelSetup, needs_plan};
 use crate::infer::{ModelConfig, ModelInfo, Segmentation, Segmenter};
 use crate::{Error, Result};
-use contextrast_model::onnx_model::{OnnxModel, TractPlan};
+use contextrast_model::onnx_model::{OnnxModel, TractPlan, catch_tract};
 use std::path::Path;
 use std::time::Instant;
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
@@ -117,9 +117,9 @@ impl Segmenter for TractSegmenter {
             pre.run(&frame.rgb, view.as_slice_mut::<f32>().map_err(err)?);
         }
         let t1 = Instant::now();
-        let outputs =
+        let outputs = catch_tract(&self.setup.info.path, "running a frame", || {
             multithread_tract_scope(self.executor.clone(), || plan.run(tvec!(input.into())))
-                .map_err(err)?;
+        })?;
         let y = outputs
             .first()
             .ok_or_else(|| Error::model(&self.setup.info.path, "the model produced no output"))?;

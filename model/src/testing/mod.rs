@@ -1,6 +1,9 @@
 //! Helpers for the workspace's tests: hidden from the docs, public so that every crate's unit
 //! and integration tests share one of each.
 
+mod mutate;
+pub use mutate::{Mutator, fuzz_cases};
+
 /// Panics unless `msg` (an error message) contains every one of `parts`, naming what is
 /// missing. Errors in this project name the file, the key and the problem; tests check that.
 #[doc(hidden)]
