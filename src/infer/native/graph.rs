@@ -544,7 +544,11 @@ fn conv(
     if k != kw {
         return bad("kernel is not square");
     }
-    if w.len() != c_out * c_in * k * k {
+    // Checked: a damaged file's dims may overflow the product (found by tests/fuzz.rs).
+    let want = [c_in, k, k]
+        .iter()
+        .try_fold(c_out, |acc, &d| acc.checked_mul(d));
+    if want != Some(w.len()) {
         return bad("weight data does not match its dims");
     }
     if int_attr(node, "group").unwrap_or(1) != 1 {
