@@ -279,7 +279,7 @@ fn npy_files() {
 fn checkpoints() {
     let json = read_text("models/default.json");
     let tensors = std::fs::read(repo("models/default.safetensors")).expect("safetensors");
-    fuzz("checkpoint", fuzz_cases(300), "default.", |k| {
+    fuzz("checkpoint", fuzz_cases(300), "default.json", |k| {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut m = Mutator::new(k);
         let (mut j, mut t) = (json.clone().into_bytes(), tensors.clone());

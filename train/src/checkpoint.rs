@@ -145,9 +145,15 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         });
     }
     let dir = json.parent().unwrap_or(Path::new("."));
-    let params = decode(&dir.join(&meta.params_file))?;
+    // The JSON names its tensor files: an error there names the JSON too, since that is what the
+    // user passed (and what to fix when it names the wrong file).
+    let named = |e: Error| Error::Checkpoint {
+        path: json.clone(),
+        msg: format!("its tensors: {e}"),
+    };
+    let params = decode(&dir.join(&meta.params_file)).map_err(named)?;
     let velocity = match &meta.optimizer_file {
-        Some(f) => Some(decode(&dir.join(f))?),
+        Some(f) => Some(decode(&dir.join(f)).map_err(named)?),
         None => None,
     };
     Ok(Checkpoint {
