@@ -8,12 +8,14 @@
 //! printed with one refusal as an example (run with `--nocapture` to see it), and
 //! `CONTEXTRAST_FUZZ_VERBOSE=1` prints every refusal.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::root;
 
 use contextrast::capture::convert::{grey_to_rgb, mjpeg_to_rgb, yuyv_to_rgb};
 use contextrast::capture::replay::{ReplayConfig, ReplaySource};
@@ -22,6 +24,7 @@ use contextrast::config::LineConfig;
 use contextrast::infer::native::load_segmenter;
 use contextrast::infer::{ModelConfig, Segmentation};
 use contextrast::retrain::RetrainConfig;
+use contextrast::sys::alloc_count::{CountingAlloc, take_largest};
 use contextrast::train::data::classes::Classes;
 use contextrast::train::data::cvat::{NameMap, import_cvat};
 use contextrast::train::data::dataset::Dataset;
@@ -39,28 +42,10 @@ const MAX_ALLOC: usize = 64 << 20;
 /// A case that runs longer than this is a hang: the watchdog aborts the run, naming it.
 const HANG_S: u64 = 120;
 
-/// Records the largest allocation since the last reset (the targets run one at a time).
-struct Tracking;
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Tracking {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LARGEST.fetch_max(new_size, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: Tracking = Tracking;
+static ALLOC: CountingAlloc = CountingAlloc;
 
-/// One target at a time, so the allocation record belongs to the case that made it.
+/// One target at a time, so the largest allocation belongs to the case that made it.
 static SERIAL: Mutex<()> = Mutex::new(());
 /// Millisecond timestamp at which the running case started (0 = none), and its name.
 static STARTED_MS: AtomicU64 = AtomicU64::new(0);
@@ -101,11 +86,11 @@ fn fuzz(target: &str, cases: u64, must_name: &str, mut case: impl FnMut(u64) -> 
     let mut example = None;
     for k in 0..cases {
         *CURRENT.lock().unwrap() = format!("{target} case {k}");
-        LARGEST.store(0, Ordering::Relaxed);
+        take_largest();
         STARTED_MS.store(now_ms(), Ordering::Relaxed);
         let r = std::panic::catch_unwind(AssertUnwindSafe(|| case(k)));
         STARTED_MS.store(0, Ordering::Relaxed);
-        let big = LARGEST.load(Ordering::Relaxed);
+        let big = take_largest();
         largest = largest.max(big);
         match r {
             Err(p) => {
@@ -146,12 +131,8 @@ fn fuzz(target: &str, cases: u64, must_name: &str, mut case: impl FnMut(u64) -> 
     );
 }
 
-fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
 fn read_text(rel: &str) -> String {
-    std::fs::read_to_string(repo(rel)).expect("seed file")
+    std::fs::read_to_string(root().join(rel)).expect("seed file")
 }
 
 /// A small generated line (3 frames of 64×48): images, masks, classes.toml and truth.json.
@@ -278,7 +259,7 @@ fn npy_files() {
 #[test]
 fn checkpoints() {
     let json = read_text("models/default.json");
-    let tensors = std::fs::read(repo("models/default.safetensors")).expect("safetensors");
+    let tensors = std::fs::read(root().join("models/default.safetensors")).expect("safetensors");
     fuzz("checkpoint", fuzz_cases(300), "default.json", |k| {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut m = Mutator::new(k);
@@ -452,7 +433,7 @@ fn v4l2_buffers() {
 /// graph (a dimension, an attribute, an initialiser's size, a node's inputs or op).
 #[test]
 fn onnx_models() {
-    let bytes = std::fs::read(repo("models/default.onnx")).expect("model");
+    let bytes = std::fs::read(root().join("models/default.onnx")).expect("model");
     let proto = pb::ModelProto::decode(bytes.as_slice()).expect("decodes");
     fuzz("onnx model", fuzz_cases(300), "model.onnx", |k| {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
