@@ -73,6 +73,17 @@ fn main() {
             t => log::debug!("malloc: {t}"),
         }
     }
+    // The service's threads share one arena, so hot swaps do not fragment several; see malloc_tune.
+    if matches!(
+        cli.cmd,
+        Cmd::Inspect(_)
+            | Cmd::Bench(cli::bench::BenchCmd::Soak(_) | cli::bench::BenchCmd::Pipeline(_))
+    ) {
+        match contextrast::sys::malloc_tune::tune_for_service() {
+            Tuning::LeftToUser(var) => log::info!("malloc: left to the environment ({var})"),
+            t => log::debug!("malloc: {t}"),
+        }
+    }
     let result: Result<()> = match cli.cmd {
         Cmd::Inspect(a) => cli::inspect::run(a),
         Cmd::Retrain(a) => cli::retrain::run(a),

@@ -4,7 +4,9 @@
 //! main thread, where the trainer allocates its activations.
 // Test helpers may unwrap: a panic there is a failed test, not a crash on input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-use contextrast::sys::malloc_tune::{OPT_OUT, Tuning, USER_SETTINGS, tune_for_training};
+use contextrast::sys::malloc_tune::{
+    OPT_OUT, Tuning, USER_SETTINGS, tune_for_service, tune_for_training,
+};
 use std::process::Command;
 
 /// The environment variable that makes this binary a child, naming the case it runs.
@@ -15,11 +17,15 @@ fn main() {
         Some("pattern-default") => pattern(false),
         Some("pattern-tuned") => pattern(true),
         Some("report") => println!("tuning={:?}", tune_for_training()),
+        Some("report-service") => println!("tuning={:?}", tune_for_service()),
+        Some("arenas-default") => println!("arenas={}", arenas_after_threads(false)),
+        Some("arenas-service") => println!("arenas={}", arenas_after_threads(true)),
         Some(other) => panic!("unknown case {other}"),
         None => {
             training_pattern_stops_faulting();
             user_settings_win();
-            println!("malloc_tune: 2 passed");
+            service_threads_share_one_arena();
+            println!("malloc_tune: 3 passed");
         }
     }
 }
@@ -134,4 +140,66 @@ fn user_settings_win() {
         let text = child("report", &[(var, value)]);
         assert_eq!(text.trim(), format!("tuning=LeftToUser({var:?})"));
     }
+}
+
+/// Four threads allocate and free, at once; then glibc's own report (`malloc_info`) says how many
+/// arenas the process has.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn arenas_after_threads(service: bool) -> usize {
+    if service {
+        assert_eq!(tune_for_service(), Tuning::OneArena);
+    }
+    let barrier = std::sync::Barrier::new(4);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                barrier.wait();
+                for _ in 0..200 {
+                    std::hint::black_box(vec![1u8; 4096]);
+                }
+                barrier.wait();
+            });
+        }
+    });
+    let path = std::env::temp_dir().join(format!("malloc-info-{}.xml", std::process::id()));
+    let c = std::ffi::CString::new(path.to_str().expect("utf-8 temp path")).expect("path");
+    // SAFETY: fopen/malloc_info/fclose on a file of our own; the stream is closed before reading.
+    unsafe {
+        let f = libc::fopen(c.as_ptr(), c"w".as_ptr());
+        assert!(!f.is_null(), "fopen {}", path.display());
+        assert_eq!(libc::malloc_info(0, f), 0);
+        libc::fclose(f);
+    }
+    let xml = std::fs::read_to_string(&path).expect("malloc_info output");
+    let _ = std::fs::remove_file(&path);
+    xml.matches("<heap nr=").count()
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn arenas_after_threads(_service: bool) -> usize {
+    1
+}
+
+/// The service's tuning leaves one arena where glibc's default gives threads their own, and a
+/// user's `MALLOC_ARENA_MAX` wins.
+fn service_threads_share_one_arena() {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        println!("skipped service_threads_share_one_arena: not glibc");
+        return;
+    }
+    let arenas = |case| -> usize {
+        let text = child(case, &[]);
+        text.trim()
+            .strip_prefix("arenas=")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{case} printed {text:?}"))
+    };
+    let (default, service) = (arenas("arenas-default"), arenas("arenas-service"));
+    println!("arenas after four threads allocated at once: {default} by default, {service} tuned");
+    assert!(default > 1, "glibc's default gave only {default} arena");
+    assert_eq!(service, 1);
+    assert_eq!(
+        child("report-service", &[("MALLOC_ARENA_MAX", "4")]).trim(),
+        "tuning=LeftToUser(\"MALLOC_ARENA_MAX\")"
+    );
 }

@@ -45,7 +45,34 @@ fn write(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     if sync && let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
+    if sync {
+        sweep_dead_writers(dir, &name);
+    }
     Ok(())
+}
+
+/// Removes `.<name>.<pid>.tmp` files of processes that no longer exist: a writer killed mid-
+/// write leaves its temp file, and a service promoted for months would gather them. Only for
+/// the synced writes (models, configs, checkpoints: few files); image folders are swept at start.
+fn sweep_dead_writers(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|f| f.strip_suffix(".tmp"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -59,6 +86,26 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.ends_with(".tmp"))
             .collect()
+    }
+
+    #[test]
+    fn temp_files_of_dead_writers_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.onnx");
+        // No process has pid 2^32-1; our parent is alive; another file's temp is not ours.
+        let dead = dir.path().join(".m.onnx.4294967295.tmp");
+        let live = dir.path().join(format!(
+            ".m.onnx.{}.tmp",
+            std::os::unix::process::parent_id()
+        ));
+        let other = dir.path().join(".n.onnx.4294967295.tmp");
+        for p in [&dead, &live, &other] {
+            std::fs::write(p, b"half").unwrap();
+        }
+        write_atomic(&path, b"whole").unwrap();
+        assert!(!dead.exists(), "a dead writer's temp stays");
+        assert!(live.exists() && other.exists());
+        assert_eq!(std::fs::read(&path).unwrap(), b"whole");
     }
 
     #[test]

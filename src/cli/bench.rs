@@ -33,6 +33,9 @@ pub enum BenchCmd {
     Infer(super::bench_infer::InferBench),
     /// The whole runtime on in-memory frames: fps, stage latency, allocations, memory.
     Pipeline(super::bench_pipeline::PipelineBench),
+    /// The whole line for a million frames with model swaps and SIGHUP reloads: memory,
+    /// descriptors, threads and disk sampled, their slopes reported.
+    Soak(super::bench_soak::SoakBench),
 }
 
 #[derive(Args)]
@@ -139,6 +142,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Infer(b) => super::bench_infer::run(b),
         BenchCmd::Pipeline(b) => super::bench_pipeline::run(b),
+        BenchCmd::Soak(b) => super::bench_soak::run(b),
         BenchCmd::Train(b) => {
             if b.size == 0 || b.size % 32 != 0 || b.batch == 0 || b.steps == 0 {
                 anyhow::bail!("need --size a multiple of 32, --batch ≥ 1, --steps ≥ 1");

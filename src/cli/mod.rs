@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod bench_infer;
 pub mod bench_pipeline;
+pub mod bench_soak;
 pub mod doctor;
 pub mod eval;
 pub mod export;

@@ -23,7 +23,7 @@ use crate::record::images::{ImageStats, ImageWriter};
 use crate::{Error, Result};
 use serde::Serialize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Opens the configured frame source.
@@ -65,6 +65,7 @@ pub struct Inspection {
     clock: MonotonicClock,
     reject: RejectOutput,
     encoder: Option<EncoderCount>,
+    progress: Option<Arc<AtomicU64>>,
 }
 
 impl Inspection {
@@ -142,7 +143,14 @@ impl Inspection {
             clock,
             reject,
             encoder,
+            progress: None,
         })
+    }
+
+    /// Keeps `judged` at the count of frames judged so far, for a watcher on another thread.
+    pub fn with_progress(mut self, judged: Arc<AtomicU64>) -> Inspection {
+        self.progress = Some(judged);
+        self
     }
 
     /// Runs the line until the source ends (or fails: a camera is reopened with backoff, a
@@ -166,6 +174,7 @@ impl Inspection {
             clock,
             reject,
             encoder,
+            progress,
         } = self;
         let (control_tx, control_rx) = std::sync::mpsc::channel();
         let watcher_stop = Arc::new(AtomicBool::new(false));
@@ -223,6 +232,7 @@ impl Inspection {
             Hooks {
                 reopen,
                 control: Some(&control_rx),
+                progress: progress.as_deref(),
             },
             &mut sink,
         );

@@ -312,6 +312,24 @@ pub struct Hooks<'a> {
     pub reopen: Option<Reopen>,
     /// Messages applied between frames (hot reload); `None` = none.
     pub control: Option<&'a Receiver<Control>>,
+    /// Set to the count of judged frames after each one, for a watcher on another thread
+    /// (`bench soak` samples the process by it).
+    pub progress: Option<&'a AtomicU64>,
+}
+
+/// Frees a swapped-out engine off the hot path, then gives the freed memory back to the system
+/// (see [`release_free_memory`](crate::sys::malloc_tune::release_free_memory)).
+fn retire(old: Judge) {
+    let spawned = std::thread::Builder::new()
+        .name("retire".into())
+        .spawn(move || {
+            drop(old);
+            crate::sys::malloc_tune::release_free_memory();
+        });
+    // On failure the closure, and with it the old engine, was dropped here instead.
+    if let Err(e) = spawned {
+        log::warn!("could not start a thread to free the old engine ({e}); freed in line");
+    }
 }
 
 /// From the capture thread to the inference thread.
@@ -349,7 +367,11 @@ pub fn run(
     let source_error: Mutex<Option<String>> = Mutex::new(None);
     let (note_tx, note_rx) = std::sync::mpsc::channel::<CaptureNote>();
     let started = Instant::now();
-    let Hooks { reopen, control } = hooks;
+    let Hooks {
+        reopen,
+        control,
+        progress,
+    } = hooks;
 
     let mut stages = Stages::default();
     let mut window = Stages::default();
@@ -385,7 +407,7 @@ pub fn run(
             while let Some(Ok(Control::Swap { judge: new, why })) = control.map(Receiver::try_recv)
             {
                 log::info!("engine swapped: {why}");
-                *engine = *new;
+                retire(std::mem::replace(engine, *new));
                 stats.model = engine.segmenter.info().version.clone();
                 stats.engine = engine.segmenter.info().engine;
                 stats.engine_swaps += 1;
@@ -422,6 +444,9 @@ pub fn run(
                 match ok {
                     Ok(()) => {
                         stats.frames_processed += 1;
+                        if let Some(p) = progress {
+                            p.store(stats.frames_processed, Ordering::Relaxed);
+                        }
                         if verdict.defective {
                             stats.defective_frames += 1;
                         }

@@ -2,7 +2,7 @@ use super::*;
 use crate::decide::DecisionConfig;
 use crate::infer::MapGeom;
 use crate::infer::ModelInfo;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A source of `n` tiny frames; frame `fail_at` is unreadable, and after `error_at` it fails.
 struct Counting {
@@ -320,7 +320,7 @@ fn a_failed_source_is_reopened_and_the_faults_are_reported() {
         &stop,
         Hooks {
             reopen: Some(reopen),
-            control: None,
+            ..Hooks::default()
         },
         &mut rec,
     )
@@ -354,6 +354,7 @@ fn an_engine_swap_applies_between_frames() {
     })
     .expect("send");
     let mut rec = Recorder::default();
+    let judged = std::sync::atomic::AtomicU64::new(0);
     let stats = run(
         counting(4),
         &mut engine(Fake::new(Duration::ZERO)),
@@ -362,10 +363,16 @@ fn an_engine_swap_applies_between_frames() {
         Hooks {
             reopen: None,
             control: Some(&rx),
+            progress: Some(&judged),
         },
         &mut rec,
     )
     .expect("run");
+    assert_eq!(
+        judged.load(Ordering::Relaxed),
+        4,
+        "the progress counter follows"
+    );
     assert_eq!(stats.engine_swaps, 1);
     assert_eq!(stats.model, "v2");
     assert!(

@@ -5,8 +5,13 @@
 //! fresh `mmap` each time and go back with `munmap`, so every 4 KiB page of them costs a page
 //! fault and a zeroing, every step: a CPU step with cross-entropy took 1.4× as long on the dev
 //! machine (docs/BENCHMARKS.md). Serving every block from the heap and keeping freed memory lets
-//! the next step reuse it. The inspection service allocates nothing per frame and keeps glibc's
-//! defaults.
+//! the next step reuse it.
+//!
+//! The inspection service allocates nothing per frame, but a hot model swap builds the new engine
+//! on the reload thread while other threads free and allocate around it; with glibc's one arena
+//! per thread the freed engines left holes in several arenas and each swap raised the resident
+//! set until they filled (8 MiB over 20 swaps of the shipped model, `bench soak`). The service
+//! runs with one arena: nothing on its hot path allocates, so nothing contends for it.
 
 use std::sync::OnceLock;
 
@@ -15,6 +20,8 @@ use std::sync::OnceLock;
 pub enum Tuning {
     /// Blocks come from the heap, and freed heap memory is kept.
     Applied,
+    /// One arena for all threads (the inspection service).
+    OneArena,
     /// The user set malloc options through this environment variable, or asked for glibc's
     /// defaults with [`OPT_OUT`]; they win.
     LeftToUser(&'static str),
@@ -26,6 +33,7 @@ impl std::fmt::Display for Tuning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Tuning::Applied => f.write_str("glibc, heap only, freed memory kept"),
+            Tuning::OneArena => f.write_str("glibc, one arena for all threads"),
             Tuning::LeftToUser(var) => write!(f, "left to the environment ({var})"),
             Tuning::Unavailable => f.write_str("the allocator's defaults"),
         }
@@ -47,8 +55,9 @@ pub const OPT_OUT: &str = "CONTEXTRAST_MALLOC";
 
 /// Environment variables through which glibc takes malloc options; any of them set means the
 /// user tunes malloc themselves.
-pub const USER_SETTINGS: [&str; 5] = [
+pub const USER_SETTINGS: [&str; 6] = [
     "GLIBC_TUNABLES",
+    "MALLOC_ARENA_MAX",
     "MALLOC_MMAP_THRESHOLD_",
     "MALLOC_TRIM_THRESHOLD_",
     "MALLOC_TOP_PAD_",
@@ -69,21 +78,59 @@ fn user_set(var: &str) -> bool {
 /// Makes glibc serve every block from its heaps (never from a fresh `mmap`) and keep freed
 /// memory for reuse, unless the user set malloc options. The process keeps its peak footprint
 /// until it exits, which a training run reaches every step anyway. Call early; later calls
-/// return the first one's answer.
+/// (of this or [`tune_for_service`]) return the first one's answer.
 pub fn tune_for_training() -> Tuning {
+    tune(apply)
+}
+
+/// Gives every thread of the inspection service the one arena (see the module's doc), unless
+/// the user set malloc options. Call before any thread starts; later calls (of this or
+/// [`tune_for_training`]) return the first one's answer.
+pub fn tune_for_service() -> Tuning {
+    tune(apply_service)
+}
+
+fn tune(apply: fn() -> Tuning) -> Tuning {
     *DONE.get_or_init(|| {
         match std::env::var(OPT_OUT).as_deref() {
             Ok("default") => return Tuning::LeftToUser(OPT_OUT),
             Ok("tuned" | "") | Err(_) => {}
-            Ok(other) => log::warn!(
-                "{OPT_OUT}={other:?} is not \"default\" or \"tuned\"; tuning malloc for training"
-            ),
+            Ok(other) => {
+                log::warn!("{OPT_OUT}={other:?} is not \"default\" or \"tuned\"; tuning malloc")
+            }
         }
         match USER_SETTINGS.iter().find(|v| user_set(v)) {
             Some(var) => Tuning::LeftToUser(var),
             None => apply(),
         }
     })
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn apply_service() -> Tuning {
+    // SAFETY: mallopt only changes allocator parameters; it returns 0 for a value it refuses.
+    if unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) } == 1 {
+        Tuning::OneArena
+    } else {
+        Tuning::Unavailable
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn apply_service() -> Tuning {
+    Tuning::Unavailable
+}
+
+/// Hands the heap's free pages back to the system (glibc's `malloc_trim`). A hot-swapped
+/// engine is built on the reload thread and freed on another, and glibc keeps what a thread
+/// frees inside its arenas: without this every swap raised the service's resident set by a
+/// model's worth until the arenas were full (`bench soak`, docs/BENCHMARKS.md).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system; no live block moves.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -69,13 +69,17 @@ fn encode(tensors: &HostParams, step: u64) -> Result<Vec<u8>> {
         .map_err(|e| Error::Shape(format!("cannot serialise checkpoint: {e}")))
 }
 
-fn decode(path: &Path) -> Result<HostParams> {
+/// The tensors of `path` and the step its metadata records (`None` in files without one).
+fn decode_stepped(path: &Path) -> Result<(HostParams, Option<u64>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |msg: String| Error::Checkpoint {
         path: path.to_path_buf(),
         msg,
     };
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not safetensors: {e}")))?;
+    let step = SafeTensors::read_metadata(&bytes)
+        .ok()
+        .and_then(|(_, m)| m.metadata().as_ref()?.get("step")?.parse().ok());
     let mut out = HostParams::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
@@ -91,7 +95,35 @@ fn decode(path: &Path) -> Result<HostParams> {
             .collect();
         out.insert(name, v);
     }
-    Ok(out)
+    Ok((out, step))
+}
+
+/// Where a tensor file waits between being written and its JSON being committed.
+fn pending(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    path.with_file_name(name)
+}
+
+/// The tensors a checkpoint JSON of `step` names: the committed file, or the one still waiting
+/// under `.new` when a kill came between the JSON's commit and the rename. A file of another
+/// step is refused: params and optimizer state of different steps would resume silently wrong.
+fn decode_for_step(path: &Path, step: u64) -> Result<HostParams> {
+    let next = pending(path);
+    if next.exists()
+        && let Ok((t, Some(s))) = decode_stepped(&next)
+        && s == step
+    {
+        return Ok(t);
+    }
+    let (t, s) = decode_stepped(path)?;
+    match s {
+        Some(s) if s != step => Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg: format!("holds step {s}, its JSON step {step} (a torn checkpoint)"),
+        }),
+        _ => Ok(t),
+    }
 }
 
 /// Saves `{dir}/{stem}.safetensors` (+ `{stem}.optim.safetensors`) and `{dir}/{stem}.json`.
@@ -104,21 +136,25 @@ pub fn save(
 ) -> Result<PathBuf> {
     meta.format = FORMAT.into();
     meta.params_file = format!("{stem}.safetensors");
-    write_atomic(&dir.join(&meta.params_file), &encode(params, meta.step)?)?;
-    meta.optimizer_file = match velocity {
-        Some(v) => {
-            let f = format!("{stem}.optim.safetensors");
-            write_atomic(&dir.join(&f), &encode(v, meta.step)?)?;
-            Some(f)
-        }
-        None => None,
-    };
+    meta.optimizer_file = velocity.map(|_| format!("{stem}.optim.safetensors"));
+    // The JSON is the commit: tensors are written under `.new` first, the JSON next, then they
+    // are renamed into place. A kill at any point leaves a JSON whose step its files (committed
+    // or pending) hold, which `load` finds; never params of one step with another's JSON.
+    let params_path = dir.join(&meta.params_file);
+    write_atomic(&pending(&params_path), &encode(params, meta.step)?)?;
+    let optim_path = meta.optimizer_file.as_ref().map(|f| dir.join(f));
+    if let (Some(v), Some(p)) = (velocity, &optim_path) {
+        write_atomic(&pending(p), &encode(v, meta.step)?)?;
+    }
     let json = dir.join(format!("{stem}.json"));
     let text = serde_json::to_vec_pretty(meta).map_err(|e| Error::Checkpoint {
         path: json.clone(),
         msg: e.to_string(),
     })?;
     write_atomic(&json, &text)?;
+    for p in std::iter::once(&params_path).chain(optim_path.as_ref()) {
+        std::fs::rename(pending(p), p).map_err(|e| Error::io(p, e))?;
+    }
     Ok(json)
 }
 
@@ -151,9 +187,9 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         path: json.clone(),
         msg: format!("its tensors: {e}"),
     };
-    let params = decode(&dir.join(&meta.params_file)).map_err(named)?;
+    let params = decode_for_step(&dir.join(&meta.params_file), meta.step).map_err(named)?;
     let velocity = match &meta.optimizer_file {
-        Some(f) => Some(decode(&dir.join(f)).map_err(named)?),
+        Some(f) => Some(decode_for_step(&dir.join(f), meta.step).map_err(named)?),
         None => None,
     };
     Ok(Checkpoint {

@@ -245,3 +245,60 @@ fn a_stride4_checkpoint_grows_a_refinement_path() {
     let e = e.to_string();
     contextrast_model::testing::assert_mentions(&e, &["last.json", "cannot fine-tune"]);
 }
+
+/// A kill inside `checkpoint::save` (between its tensor files, its JSON and the renames) leaves
+/// a checkpoint whose tensors are all of the step its JSON names; a torn pair is refused.
+#[test]
+fn a_checkpoint_killed_mid_save_loads_one_consistent_step() {
+    use contextrast_train::checkpoint::{CheckpointMeta, FORMAT, save};
+    let tmp = tempfile::tempdir().unwrap();
+    // The three files of a committed checkpoint `last` at `step`, weights `x`, velocity `-x`.
+    let files = |step: u64, x: f32| -> [Vec<u8>; 3] {
+        let d = tmp.path().join(format!("s{step}"));
+        let mut meta = CheckpointMeta {
+            format: FORMAT.into(),
+            step,
+            config: config(2),
+            classes: Vec::new(),
+            metrics: BTreeMap::new(),
+            provenance: BTreeMap::new(),
+            params_file: String::new(),
+            optimizer_file: None,
+        };
+        let t = |v: f32| BTreeMap::from([("w".to_string(), vec![v; 3])]);
+        save(&d, "last", &mut meta, &t(x), Some(&t(-x))).unwrap();
+        ["last.json", "last.safetensors", "last.optim.safetensors"]
+            .map(|f| std::fs::read(d.join(f)).unwrap())
+    };
+    let ([j1, p1, o1], [j2, p2, o2]) = (files(1, 1.0), files(2, 2.0));
+    let dir = tmp.path().join("ckpt");
+    // The folder as a kill left it: JSON, committed tensor files, pending (`.new`) ones.
+    let state = |json: &[u8], params: &[u8], optim: &[u8], pending: [Option<&[u8]>; 2]| {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("last.json"), json).unwrap();
+        std::fs::write(dir.join("last.safetensors"), params).unwrap();
+        std::fs::write(dir.join("last.optim.safetensors"), optim).unwrap();
+        for (name, bytes) in ["last.safetensors.new", "last.optim.safetensors.new"]
+            .iter()
+            .zip(pending)
+        {
+            if let Some(b) = bytes {
+                std::fs::write(dir.join(name), b).unwrap();
+            }
+        }
+        checkpoint::load(&dir.join("last.json"))
+            .map(|c| (c.meta.step, c.params["w"][0], c.velocity.unwrap()["w"][0]))
+    };
+    let (step1, step2) = (Some((1, 1.0, -1.0)), Some((2, 2.0, -2.0)));
+    assert_eq!(state(&j2, &p2, &o2, [None, None]).ok(), step2);
+    // After the JSON of step 2, before the renames.
+    assert_eq!(state(&j2, &p1, &o1, [Some(&p2), Some(&o2)]).ok(), step2);
+    // Between the two renames.
+    assert_eq!(state(&j2, &p2, &o1, [None, Some(&o2)]).ok(), step2);
+    // Before the JSON of step 2: its tensors pending, the step-1 checkpoint still whole.
+    assert_eq!(state(&j1, &p1, &o1, [Some(&p2), Some(&o2)]).ok(), step1);
+    // A torn pair, as the old save order could leave: refused, never resumed from.
+    let e = state(&j1, &p2, &o1, [None, None]).err().expect("refused");
+    assert!(e.to_string().contains("torn"), "{e}");
+}
