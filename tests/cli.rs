@@ -182,3 +182,40 @@ fn segment_writes_masks_overlays_and_probs_and_skips_a_bad_image() {
         assert!(v.iter().all(|x| x.is_finite()));
     }
 }
+
+/// `bench soak` as a user runs it, short: the line runs its frames, the swaps and SIGHUP
+/// reloads it makes are applied and none refused, and it samples every frames/100.
+#[test]
+fn bench_soak_runs_the_line_with_swaps_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("soak.json");
+    let plot = dir.path().join("soak.png");
+    let out = stdout_ok(
+        bin("warn")
+            .args(["bench", "soak", "--frames", "6000", "--swap-every", "2000"])
+            .args(["--reload-every", "2000", "--dir"])
+            .arg(dir.path().join("work"))
+            .arg("--json")
+            .arg(&json)
+            .arg("--plot")
+            .arg(&plot),
+    );
+    assert!(out.contains("soak: 6000 frames"), "{out}");
+    let r = read_json(&json);
+    assert_eq!(r["frames"], 6000, "{r:#}");
+    assert_eq!(
+        (r["model_swaps_made"].as_u64(), r["sighups_sent"].as_u64()),
+        (Some(2), Some(3))
+    );
+    // A swap and a reload that fall into one watcher period are applied as one.
+    let swaps = r["engine_swaps"].as_u64().unwrap();
+    assert!((1..=5).contains(&swaps), "{swaps} engine swaps");
+    assert_eq!(r["reloads_refused"], 0);
+    assert_eq!(r["samples"].as_array().unwrap().len(), 101);
+    assert_eq!(r["summary"]["events"]["dropped"], 0);
+    assert!(r["summary"]["events"]["written"].as_u64().unwrap() > 0);
+    assert_eq!(r["slopes"]["fd_growth"], 0, "{:#}", r["slopes"]);
+    for p in [&plot, &dir.path().join("soak-disk.png")] {
+        assert!(image::open(p).is_ok(), "{}", p.display());
+    }
+}

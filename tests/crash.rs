@@ -75,12 +75,20 @@ fn promoter_child() {
 fn two_models(dir: &Path) -> (PathBuf, PathBuf, Vec<u8>, Vec<u8>) {
     let a_bytes = std::fs::read(shipped_model()).unwrap();
     let mut b_bytes = a_bytes.clone();
-    // A float late in the file (initialisers come last): change its lowest mantissa bit.
-    let at = b_bytes.len() - 1000;
+    // Mid-file is inside the weights (the metadata comes last): one bit of one float.
+    let at = b_bytes.len() / 2;
     b_bytes[at] ^= 1;
     let (a, b) = (dir.join("a.onnx"), dir.join("b.onnx"));
     std::fs::write(&a, &a_bytes).unwrap();
     std::fs::write(&b, &b_bytes).unwrap();
+    let config = |path: &Path| contextrast::infer::ModelConfig {
+        path: path.to_path_buf(),
+        ..Default::default()
+    };
+    for m in [&a, &b] {
+        contextrast::infer::native::load_segmenter(&config(m))
+            .unwrap_or_else(|e| panic!("{}: {e}", m.display()));
+    }
     (a, b, a_bytes, b_bytes)
 }
 

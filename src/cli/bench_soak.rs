@@ -88,6 +88,8 @@ struct SoakReport {
     width: u32,
     height: u32,
     threads: usize,
+    swap_every: u64,
+    reload_every: u64,
     wall_s: f64,
     fps: f64,
     /// Model file replacements made, SIGHUP reloads sent, and the swaps the pipeline applied
@@ -215,6 +217,8 @@ max_bytes = 20_000_000
         width: w as u32,
         height: h as u32,
         threads: b.threads,
+        swap_every: b.swap_every,
+        reload_every: b.reload_every,
         wall_s,
         fps: summary.run.frames_processed as f64 / wall_s.max(1e-9),
         model_swaps_made: watch.swaps,
@@ -311,7 +315,11 @@ fn watch(
             next_swap = Some(at + b.swap_every);
         }
         if let Some(at) = next_hup.filter(|&at| n >= at && at + step < b.frames) {
-            let threshold = if out.sighups.is_multiple_of(2) { 0.7 } else { 0.8 };
+            let threshold = if out.sighups.is_multiple_of(2) {
+                0.7
+            } else {
+                0.8
+            };
             replace(paths.config, config_text(threshold).as_bytes())?;
             signal_hook::low_level::raise(signal_hook::consts::SIGHUP).context("sending SIGHUP")?;
             out.sighups += 1;
@@ -433,8 +441,8 @@ fn plot(path: &Path, r: &SoakReport) -> Result<()> {
         series(|s| s.threads as f64),
     );
     let title = format!(
-        "soak: {} frames at {}x{}, a model swap and a SIGHUP reload every 10^5",
-        r.frames, r.width, r.height
+        "soak: {} frames at {}x{}; model swap every {}, SIGHUP every {}",
+        r.frames, r.width, r.height, r.swap_every, r.reload_every
     );
     line_chart(
         path,
