@@ -299,6 +299,6 @@ fn a_checkpoint_killed_mid_save_loads_one_consistent_step() {
     // Before the JSON of step 2: its tensors pending, the step-1 checkpoint still whole.
     assert_eq!(state(&j1, &p1, &o1, [Some(&p2), Some(&o2)]).ok(), step1);
     // A torn pair, as the old save order could leave: refused, never resumed from.
-    let e = state(&j1, &p2, &o1, [None, None]).err().expect("refused");
+    let e = state(&j1, &p2, &o1, [None, None]).expect_err("refused");
     assert!(e.to_string().contains("torn"), "{e}");
 }
