@@ -16,7 +16,7 @@
 // Test helpers may unwrap: a panic there is a failed test, not a crash on input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
-use common::{bin, ok, shipped_model};
+use common::{bin, event_images, ok, shipped_model};
 use contextrast_model::rng::SplitMix64;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -123,23 +123,12 @@ fn check_records(events: &Path) -> (usize, usize, usize) {
             }
         }
     }
-    for day in std::fs::read_dir(events.join("images"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        for f in std::fs::read_dir(day.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let p = f.path();
-            if p.to_string_lossy().ends_with(".tmp") {
-                continue; // a killed writer's; never read, removed at the next start
-            }
-            image::open(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            images += 1;
+    for p in event_images(events) {
+        if p.to_string_lossy().ends_with(".tmp") {
+            continue; // a killed writer's; never read, removed at the next start
         }
+        image::open(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        images += 1;
     }
     (lines, torn, images)
 }

@@ -10,7 +10,7 @@
 // Test helpers may unwrap: a panic there is a failed test, not a crash on input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
-use common::{bin, read_json, shipped_model};
+use common::{bin, event_images, read_json, shipped_model};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -83,24 +83,6 @@ fn event_file(disk: &Path) -> Option<std::path::PathBuf> {
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
-}
-
-fn images(disk: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(days) = std::fs::read_dir(disk.join("images")) else {
-        return out;
-    };
-    for day in days.flatten() {
-        for f in std::fs::read_dir(day.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            out.push(f.path());
-        }
-    }
-    out.sort();
-    out
 }
 
 fn log_since(log: &Path, from: usize, to: usize) -> String {
@@ -178,12 +160,12 @@ max_bytes = 1_000_000_000
         || {
             event_file(&disk)
                 .is_some_and(|p| std::fs::read_to_string(p).is_ok_and(|t| t.lines().count() >= 3))
-                && images(&disk).len() >= 4
+                && event_images(&disk).len() >= 4
         },
     );
     let events_path = event_file(&disk).expect("event file");
     let before_events = std::fs::read(&events_path).expect("events");
-    let before_images: Vec<(std::path::PathBuf, Vec<u8>)> = images(&disk)
+    let before_images: Vec<(std::path::PathBuf, Vec<u8>)> = event_images(&disk)
         .into_iter()
         .filter(|p| !p.to_string_lossy().ends_with(".tmp"))
         .map(|p| {
@@ -233,13 +215,13 @@ max_bytes = 1_000_000_000
 
     // 3. Free it: events and images must come back by themselves.
     std::fs::remove_file(&fill).expect("free");
-    let images_at_free = images(&disk).len();
+    let images_at_free = event_images(&disk).len();
     wait_for(
         "events and images after freeing",
         Duration::from_secs(30),
         || {
             std::fs::metadata(&events_path).is_ok_and(|m| m.len() > events_len_full)
-                && images(&disk).len() > images_at_free
+                && event_images(&disk).len() > images_at_free
         },
     );
     std::thread::sleep(Duration::from_secs(1));
@@ -321,7 +303,7 @@ max_bytes = 1_000_000_000
             p.display()
         );
     }
-    for p in images(&disk) {
+    for p in event_images(&disk) {
         assert!(
             !p.to_string_lossy().ends_with(".tmp"),
             "temporary left: {}",

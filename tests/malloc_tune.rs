@@ -83,6 +83,16 @@ fn child(case: &str, env: &[(&str, &str)]) -> String {
     text
 }
 
+/// The `KEY=N` a child printed for `case`.
+fn child_count(case: &str, key: &str) -> u64 {
+    let text = child(case, &[]);
+    text.trim()
+        .strip_prefix(key)
+        .and_then(|t| t.strip_prefix('='))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{case} printed {text:?}"))
+}
+
 /// With glibc's defaults the 40 MiB blocks (and, as the heap is trimmed, some of the others) are
 /// mapped afresh every round and fault on each 4 KiB page: about 35,000 faults a round here.
 /// Tuned, the heap keeps them and later rounds do not fault.
@@ -91,13 +101,7 @@ fn training_pattern_stops_faulting() {
         println!("skipped training_pattern_stops_faulting: not glibc");
         return;
     }
-    let faults = |case| -> i64 {
-        let text = child(case, &[]);
-        text.trim()
-            .strip_prefix("faults=")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{case} printed {text:?}"))
-    };
+    let faults = |case| child_count(case, "faults") as i64;
     let (default, tuned) = (faults("pattern-default"), faults("pattern-tuned"));
     println!("page faults in five rounds: {default} with glibc's defaults, {tuned} tuned");
     assert!(
@@ -187,13 +191,7 @@ fn service_threads_share_one_arena() {
         println!("skipped service_threads_share_one_arena: not glibc");
         return;
     }
-    let arenas = |case| -> usize {
-        let text = child(case, &[]);
-        text.trim()
-            .strip_prefix("arenas=")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{case} printed {text:?}"))
-    };
+    let arenas = |case| child_count(case, "arenas");
     let (default, service) = (arenas("arenas-default"), arenas("arenas-service"));
     println!("arenas after four threads allocated at once: {default} by default, {service} tuned");
     assert!(default > 1, "glibc's default gave only {default} arena");

@@ -3,10 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(dir) = tempfile::tempdir() else { return };
-    let p = dir.path().join("classes.toml");
-    if std::fs::write(&p, data).is_err() {
-        return;
-    }
-    let _ = contextrast::train::data::classes::Classes::load(&p);
+    contextrast_fuzz::as_file("classes.toml", data, |_, p| {
+        let _ = contextrast::train::data::classes::Classes::load(p);
+    });
 });

@@ -7,25 +7,22 @@ use contextrast::infer::{ModelConfig, Segmentation};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(dir) = tempfile::tempdir() else { return };
-    let path = dir.path().join("model.onnx");
-    if std::fs::write(&path, data).is_err() {
-        return;
-    }
-    let cfg = ModelConfig {
-        path,
-        threads: 1,
-        ..ModelConfig::default()
-    };
-    let Ok(mut seg) = load_segmenter(&cfg) else {
-        return;
-    };
-    let (w, h) = (64, 48);
-    if seg.prepare(w, h).is_err() {
-        return;
-    }
-    let mut frame = Frame::with_capacity(w, h);
-    frame.reset(w, h);
-    let mut out = Segmentation::default();
-    let _ = seg.segment(&frame, &mut out);
+    contextrast_fuzz::as_file("model.onnx", data, |_, path| {
+        let cfg = ModelConfig {
+            path: path.to_path_buf(),
+            threads: 1,
+            ..ModelConfig::default()
+        };
+        let Ok(mut seg) = load_segmenter(&cfg) else {
+            return;
+        };
+        let (w, h) = (64, 48);
+        if seg.prepare(w, h).is_err() {
+            return;
+        }
+        let mut frame = Frame::with_capacity(w, h);
+        frame.reset(w, h);
+        let mut out = Segmentation::default();
+        let _ = seg.segment(&frame, &mut out);
+    });
 });

@@ -9,22 +9,20 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, rest)) = data.split_first() else {
         return;
     };
-    let Ok(dir) = tempfile::tempdir() else { return };
     let name = if pick % 2 == 0 {
         "frame.png"
     } else {
         "frame.jpg"
     };
-    if std::fs::write(dir.path().join(name), rest).is_err() {
-        return;
-    }
-    let cfg = ReplayConfig {
-        dir: dir.path().to_path_buf(),
-        fps: 0.0,
-        looping: false,
-    };
-    if let Ok(mut src) = ReplaySource::open(&cfg) {
-        let mut frame = Frame::with_capacity(64, 48);
-        let _ = src.next_frame(&mut frame);
-    }
+    contextrast_fuzz::as_file(name, rest, |dir, _| {
+        let cfg = ReplayConfig {
+            dir: dir.to_path_buf(),
+            fps: 0.0,
+            looping: false,
+        };
+        if let Ok(mut src) = ReplaySource::open(&cfg) {
+            let mut frame = Frame::with_capacity(64, 48);
+            let _ = src.next_frame(&mut frame);
+        }
+    });
 });

@@ -3,10 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(dir) = tempfile::tempdir() else { return };
-    let p = dir.path().join("truth.json");
-    if std::fs::write(&p, data).is_err() {
-        return;
-    }
-    let _ = contextrast::train::data::synth::load_truth(dir.path());
+    contextrast_fuzz::as_file("truth.json", data, |dir, _| {
+        let _ = contextrast::train::data::synth::load_truth(dir);
+    });
 });

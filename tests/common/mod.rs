@@ -77,6 +77,25 @@ pub fn fails(c: &mut Command) -> String {
     stderr
 }
 
+/// Every file the line's image writer left under `EVENTS/images/DATE/`, sorted (temporary
+/// files of an interrupted write included: callers decide what those mean).
+pub fn event_images(events: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(events.join("images"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|day| {
+            std::fs::read_dir(day.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|f| f.path())
+        .collect();
+    out.sort();
+    out
+}
+
 /// A JSON file the binary wrote.
 pub fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).expect("the file exists")).expect("the file is JSON")
